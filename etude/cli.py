@@ -1,0 +1,62 @@
+"""The `etude` command: run experiments, serve one service, benchmark the workload."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+
+from etude.config import apply_env_defaults
+
+SERVICES = ("workload", "inference", "loadgen", "controller")
+
+
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run one Etude service as a gRPC server")
+    services = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
+    for name in SERVICES:
+        module = importlib.import_module(f"services.{name}.cli")
+        parser = services.add_parser(name, help=module.__doc__)
+        parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)")
+        parser.add_argument("--port", type=int, default=module.DEFAULT_PORT, help="0 picks a free port")
+        parser.add_argument(
+            "--port-file", default=None, help="write the bound port to this file once serving"
+        )
+        parser.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
+        parser.add_argument("--log-format", choices=("console", "json"), default="console")
+        parser.add_argument("--log-level", default="info")
+        module.add_arguments(parser)
+        apply_env_defaults(parser)
+        parser.set_defaults(service_module=module)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etude", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve_parser(commands)
+    from services.controller import cli as controller_cli
+
+    controller_cli.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from etude.logs import configure_logging
+        from etude.telemetry import configure_tracing
+
+        configure_logging(f"etude-{args.service}", args.log_format, args.log_level)
+        configure_tracing(f"etude-{args.service}")
+        try:
+            asyncio.run(args.service_module.serve(args))
+        except KeyboardInterrupt:
+            return 130
+        return 0
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+from etude.v1 import loadgen_pb2 as _loadgen_pb2
+from etude.v1 import workload_pb2 as _workload_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRIAL_STATE_UNSPECIFIED: _ClassVar[TrialState]
+    TRIAL_STATE_PENDING: _ClassVar[TrialState]
+    TRIAL_STATE_DEPLOYING: _ClassVar[TrialState]
+    TRIAL_STATE_RUNNING: _ClassVar[TrialState]
+    TRIAL_STATE_SUCCEEDED: _ClassVar[TrialState]
+    TRIAL_STATE_FAILED: _ClassVar[TrialState]
+    TRIAL_STATE_CANCELLED: _ClassVar[TrialState]
+TRIAL_STATE_UNSPECIFIED: TrialState
+TRIAL_STATE_PENDING: TrialState
+TRIAL_STATE_DEPLOYING: TrialState
+TRIAL_STATE_RUNNING: TrialState
+TRIAL_STATE_SUCCEEDED: TrialState
+TRIAL_STATE_FAILED: TrialState
+TRIAL_STATE_CANCELLED: TrialState
+
+class ModelSpec(_message.Message):
+    __slots__ = ("name", "embedding_dim")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    embedding_dim: int
+    def __init__(self, name: _Optional[str] = ..., embedding_dim: _Optional[int] = ...) -> None: ...
+
+class WorkloadStats(_message.Message):
+    __slots__ = ("source", "exponents", "seed")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EXPONENTS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    exponents: _workload_pb2.PowerLawExponents
+    seed: int
+    def __init__(self, source: _Optional[str] = ..., exponents: _Optional[_Union[_workload_pb2.PowerLawExponents, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class HardwareOption(_message.Message):
+    __slots__ = ("name", "device", "monthly_cost_usd", "replicas", "cpu_threads")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CPU_THREADS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    device: str
+    monthly_cost_usd: float
+    replicas: int
+    cpu_threads: int
+    def __init__(self, name: _Optional[str] = ..., device: _Optional[str] = ..., monthly_cost_usd: _Optional[float] = ..., replicas: _Optional[int] = ..., cpu_threads: _Optional[int] = ...) -> None: ...
+
+class Batching(_message.Message):
+    __slots__ = ("max_batch_size", "max_batch_delay_ms", "max_queue_size")
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    max_batch_size: int
+    max_batch_delay_ms: float
+    max_queue_size: int
+    def __init__(self, max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ...) -> None: ...
+
+class ServiceLevelObjective(_message.Message):
+    __slots__ = ("percentile", "latency_ms", "rate_per_s")
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    percentile: float
+    latency_ms: float
+    rate_per_s: float
+    def __init__(self, percentile: _Optional[float] = ..., latency_ms: _Optional[float] = ..., rate_per_s: _Optional[float] = ...) -> None: ...
+
+class ExperimentSpec(_message.Message):
+    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_SIZES_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_POLICY_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIMES_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    SLO_FIELD_NUMBER: _ClassVar[int]
+    REPETITIONS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
+    catalog_sizes: _containers.RepeatedScalarFieldContainer[int]
+    embedding_policy: str
+    workload: WorkloadStats
+    hardware: _containers.RepeatedCompositeFieldContainer[HardwareOption]
+    runtimes: _containers.RepeatedScalarFieldContainer[str]
+    batching: Batching
+    load: _loadgen_pb2.LoadProfile
+    slo: ServiceLevelObjective
+    repetitions: int
+    target: str
+    results: str
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ...) -> None: ...
+
+class Trial(_message.Message):
+    __slots__ = ("trial_id", "model", "catalog_size", "embedding_dim", "hardware", "runtime", "repetition")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    REPETITION_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    model: ModelSpec
+    catalog_size: int
+    embedding_dim: int
+    hardware: HardwareOption
+    runtime: str
+    repetition: int
+    def __init__(self, trial_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hardware: _Optional[_Union[HardwareOption, _Mapping]] = ..., runtime: _Optional[str] = ..., repetition: _Optional[int] = ...) -> None: ...
+
+class TrialResult(_message.Message):
+    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri")
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    SLO_MET_FIELD_NUMBER: _ClassVar[int]
+    SLO_VERDICT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_URI_FIELD_NUMBER: _ClassVar[int]
+    trial: Trial
+    state: TrialState
+    summary: _loadgen_pb2.LoadSummary
+    slo_met: bool
+    slo_verdict: str
+    error: str
+    results_uri: str
+    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,41 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PowerLawExponents(_message.Message):
+    __slots__ = ("alpha_length", "alpha_clicks")
+    ALPHA_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_CLICKS_FIELD_NUMBER: _ClassVar[int]
+    alpha_length: float
+    alpha_clicks: float
+    def __init__(self, alpha_length: _Optional[float] = ..., alpha_clicks: _Optional[float] = ...) -> None: ...
+
+class WorkloadSpec(_message.Message):
+    __slots__ = ("catalog_size", "exponents", "total_clicks", "seed", "max_session_length", "sessions_per_batch")
+    CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EXPONENTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CLICKS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSION_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    catalog_size: int
+    exponents: PowerLawExponents
+    total_clicks: int
+    seed: int
+    max_session_length: int
+    sessions_per_batch: int
+    def __init__(self, catalog_size: _Optional[int] = ..., exponents: _Optional[_Union[PowerLawExponents, _Mapping]] = ..., total_clicks: _Optional[int] = ..., seed: _Optional[int] = ..., max_session_length: _Optional[int] = ..., sessions_per_batch: _Optional[int] = ...) -> None: ...
+
+class SessionBatch(_message.Message):
+    __slots__ = ("first_session_id", "session_lengths", "item_ids")
+    FIRST_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    first_session_id: int
+    session_lengths: _containers.RepeatedScalarFieldContainer[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, first_session_id: _Optional[int] = ..., session_lengths: _Optional[_Iterable[int]] = ..., item_ids: _Optional[_Iterable[int]] = ...) -> None: ...

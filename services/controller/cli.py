@@ -1,0 +1,83 @@
+"""Controller: runs experiments submitted over gRPC, one after another."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from etude import defaults
+
+DEFAULT_PORT = defaults.CONTROLLER_PORT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--startup-timeout-s", type=float, default=300.0,
+        help="how long a deployed service may take to report SERVING",
+    )  # fmt: skip
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from etude.serving import ServiceHost, run_until_signalled, service_full_name
+    from etude.v1 import controller_pb2, controller_pb2_grpc
+    from services.controller.drivers.local import LocalDriver
+    from services.controller.experiments import ExperimentManager
+    from services.controller.server import ControllerServicer
+    from services.controller.stores import open_store
+
+    manager = ExperimentManager(LocalDriver(args.startup_timeout_s), open_store)
+    await manager.start()
+    host = ServiceHost(
+        [service_full_name(controller_pb2, "ControllerService")],
+        lambda server: controller_pb2_grpc.add_ControllerServiceServicer_to_server(
+            ControllerServicer(manager), server
+        ),
+        host=args.host,
+        port=args.port,
+    )
+    await run_until_signalled(host, grace_s=args.grace_s, port_file=args.port_file, on_stop=manager.stop)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="run an experiment spec (YAML) and print a summary table")
+    run.add_argument("spec", help="experiment file, e.g. examples/quickstart.yaml")
+    run.add_argument("--results", default=None, help="result store (folder); overrides the spec's `results`")
+    run.add_argument("--startup-timeout-s", type=float, default=300.0)
+    run.add_argument("--log-level", default="warning", help="controller log level on stderr")
+    run.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`etude run`: validate, run every trial locally with live progress, print the summary."""
+    from etude.logs import configure_logging
+    from etude.spec import SpecError, load_spec
+    from etude.v1 import controller_pb2
+    from services.controller.drivers.local import LocalDriver
+    from services.controller.progress import ProgressPrinter
+    from services.controller.runner import ExperimentRunner, new_experiment
+    from services.controller.stores import open_store
+    from services.controller.summary import summary_table
+
+    configure_logging("etude-controller", "console", args.log_level)
+    try:
+        spec = load_spec(args.spec)
+        if args.results:
+            spec.results = args.results
+        store = open_store(spec.results)
+    except SpecError as error:
+        print(f"etude run: invalid spec {args.spec}: {error}", file=sys.stderr)
+        return 2
+    experiment = new_experiment(spec, store)
+    print(
+        f"Experiment {experiment.experiment_id}: {len(experiment.trials)} trial(s),"
+        f" results in {experiment.results_uri}"
+    )
+    runner = ExperimentRunner(experiment, LocalDriver(args.startup_timeout_s), store, ProgressPrinter())
+    try:
+        asyncio.run(runner.run())
+    except KeyboardInterrupt:
+        print("\ninterrupted: services stopped, finished trials kept", file=sys.stderr)
+    print()
+    print(summary_table(experiment))
+    return 0 if experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED else 1

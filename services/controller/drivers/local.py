@@ -1,0 +1,41 @@
+"""The local target: each service a child process on loopback, results in a local folder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from etude.v1 import experiment_pb2
+from services.controller.drivers.processes import ChildService
+from services.controller.options import as_flags, inference_options
+
+
+class LocalDriver:
+    """Deploys services as child processes; every one is stopped when its context exits."""
+
+    name = "local"
+
+    def __init__(self, startup_timeout_s: float = 300.0, grace_s: float = 10.0) -> None:
+        self.startup_timeout_s = startup_timeout_s
+        self.grace_s = grace_s
+
+    @asynccontextmanager
+    async def inference_service(
+        self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
+    ) -> AsyncIterator[str]:
+        """Yields the host:port of a healthy inference service for `trial`."""
+        child = ChildService("inference", as_flags(inference_options(trial, spec)), log_dir / "inference.log")
+        try:
+            yield await child.start(self.startup_timeout_s)
+        finally:
+            await child.stop(self.grace_s)
+
+    @asynccontextmanager
+    async def loadgen_service(self, log_dir: Path) -> AsyncIterator[str]:
+        """Yields the host:port of a healthy load generator."""
+        child = ChildService("loadgen", [], log_dir / "loadgen.log")
+        try:
+            yield await child.start(self.startup_timeout_s)
+        finally:
+            await child.stop(self.grace_s)

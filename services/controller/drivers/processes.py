@@ -1,0 +1,105 @@
+"""Child service processes on loopback: start one, wait until its health check says SERVING, stop it.
+
+A child binds port 0 and writes the port it got to a file, so there is no race for a "free"
+port between choosing it and binding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_log = structlog.get_logger()
+
+
+class ServiceStartError(RuntimeError):
+    """A child service exited or did not become healthy in time; the message quotes its log."""
+
+
+class ChildService:
+    """One `etude serve <service>` child process."""
+
+    def __init__(self, service: str, flags: Sequence[str], log_path: Path) -> None:
+        self.service = service
+        self.flags = list(flags)
+        self.log_path = log_path
+        self.endpoint = ""
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self, startup_timeout_s: float) -> str:
+        """Starts the process and returns host:port once it serves; raises ServiceStartError."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        port_file = Path(tempfile.mkdtemp(prefix="etude-port-")) / "port"
+        argv = [
+            sys.executable, "-m", "etude.cli", "serve", self.service,
+            "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
+            "--log-format", "json", *self.flags,
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        _log.info("child_started", service=self.service, pid=self._process.pid, log=str(self.log_path))
+        deadline = time.monotonic() + startup_timeout_s
+        port = await self._wait_for_port(port_file, deadline)
+        self.endpoint = f"127.0.0.1:{port}"
+        await self._wait_until_serving(deadline)
+        return self.endpoint
+
+    async def _wait_for_port(self, port_file: Path, deadline: float) -> int:
+        while not await asyncio.to_thread(port_file.exists):
+            self._raise_if_exited()
+            if time.monotonic() > deadline:
+                raise ServiceStartError(self._explain("did not bind a port in time"))
+            await asyncio.sleep(0.05)
+        return int(await asyncio.to_thread(port_file.read_text))
+
+    async def _wait_until_serving(self, deadline: float) -> None:
+        async with grpc.aio.insecure_channel(self.endpoint) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                self._raise_if_exited()
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServiceStartError(self._explain("did not report SERVING in time"))
+                await asyncio.sleep(0.1)
+
+    def _raise_if_exited(self) -> None:
+        if self._process is not None and self._process.returncode is not None:
+            raise ServiceStartError(self._explain(f"exited with status {self._process.returncode}"))
+
+    def _explain(self, what: str) -> str:
+        tail = ""
+        if self.log_path.exists():
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
+        return f"{self.service} service {what}; last lines of {self.log_path}:\n{tail}"
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM (the service drains), then SIGKILL after `grace_s`. Safe to call twice."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace_s)
+        except TimeoutError:
+            _log.warning("child_killed", service=self.service, pid=process.pid)
+            process.kill()
+            await process.wait()
+        _log.info("child_stopped", service=self.service, returncode=process.returncode)

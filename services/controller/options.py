@@ -1,0 +1,34 @@
+"""What a trial asks of the inference service, as option names shared by every driver.
+
+The local driver turns them into flags (`--catalog-size 10000`), the Kubernetes driver into
+environment variables (`ETUDE_CATALOG_SIZE=10000`): `etude serve inference` accepts both.
+"""
+
+from __future__ import annotations
+
+from etude.v1 import experiment_pb2
+
+
+def inference_options(trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec) -> dict[str, str]:
+    """Options of `etude serve inference` for one trial of a resolved spec."""
+    options = {
+        "model": trial.model.name,
+        "catalog_size": str(trial.catalog_size),
+        "embedding_dim": str(trial.embedding_dim),
+        "device": trial.hardware.device,
+        "runtime": trial.runtime,
+        "max_batch_size": str(spec.batching.max_batch_size),
+        "max_batch_delay_ms": str(spec.batching.max_batch_delay_ms),
+        "max_queue_size": str(spec.batching.max_queue_size),
+        "seed": str(spec.workload.seed),
+    }
+    if trial.hardware.cpu_threads:
+        options["threads"] = str(trial.hardware.cpu_threads)
+    return options
+
+
+def as_flags(options: dict[str, str]) -> list[str]:
+    flags = []
+    for name, value in options.items():
+        flags += ["--" + name.replace("_", "-"), value]
+    return flags

@@ -1,0 +1,218 @@
+"""Runs an experiment: for each trial deploy the inference service, drive the load, store results.
+
+The trial logic is shared by every target; a Driver only knows how to bring services up and
+down (local child processes now, Kubernetes objects later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+import structlog
+from google.protobuf import json_format
+
+from etude.serving import MAX_MESSAGE_BYTES
+from etude.v1 import (
+    controller_pb2,
+    experiment_pb2,
+    loadgen_pb2,
+    loadgen_pb2_grpc,
+    workload_pb2,
+)
+from services.controller.drivers.processes import ServiceStartError
+from services.controller.matrix import expand_trials
+from services.controller.slo import evaluate_slo
+from services.controller.store import ResultStore, write_json
+from services.controller.summary import summary_table
+
+_log = structlog.get_logger()
+
+# How long past the end of its load a trial may take to drain and summarise.
+RUN_MARGIN_S = 60.0
+
+EventCallback = Callable[[controller_pb2.ExperimentEvent], None]
+State = experiment_pb2.TrialState
+
+
+class Driver(Protocol):
+    name: str
+
+    def inference_service(
+        self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
+    ) -> AbstractAsyncContextManager[str]: ...
+
+    def loadgen_service(self, log_dir: Path) -> AbstractAsyncContextManager[str]: ...
+
+
+def new_experiment(spec: experiment_pb2.ExperimentSpec, store: ResultStore) -> controller_pb2.Experiment:
+    """A queued experiment for a resolved spec, with its trials pending and an id of its own."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    experiment_id = f"{spec.name}-{stamp}-{int(now * 1000) % 1000:03d}"
+    experiment = controller_pb2.Experiment(
+        experiment_id=experiment_id,
+        state=controller_pb2.EXPERIMENT_STATE_QUEUED,
+        spec=spec,
+        results_uri=store.uri(experiment_id),
+        created_unix_ms=int(now * 1000),
+    )
+    for trial in expand_trials(spec):
+        experiment.trials.add(trial=trial, state=State.TRIAL_STATE_PENDING)
+    return experiment
+
+
+class ExperimentRunner:
+    """Runs the trials of one experiment in order, keeping `experiment` and the store up to date."""
+
+    def __init__(
+        self,
+        experiment: controller_pb2.Experiment,
+        driver: Driver,
+        store: ResultStore,
+        on_event: EventCallback = lambda event: None,
+    ) -> None:
+        self.experiment = experiment
+        self.driver = driver
+        self.store = store
+        self.on_event = on_event
+
+    async def run(self) -> controller_pb2.Experiment:
+        experiment = self.experiment
+        experiment.state = controller_pb2.EXPERIMENT_STATE_RUNNING
+        write_json(self.store, f"{experiment.experiment_id}/spec.json", _to_dict(experiment.spec))
+        self._save()
+        log_dir = self.store.local_dir(f"{experiment.experiment_id}/logs")
+        try:
+            async with self.driver.loadgen_service(log_dir) as loadgen_endpoint:
+                async with grpc.aio.insecure_channel(
+                    loadgen_endpoint,
+                    options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+                ) as channel:
+                    loadgen = loadgen_pb2_grpc.LoadGeneratorServiceStub(channel)
+                    for result in experiment.trials:
+                        await self._run_trial(result, loadgen)
+        except asyncio.CancelledError:
+            self._finish(controller_pb2.EXPERIMENT_STATE_CANCELLED, "cancelled")
+            raise
+        except Exception as error:
+            _log.exception("experiment_failed", experiment_id=experiment.experiment_id)
+            self._finish(controller_pb2.EXPERIMENT_STATE_FAILED, f"{type(error).__name__}: {error}")
+            return experiment
+        failed = [r.trial.trial_id for r in experiment.trials if r.state == State.TRIAL_STATE_FAILED]
+        if failed:
+            self._finish(controller_pb2.EXPERIMENT_STATE_FAILED, f"trials failed: {', '.join(failed)}")
+        else:
+            self._finish(controller_pb2.EXPERIMENT_STATE_SUCCEEDED, "")
+        return experiment
+
+    async def _run_trial(
+        self, result: experiment_pb2.TrialResult, loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub
+    ) -> None:
+        experiment, trial = self.experiment, result.trial
+        trial_dir = f"{experiment.experiment_id}/trials/{trial.trial_id}"
+        result.results_uri = self.store.uri(trial_dir)
+        self._set_state(result, State.TRIAL_STATE_DEPLOYING)
+        records_dir = self.store.local_dir(trial_dir)
+        try:
+            async with self.driver.inference_service(trial, experiment.spec, records_dir) as endpoint:
+                self._set_state(result, State.TRIAL_STATE_RUNNING)
+                summary = await self._drive_load(trial, endpoint, str(records_dir), loadgen)
+            result.summary.CopyFrom(summary)
+            result.slo_met, result.slo_verdict = evaluate_slo(experiment.spec, summary, records_dir)
+            result.state = State.TRIAL_STATE_SUCCEEDED
+        except asyncio.CancelledError:
+            result.state = State.TRIAL_STATE_CANCELLED
+            result.error = "cancelled while running"
+            write_json(self.store, f"{trial_dir}/trial.json", _to_dict(result))
+            raise
+        except (ServiceStartError, grpc.aio.AioRpcError, OSError, ValueError) as error:
+            result.state = State.TRIAL_STATE_FAILED
+            result.error = _describe(error)
+            _log.error("trial_failed", trial_id=trial.trial_id, error=result.error)
+        write_json(self.store, f"{trial_dir}/trial.json", _to_dict(result))
+        self._set_state(result, result.state)
+
+    async def _drive_load(
+        self,
+        trial: experiment_pb2.Trial,
+        endpoint: str,
+        records_dir: str,
+        loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub,
+    ) -> loadgen_pb2.LoadSummary:
+        spec = self.experiment.spec
+        load_spec = loadgen_pb2.LoadSpec(
+            target=endpoint,
+            profile=spec.load,
+            workload=workload_pb2.WorkloadSpec(
+                catalog_size=trial.catalog_size,
+                exponents=spec.workload.exponents,
+                seed=spec.workload.seed,
+            ),
+            records_dir=records_dir,
+            run_id=trial.trial_id,
+        )
+        deadline_s = (
+            spec.load.ramp_duration_s + spec.load.hold_duration_s
+            + spec.load.request_timeout_ms / 1000 + RUN_MARGIN_S
+        )  # fmt: skip
+        summary = None
+        async for update in loadgen.Run(load_spec, timeout=deadline_s):
+            if update.HasField("progress"):
+                self.on_event(
+                    controller_pb2.ExperimentEvent(
+                        experiment_id=self.experiment.experiment_id, progress=update.progress
+                    )
+                )
+            elif update.HasField("summary"):
+                summary = update.summary
+        if summary is None:
+            raise ValueError("the load generator ended without a summary")
+        return summary
+
+    def _set_state(self, result: experiment_pb2.TrialResult, state: int) -> None:
+        result.state = state  # type: ignore[assignment]
+        self._save()
+        self.on_event(
+            controller_pb2.ExperimentEvent(experiment_id=self.experiment.experiment_id, trial=result)
+        )
+
+    def _finish(self, state: int, error: str) -> None:
+        experiment = self.experiment
+        for result in experiment.trials:
+            if result.state in (
+                State.TRIAL_STATE_PENDING,
+                State.TRIAL_STATE_DEPLOYING,
+                State.TRIAL_STATE_RUNNING,
+            ):
+                result.state = State.TRIAL_STATE_CANCELLED
+        experiment.state = state  # type: ignore[assignment]
+        experiment.error = error
+        experiment.finished_unix_ms = int(time.time() * 1000)
+        self._save()
+        self.store.write_text(f"{experiment.experiment_id}/summary.md", summary_table(experiment) + "\n")
+        self.on_event(
+            controller_pb2.ExperimentEvent(experiment_id=experiment.experiment_id, finished=experiment)
+        )
+
+    def _save(self) -> None:
+        write_json(
+            self.store,
+            f"{self.experiment.experiment_id}/experiment.json",
+            _to_dict(self.experiment),
+        )
+
+
+def _to_dict(message: object) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,58 @@
+"""ControllerService: a thin gRPC shell around the ExperimentManager."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from etude.spec import SpecError, resolve
+from etude.v1 import controller_pb2, controller_pb2_grpc
+from services.controller.experiments import ExperimentManager, UnknownExperiment
+
+
+class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
+    def __init__(self, manager: ExperimentManager) -> None:
+        self._manager = manager
+
+    async def SubmitExperiment(
+        self, request: controller_pb2.SubmitExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.Experiment:
+        try:
+            spec = resolve(request.spec)
+            return self._manager.submit(spec)
+        except SpecError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spec.{error}")
+            raise  # unreachable: abort raises
+
+    async def WatchExperiment(
+        self, request: controller_pb2.WatchExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[controller_pb2.ExperimentEvent]:
+        await self._known(request.experiment_id, context)
+        async for event in self._manager.watch(request.experiment_id):
+            yield event
+
+    async def GetExperiment(
+        self, request: controller_pb2.GetExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.Experiment:
+        await self._known(request.experiment_id, context)
+        return self._manager.get(request.experiment_id)
+
+    async def ListExperiments(
+        self, request: controller_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.ListExperimentsResponse:
+        return controller_pb2.ListExperimentsResponse(experiments=self._manager.list())
+
+    async def CancelExperiment(
+        self, request: controller_pb2.CancelExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.Experiment:
+        await self._known(request.experiment_id, context)
+        return await self._manager.cancel(request.experiment_id)
+
+    async def _known(self, experiment_id: str, context: grpc.aio.ServicerContext) -> None:
+        if not experiment_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "experiment_id: must not be empty")
+        try:
+            self._manager.get(experiment_id)
+        except UnknownExperiment:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"experiment_id: no experiment {experiment_id!r}")

@@ -1,0 +1,117 @@
+"""serve one session-based recommendation model (noop, gru4rec, ...) with dynamic batching"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import structlog
+
+from services.inference.batcher import (
+    DEFAULT_MAX_BATCH_DELAY_MS,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_SIZE,
+)
+from services.inference.models import MODEL_NAMES
+from services.inference.options import (
+    DEFAULT_EMBEDDING_POLICY,
+    DEFAULT_K,
+    DEFAULT_MAX_REQUEST_ITEMS,
+    EMBEDDING_POLICIES,
+    PRECISION_NAMES,
+    RUNTIMES,
+)
+
+DEFAULT_PORT = 50052
+
+_log = structlog.get_logger()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inference service's own flags (each also read from ETUDE_<FLAG> when absent)."""
+    parser.add_argument("--model", choices=MODEL_NAMES, default="noop", help="model to serve")
+    parser.add_argument("--catalog-size", type=int, required=True, help="number of items; valid ids are 1..C")
+    parser.add_argument(
+        "--embedding-dim", type=int, default=0, help="item embedding width (0 = the policy's)"
+    )
+    parser.add_argument("--embedding-policy", choices=EMBEDDING_POLICIES, default=DEFAULT_EMBEDDING_POLICY)
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="eager")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        default="fp32",
+        help="scoring precision; bf16/fp16 only on cuda",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
+    parser.add_argument(
+        "--max-batch-delay-ms",
+        type=float,
+        default=DEFAULT_MAX_BATCH_DELAY_MS,
+        help="longest wait of the oldest request before its batch runs",
+    )
+    parser.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=DEFAULT_MAX_QUEUE_SIZE,
+        help="waiting requests beyond which new ones get RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--max-request-items",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_ITEMS,
+        help="longest session accepted (the model reads the last 50 clicks)",
+    )
+    parser.add_argument("--default-k", type=int, default=DEFAULT_K, help="k when a request says 0")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Builds the model, warms it up, and serves until SIGTERM/SIGINT."""
+    import torch
+
+    from etude.serving import ServiceHost, run_until_signalled, service_full_name
+    from etude.v1 import recommender_pb2, recommender_pb2_grpc
+    from services.inference.batcher import DynamicBatcher
+    from services.inference.recommender import Recommender, RecommenderConfig
+    from services.inference.server import RecommenderServicer
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    config = RecommenderConfig(
+        model=args.model,
+        catalog_size=args.catalog_size,
+        embedding_dim=args.embedding_dim,
+        embedding_policy=args.embedding_policy,
+        device=args.device,
+        runtime=args.runtime,
+        precision=args.precision,
+        max_request_items=args.max_request_items,
+        default_k=args.default_k,
+        seed=args.seed,
+    )
+    _log.info("building_model", model=config.model, catalog_size=config.catalog_size)
+    # Building and warming up can take seconds at large catalogs: keep the loop free.
+    recommender = await asyncio.to_thread(Recommender, config)
+    batcher = DynamicBatcher(
+        recommender.recommend_batch,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        max_queue_size=args.max_queue_size,
+    )
+    servicer = RecommenderServicer(recommender, batcher)
+    host = ServiceHost(
+        service_names=[service_full_name(recommender_pb2, "RecommenderService")],
+        register=lambda server: recommender_pb2_grpc.add_RecommenderServiceServicer_to_server(
+            servicer, server
+        ),
+        host=args.host,
+        port=args.port,
+    )
+    await batcher.start()
+    try:
+        await run_until_signalled(host, grace_s=args.grace_s, port_file=args.port_file)
+    finally:
+        # After the server drained its calls, so in-flight requests still get answers.
+        await batcher.stop(drain=True)

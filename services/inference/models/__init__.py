@@ -1,0 +1,74 @@
+"""The model registry: name -> builder(catalog_size, embedding_dim, **options) and its scorer.
+
+Adding a model is one entry in MODELS. Entries name their builder and scorer factory as
+"module:function" and are imported on first use, so listing the models (the CLI's --help)
+needs no torch and a model's own imports cost nothing until it is served.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.inference.models.base import SessionEncoder
+    from services.inference.scoring import Scorer
+
+_PACKAGE = "services.inference.models"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One servable model: how to build it and how to score with it."""
+
+    summary: str
+    # "module:function" returning a SessionEncoder from (catalog_size, embedding_dim, **options).
+    builder: str
+    # "module:function" returning a Scorer from (encoder, compute_dtype=, max_score_elements=):
+    # the shared exact MIPS head unless the model scores differently.
+    scorer: str = "services.inference.scoring:catalog_scorer"
+
+    def build(self, catalog_size: int, embedding_dim: int, **options: Any) -> SessionEncoder:
+        return _resolve(self.builder)(catalog_size, embedding_dim, **options)  # type: ignore[no-any-return]
+
+    def make_scorer(self, encoder: SessionEncoder, **settings: Any) -> Scorer:
+        return _resolve(self.scorer)(encoder, **settings)  # type: ignore[no-any-return]
+
+
+def _resolve(reference: str) -> Callable[..., Any]:
+    module, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+
+MODELS: dict[str, ModelEntry] = {
+    "noop": ModelEntry(
+        "computes nothing: measures the serving infrastructure alone",
+        f"{_PACKAGE}.noop:build_noop",
+        scorer="services.inference.scoring:first_items_scorer",
+    ),
+    "gru4rec": ModelEntry(
+        "GRU4Rec: one GRU layer (hidden 128, no bias), dense back to d",
+        f"{_PACKAGE}.gru4rec:build_gru4rec",
+    ),
+}
+
+MODEL_NAMES = tuple(MODELS)
+
+
+def build_model(
+    name: str, catalog_size: int, embedding_dim: int, *, seed: int = 0, **options: Any
+) -> SessionEncoder:
+    """Builds model `name` with random weights drawn from `seed`, in eval mode, on the CPU.
+
+    The global random state is left untouched, so two builds with one seed are identical.
+    """
+    import torch
+
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = MODELS[name].build(catalog_size, embedding_dim, **options)
+    return encoder.eval()

@@ -1,0 +1,424 @@
+"""The backpressure-aware load generator (Algorithm 2 of the ETUDE paper), free of gRPC and models.
+
+It replays sessions click by click through a `RecommendClient`, one-second tick after tick of
+the ramp. Each request has an intended send time fixed by the schedule (the tick's requests
+evenly spread over the tick, ticks anchored to the start of the run); whatever is overdue is
+sent at once, so a late event loop or backpressure shows up as latency from the intended send
+time instead of silently thinning the load (wrk2's coordinated-omission correction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import structlog
+from google.protobuf import json_format
+
+from etude.v1 import loadgen_pb2
+from services.loadgen import spec as load_spec
+from services.loadgen.ramp import Tick, ramp_ticks
+from services.loadgen.records import Row, RunFiles
+from services.loadgen.stats import LatencyHistogram
+
+_log = structlog.get_logger()
+
+TICK_NS = 1_000_000_000
+# Backpressure and "no session ready" are re-checked at this step (Algorithm 2, line 12).
+WAIT_STEP_S = 0.001
+# After the last tick, in-flight requests get their timeout plus this before being cancelled.
+DRAIN_SLACK_S = 1.0
+
+OK = "OK"
+# Status of requests still in flight when the run was cancelled.
+CANCELLED = "CANCELLED"
+# Status of a request whose client raised instead of returning an Outcome (a client bug).
+CLIENT_ERROR = "CLIENT_ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one request ended: a gRPC status name and, when OK, the server's timing split."""
+
+    status: str
+    queue_us: int = 0
+    inference_us: int = 0
+    batch_size: int = 0
+    server_total_us: int = 0
+
+
+class RecommendClient(Protocol):
+    """The system under test. Never raises for RPC failures: they come back as an Outcome."""
+
+    async def recommend(
+        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float
+    ) -> Outcome: ...
+
+
+class Session(NamedTuple):
+    """One visitor's clicks, oldest first; request j replays the prefix item_ids[: j + 1]."""
+
+    session_id: str
+    item_ids: Sequence[int]
+
+
+# Where sessions come from: an async iterator that ends when the workload is exhausted.
+SessionSource = AsyncIterator[Session]
+ProgressCallback = Callable[[loadgen_pb2.TickProgress], None]
+
+
+class _ActiveSession:
+    __slots__ = ("item_ids", "next_click", "session_id")
+
+    def __init__(self, session: Session) -> None:
+        self.session_id = session.session_id
+        self.item_ids = session.item_ids
+        self.next_click = 0
+
+
+class LoadGenerator:
+    """Runs one load test: `await LoadGenerator(...).run()` returns the LoadSummary.
+
+    Per tick: requests the ramp asks for but backpressure (in flight >= the tick's rate) or a
+    lack of idle sessions kept back until the tick's end are `not_sent`, never carried over.
+    Latency histograms hold OK answers only; failures are counted by status. Answers that
+    arrive after the last tick (the drain, up to the request timeout) count in the summary
+    but in no tick. `requests_offered == requests_sent + requests_not_sent` always holds.
+
+    Cancelling `run()` stops sending, cancels the requests in flight (recorded as CANCELLED),
+    still writes summary.json and keeps the summary in `self.summary`, then re-raises.
+    """
+
+    def __init__(
+        self,
+        client: RecommendClient,
+        sessions: SessionSource,
+        profile: loadgen_pb2.LoadProfile,
+        *,
+        run_id: str = "",
+        records_dir: Path | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        load_spec.validate_profile(profile)
+        self._client = client
+        self._sessions = sessions
+        self._profile = profile
+        self._ticks: list[Tick] = ramp_ticks(
+            profile.target_rate_per_s, profile.ramp_duration_s, profile.hold_duration_s
+        )
+        self._timeout_s = load_spec.request_timeout_s(profile)
+        self._k = load_spec.items_per_recommendation(profile)
+        self._run_id = run_id
+        self._files = RunFiles(records_dir) if records_dir is not None else None
+        self._on_progress = on_progress
+        self.summary: loadgen_pb2.LoadSummary | None = None
+
+        self._ready: deque[_ActiveSession] = deque()
+        self._source_exhausted = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._in_hold = False
+        self._start_ns = 0
+        self._rows: list[Row] = []
+        self._open_tick: Tick | None = None
+        self._tick_sent = 0
+
+        self._sent = 0
+        self._ok = 0
+        self._hold_ok = 0
+        self._not_sent = 0
+        self._offered = 0
+        self._ticks_run = 0
+        self._errors_by_status: Counter[str] = Counter()
+        self._batch_size_sum = 0
+        self._batch_size_count = 0
+        self._from_intended = LatencyHistogram()
+        self._from_actual = LatencyHistogram()
+        self._server_queue = LatencyHistogram()
+        self._server_inference = LatencyHistogram()
+        self._network_and_overhead = LatencyHistogram()
+
+        self._tick_completed = 0
+        self._tick_ok = 0
+        self._tick_errors = 0
+        self._tick_from_intended = LatencyHistogram()
+
+    @property
+    def ticks(self) -> list[Tick]:
+        return list(self._ticks)
+
+    async def run(self) -> loadgen_pb2.LoadSummary:
+        """Ramps, holds, waits for the last answers, and returns (and writes) the summary."""
+        # The first session is pulled before the clock starts, so that a broken source fails
+        # the run before any request instead of showing up as not_sent.
+        await self._refill()
+        if self._files is not None:
+            # Opened before the clock starts, so that tick 0 does not begin late.
+            await self._files.open(self._run_info(time.perf_counter_ns(), time.time_ns()))
+        self._start_ns = time.perf_counter_ns()
+        cancelled = False
+        try:
+            try:
+                await self._send_ticks()
+                await self._drain()
+            except asyncio.CancelledError:
+                cancelled = True
+        finally:
+            # Also on errors: the summary of what ran is written before the error propagates.
+            self._abort_open_tick()
+            await self._cancel_in_flight()
+            self.summary = self._summarise()
+            if self._files is not None:
+                self._files.write(self._take_rows())
+                await self._files.close(self.summary)
+        if cancelled:
+            raise asyncio.CancelledError
+        return self.summary
+
+    def _run_info(self, perf_counter_ns: int, wall_clock_epoch_ns: int) -> dict[str, Any]:
+        return {
+            "run_id": self._run_id,
+            # Records hold time.perf_counter_ns() values; this pair, read together, maps them
+            # to the wall clock: epoch_ns = wall_clock_epoch_ns + (t - perf_counter_ns).
+            "perf_counter_ns": perf_counter_ns,
+            "wall_clock_epoch_ns": wall_clock_epoch_ns,
+            "profile": json_format.MessageToDict(self._profile, preserving_proto_field_name=True),
+            "request_timeout_s": self._timeout_s,
+            "k": self._k,
+            "tick_rates_per_s": [tick.rate_per_s for tick in self._ticks],
+        }
+
+    async def _send_ticks(self) -> None:
+        for tick in self._ticks:
+            self._in_hold = tick.in_hold
+            self._ticks_run += 1
+            tick_start_ns = self._start_ns + tick.index * TICK_NS
+            tick_end_ns = tick_start_ns + TICK_NS
+            self._open_tick = tick
+            self._tick_sent = 0
+            await self._send_tick(tick, tick_start_ns, tick_end_ns)
+            delay_s = (tick_end_ns - time.perf_counter_ns()) / 1e9
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            self._open_tick = None
+            not_sent = tick.requests - self._tick_sent
+            self._offered += tick.requests
+            self._not_sent += not_sent
+            self._end_tick(tick, self._tick_sent, not_sent)
+            if self._workload_exhausted():
+                _log.warning("workload_exhausted", tick=tick.index, run_id=self._run_id)
+                break
+
+    def _abort_open_tick(self) -> None:
+        """Accounts a tick the run stopped in: offered are the requests already due by now."""
+        tick, self._open_tick = self._open_tick, None
+        if tick is None or tick.requests == 0:
+            return
+        elapsed_ns = time.perf_counter_ns() - (self._start_ns + tick.index * TICK_NS)
+        due = min(tick.requests, max(0, elapsed_ns * tick.requests // TICK_NS + 1))
+        due = max(due, self._tick_sent)
+        self._offered += due
+        self._not_sent += due - self._tick_sent
+
+    async def _send_tick(self, tick: Tick, tick_start_ns: int, tick_end_ns: int) -> None:
+        """Sends the tick's requests on schedule, counting them in `self._tick_sent`."""
+        requests = tick.requests
+        # Backpressure bound of Algorithm 2: no more requests in flight than the tick's rate.
+        max_in_flight = max(1, math.ceil(tick.rate_per_s))
+        spacing_ns = TICK_NS / requests if requests else 0.0
+        while self._tick_sent < requests:
+            intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
+            now_ns = time.perf_counter_ns()
+            if now_ns < intended_ns:
+                await asyncio.sleep((intended_ns - now_ns) / 1e9)
+                continue
+            # Only waiting ends at the tick's end: a request that is merely overdue (the loop
+            # woke late) is still sent, with its lateness in its latency from intended.
+            if self._in_flight >= max_in_flight:
+                if now_ns >= tick_end_ns:
+                    return
+                await asyncio.sleep(WAIT_STEP_S)
+                continue
+            if not self._ready:
+                await self._refill()
+            if not self._ready:
+                if self._workload_exhausted() or now_ns >= tick_end_ns:
+                    return
+                # Every remaining session has a click in flight: wait for an answer.
+                await asyncio.sleep(WAIT_STEP_S)
+                continue
+            session = self._ready.popleft()
+            self._send(session, tick.index, intended_ns)
+            self._tick_sent += 1
+
+    def _send(self, session: _ActiveSession, tick: int, intended_ns: int) -> None:
+        click_index = session.next_click
+        self._in_flight += 1
+        self._sent += 1
+        task = asyncio.create_task(self._request(session, click_index, tick, intended_ns))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _request(self, session: _ActiveSession, click_index: int, tick: int, intended_ns: int) -> None:
+        item_ids = session.item_ids[: click_index + 1]
+        actual_ns = time.perf_counter_ns()
+        try:
+            outcome = await self._client.recommend(session.session_id, item_ids, self._k, self._timeout_s)
+        except asyncio.CancelledError:
+            self._complete(session, click_index, tick, intended_ns, actual_ns, Outcome(CANCELLED))
+            raise
+        except Exception:
+            _log.exception("recommend_client_raised", session_id=session.session_id)
+            outcome = Outcome(CLIENT_ERROR)
+        self._complete(session, click_index, tick, intended_ns, actual_ns, outcome)
+
+    def _complete(
+        self,
+        session: _ActiveSession,
+        click_index: int,
+        tick: int,
+        intended_ns: int,
+        actual_ns: int,
+        outcome: Outcome,
+    ) -> None:
+        completion_ns = time.perf_counter_ns()
+        self._in_flight -= 1
+        if click_index + 1 < len(session.item_ids):
+            session.next_click = click_index + 1
+            self._ready.append(session)
+        from_intended_us = (completion_ns - intended_ns) // 1000
+        from_actual_us = (completion_ns - actual_ns) // 1000
+        self._tick_completed += 1
+        if outcome.status == OK:
+            self._ok += 1
+            self._tick_ok += 1
+            if self._in_hold:
+                self._hold_ok += 1
+            self._from_intended.record_us(from_intended_us)
+            self._tick_from_intended.record_us(from_intended_us)
+            self._from_actual.record_us(from_actual_us)
+            self._server_queue.record_us(outcome.queue_us)
+            self._server_inference.record_us(outcome.inference_us)
+            self._network_and_overhead.record_us(max(0, from_actual_us - outcome.server_total_us))
+            if outcome.batch_size > 0:
+                self._batch_size_sum += outcome.batch_size
+                self._batch_size_count += 1
+        else:
+            self._tick_errors += 1
+            self._errors_by_status[outcome.status] += 1
+        self._rows.append(
+            (
+                tick,
+                session.session_id,
+                click_index,
+                intended_ns,
+                actual_ns,
+                completion_ns,
+                outcome.status,
+                from_intended_us,
+                from_actual_us,
+                outcome.queue_us,
+                outcome.inference_us,
+                outcome.batch_size,
+                outcome.server_total_us,
+            )
+        )
+
+    async def _refill(self) -> None:
+        """Pulls one new session into the ready pool, unless the source is exhausted."""
+        while not self._source_exhausted:
+            session = await anext(self._sessions, None)
+            if session is None:
+                self._source_exhausted = True
+            elif len(session.item_ids) > 0:
+                self._ready.append(_ActiveSession(session))
+                return
+
+    def _workload_exhausted(self) -> bool:
+        return self._source_exhausted and not self._ready and self._in_flight == 0
+
+    def _end_tick(self, tick: Tick, sent: int, not_sent: int) -> None:
+        p50_ms, p90_ms, p99_ms = self._tick_from_intended.percentiles_ms([50, 90, 99])
+        progress = loadgen_pb2.TickProgress(
+            run_id=self._run_id,
+            tick=tick.index,
+            target_rate_per_s=tick.rate_per_s,
+            sent=sent,
+            completed=self._tick_completed,
+            errors=self._tick_errors,
+            not_sent=not_sent,
+            in_flight=self._in_flight,
+            p50_ms=p50_ms,
+            p90_ms=p90_ms,
+            p99_ms=p99_ms,
+        )
+        if self._files is not None:
+            series_row = (
+                tick.index,
+                tick.rate_per_s,
+                sent,
+                self._tick_completed,
+                self._tick_ok,
+                self._tick_errors,
+                not_sent,
+                self._in_flight,
+                progress.p50_ms,
+                progress.p90_ms,
+                progress.p99_ms,
+            )
+            self._files.write(self._take_rows(), series_row)
+        self._tick_completed = self._tick_ok = self._tick_errors = 0
+        self._tick_from_intended = LatencyHistogram()
+        if self._on_progress is not None:
+            self._on_progress(progress)
+
+    def _take_rows(self) -> list[Row]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    async def _drain(self) -> None:
+        """Lets the requests still in flight answer, up to their timeout."""
+        # Answers from here on belong to no tick; they count in the summary only.
+        self._in_hold = False
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self._timeout_s + DRAIN_SLACK_S)
+
+    async def _cancel_in_flight(self) -> None:
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _summarise(self) -> loadgen_pb2.LoadSummary:
+        duration_s = max((time.perf_counter_ns() - self._start_ns) / 1e9, 1e-9)
+        hold_s = sum(1 for tick in self._ticks[: self._ticks_run] if tick.in_hold)
+        failed = sum(self._errors_by_status.values())
+        return loadgen_pb2.LoadSummary(
+            run_id=self._run_id,
+            requests_sent=self._sent,
+            requests_ok=self._ok,
+            requests_failed=failed,
+            errors_by_status=dict(self._errors_by_status),
+            requests_not_sent=self._not_sent,
+            requests_offered=self._offered,
+            duration_s=duration_s,
+            achieved_rate_per_s=self._ok / duration_s,
+            achieved_hold_rate_per_s=self._hold_ok / hold_s if hold_s else 0.0,
+            latency_from_intended=self._from_intended.summary(),
+            latency_from_actual=self._from_actual.summary(),
+            server_queue=self._server_queue.summary(),
+            server_inference=self._server_inference.summary(),
+            network_and_overhead=self._network_and_overhead.summary(),
+            mean_batch_size=(
+                self._batch_size_sum / self._batch_size_count if self._batch_size_count else 0.0
+            ),
+            ticks=self._ticks_run,
+            records_dir=str(self._files.folder) if self._files is not None else "",
+        )

@@ -1,0 +1,119 @@
+"""LoadGeneratorService: runs one load test per Run call and streams its progress and summary.
+
+The servicer only wires the core together (channel, client, session source, LoadGenerator) and
+maps the core's exceptions to gRPC status codes in `_status_of`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+import structlog
+
+from etude.v1 import loadgen_pb2, loadgen_pb2_grpc, workload_pb2
+from services.loadgen.client import (
+    GrpcRecommendClient,
+    TargetUnavailable,
+    open_channel,
+    wait_until_ready,
+)
+from services.loadgen.generator import LoadGenerator, Session
+from services.loadgen.sessions import WorkloadSourceError, in_process_sessions, remote_sessions
+from services.loadgen.spec import InvalidLoadSpec, validate_load_spec
+
+_log = structlog.get_logger()
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The one place where the core's exceptions become gRPC status codes."""
+    if isinstance(error, InvalidLoadSpec):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, TargetUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(error)
+    if isinstance(error, WorkloadSourceError):
+        code = getattr(grpc.StatusCode, error.status, grpc.StatusCode.UNAVAILABLE)
+        return code, str(error)
+    if isinstance(error, OSError):
+        return grpc.StatusCode.FAILED_PRECONDITION, f"records_dir: cannot write there: {error}"
+    return grpc.StatusCode.INTERNAL, f"load run failed: {type(error).__name__}: {error}"
+
+
+class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
+    """Run(LoadSpec) -> stream of one TickProgress per tick, then one LoadSummary."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        request_spans: bool = True,
+        in_process_source: Callable[[workload_pb2.WorkloadSpec], AsyncGenerator[Session, None]] = (
+            in_process_sessions
+        ),
+    ) -> None:
+        self._connect_timeout_s = connect_timeout_s
+        self._request_spans = request_spans
+        # Sessions when the spec names no workload_endpoint (replaceable for tests).
+        self._in_process_source = in_process_source
+
+    async def Run(
+        self, request: loadgen_pb2.LoadSpec, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[loadgen_pb2.RunUpdate]:
+        try:
+            validate_load_spec(request)
+        except InvalidLoadSpec as error:
+            await context.abort(*_status_of(error))
+        log = _log.bind(run_id=request.run_id, target=request.target)
+        async with contextlib.AsyncExitStack() as stack:
+            target_channel = await stack.enter_async_context(open_channel(request.target))
+            sessions: AsyncGenerator[Session, None]
+            if request.workload_endpoint:
+                workload_channel = await stack.enter_async_context(open_channel(request.workload_endpoint))
+                sessions = remote_sessions(workload_channel, request.workload)
+            else:
+                sessions = self._in_process_source(request.workload)
+            # Closed before the channels (exit stack order): ends the workload stream cleanly.
+            stack.push_async_callback(sessions.aclose)
+            updates: asyncio.Queue[loadgen_pb2.TickProgress | None] = asyncio.Queue()
+            generator = LoadGenerator(
+                GrpcRecommendClient(target_channel, request_spans=self._request_spans),
+                sessions,
+                request.profile,
+                run_id=request.run_id,
+                records_dir=Path(request.records_dir) if request.records_dir else None,
+                on_progress=updates.put_nowait,
+            )
+            try:
+                await wait_until_ready(target_channel, request.target, self._connect_timeout_s)
+            except TargetUnavailable as error:
+                await context.abort(*_status_of(error))
+            log.info("load_run_started", ticks=len(generator.ticks))
+            run = asyncio.create_task(generator.run())
+            run.add_done_callback(lambda _: updates.put_nowait(None))
+            try:
+                while (progress := await updates.get()) is not None:
+                    yield loadgen_pb2.RunUpdate(progress=progress)
+                try:
+                    summary = await run
+                except Exception as error:
+                    log.warning("load_run_failed", error=str(error))
+                    await context.abort(*_status_of(error))
+                log.info(
+                    "load_run_finished",
+                    sent=summary.requests_sent,
+                    ok=summary.requests_ok,
+                    not_sent=summary.requests_not_sent,
+                )
+                yield loadgen_pb2.RunUpdate(summary=summary)
+            finally:
+                # The caller went away (or the server is stopping): stop the load; the
+                # generator still writes the summary of what ran to the records folder.
+                if not run.done():
+                    log.info("load_run_cancelled")
+                    run.cancel()
+                    await asyncio.gather(run, return_exceptions=True)

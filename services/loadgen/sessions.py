@@ -1,0 +1,128 @@
+"""Session sources for the load generator: columnar session batches turned into sessions, either
+generated in-process (services.workload.generator) or streamed from a WorkloadService.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import Any
+
+import grpc
+
+from etude.v1 import workload_pb2, workload_pb2_grpc
+from services.loadgen.generator import Session
+from services.loadgen.spec import InvalidLoadSpec
+
+DEFAULT_MAX_SESSION_LENGTH = 50
+DEFAULT_SESSIONS_PER_BATCH = 1_024
+
+
+class WorkloadSourceError(RuntimeError):
+    """The session source failed; `status` is the gRPC status name that best describes why."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def split_batch(
+    first_session_id: int, session_lengths: Iterable[int], item_ids: Iterable[int]
+) -> list[Session]:
+    """Session i of the batch holds the next `session_lengths[i]` items; ids are consecutive."""
+    items = [int(item) for item in item_ids]
+    lengths = [int(length) for length in session_lengths]
+    if sum(lengths) != len(items):
+        raise WorkloadSourceError(
+            "DATA_LOSS",
+            f"session batch: session_lengths add up to {sum(lengths)} but it holds {len(items)} item_ids",
+        )
+    sessions = []
+    offset = 0
+    for index, length in enumerate(lengths):
+        sessions.append(Session(str(first_session_id + index), items[offset : offset + length]))
+        offset += length
+    return sessions
+
+
+async def _limit_clicks(sessions: AsyncIterator[Session], total_clicks: int) -> AsyncIterator[Session]:
+    """Stops once `total_clicks` clicks were yielded (0: never); the last session is cut to fit."""
+    clicks = 0
+    async for session in sessions:
+        if total_clicks:
+            remaining = total_clicks - clicks
+            if remaining <= 0:
+                return
+            session = Session(session.session_id, session.item_ids[:remaining])
+        clicks += len(session.item_ids)
+        yield session
+
+
+async def in_process_sessions(workload: workload_pb2.WorkloadSpec) -> AsyncGenerator[Session, None]:
+    """Sessions generated in this process by services.workload.generator (imported lazily)."""
+    try:
+        from services.workload.generator import (  # type: ignore[import-not-found,unused-ignore]
+            SessionGenerator,
+            SyntheticWorkload,
+        )
+    except ImportError as error:
+        raise WorkloadSourceError(
+            "FAILED_PRECONDITION",
+            f"workload: the in-process generator is not available ({error}); "
+            "set workload_endpoint to stream sessions from a WorkloadService",
+        ) from error
+    sessions_per_batch = workload.sessions_per_batch or DEFAULT_SESSIONS_PER_BATCH
+
+    def build_generator() -> Any:
+        generator = SessionGenerator(
+            SyntheticWorkload(
+                catalog_size=workload.catalog_size,
+                alpha_length=workload.exponents.alpha_length,
+                alpha_clicks=workload.exponents.alpha_clicks,
+                seed=workload.seed,
+                max_session_length=workload.max_session_length or DEFAULT_MAX_SESSION_LENGTH,
+            )
+        )
+        # The first batch checks sessions_per_batch against the generator's limits now,
+        # before the run starts, rather than mid-run.
+        return generator, generator.next_batch(sessions_per_batch)
+
+    try:
+        # Off the event loop: the popularity table of a large catalog takes seconds to build,
+        # and a batch milliseconds, either of which would delay sends.
+        generator, first_batch = await asyncio.to_thread(build_generator)
+    except ValueError as error:
+        # The generator's InvalidWorkloadSpec names its field; keep it under "workload.".
+        field = getattr(error, "field", None)
+        raise InvalidLoadSpec(f"workload.{field}" if field else "workload", str(error)) from error
+
+    async def generate() -> AsyncIterator[Session]:
+        batch = first_batch
+        while True:
+            for session in split_batch(batch.first_session_id, batch.lengths, batch.item_ids):
+                yield session
+            batch = await asyncio.to_thread(generator.next_batch, sessions_per_batch)
+
+    async for session in _limit_clicks(generate(), workload.total_clicks):
+        yield session
+
+
+async def remote_sessions(
+    channel: grpc.aio.Channel, workload: workload_pb2.WorkloadSpec
+) -> AsyncGenerator[Session, None]:
+    """Sessions streamed from WorkloadService/StreamSessions over `channel`."""
+    stub = workload_pb2_grpc.WorkloadServiceStub(channel)
+    call = stub.StreamSessions(workload)
+    try:
+        async for batch in call:
+            for session in split_batch(batch.first_session_id, batch.session_lengths, batch.item_ids):
+                yield session
+    except grpc.aio.AioRpcError as error:
+        status = error.code().name
+        if status == "INVALID_ARGUMENT":
+            raise InvalidLoadSpec("workload", error.details() or "rejected") from error
+        raise WorkloadSourceError(
+            status, f"workload_endpoint: StreamSessions failed: {error.details()}"
+        ) from error
+    finally:
+        call.cancel()

@@ -1,0 +1,73 @@
+"""Latency histograms (HdrHistogram, microseconds) and their LatencyPercentiles summary.
+
+Range 1 us .. 1 hour at 3 significant digits: a percentile is read back at the top of its
+value's bucket, at most 0.1% above the recorded value; values outside the range are clamped.
+The mean is exact (a running sum), not read from the buckets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from etude.v1 import loadgen_pb2
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT_DIGITS = 3
+
+
+class LatencyHistogram:
+    """Records latencies in microseconds; reads percentiles back in milliseconds."""
+
+    __slots__ = ("_counts", "_histogram", "_sum_us")
+
+    def __init__(self) -> None:
+        self._histogram = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+        # A zero-copy view of the bucket counts: hdrh's own percentile lookup walks the buckets
+        # in Python (milliseconds per call), which would stall the event loop every tick.
+        self._counts = np.ctypeslib.as_array(self._histogram.counts)
+        self._sum_us = 0
+
+    def record_us(self, value_us: int) -> None:
+        # 0 us happens (a server that answers within the same microsecond): clamp, not drop.
+        value_us = min(max(value_us, LOWEST_US), HIGHEST_US)
+        self._histogram.record_value(value_us)
+        self._sum_us += value_us
+
+    @property
+    def count(self) -> int:
+        return int(self._histogram.total_count)
+
+    def percentiles_ms(self, percentiles: list[float]) -> list[float]:
+        """The values at `percentiles` (0 < p <= 100) in ms, as HdrHistogram defines them
+        (the top of the bucket holding the value of rank round(p * n)); 0 when empty."""
+        if self.count == 0:
+            return [0.0] * len(percentiles)
+        cumulative = np.cumsum(self._counts)
+        values = []
+        for percentile in percentiles:
+            rank = self._histogram.get_target_count_at_percentile(percentile)
+            index = int(np.searchsorted(cumulative, rank, side="left"))
+            value_us = self._histogram.get_highest_equivalent_value(
+                self._histogram.get_value_from_index(index)
+            )
+            values.append(value_us / 1000.0)
+        return values
+
+    def percentile_ms(self, percentile: float) -> float:
+        return self.percentiles_ms([percentile])[0]
+
+    def summary(self) -> loadgen_pb2.LatencyPercentiles:
+        if self.count == 0:
+            return loadgen_pb2.LatencyPercentiles()
+        p50, p90, p99, p999 = self.percentiles_ms([50, 90, 99, 99.9])
+        return loadgen_pb2.LatencyPercentiles(
+            count=self.count,
+            p50_ms=p50,
+            p90_ms=p90,
+            p99_ms=p99,
+            p999_ms=p999,
+            max_ms=self._histogram.get_max_value() / 1000.0,
+            mean_ms=self._sum_us / self.count / 1000.0,
+        )

@@ -1,0 +1,113 @@
+"""Experiment specs: YAML parses into ExperimentSpec, and every mistake names its field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from etude.spec import SpecError, load_spec, parse_spec_text, resolve
+
+ROOT = Path(__file__).resolve().parents[2]
+
+VALID = """
+name: tiny
+models: [{name: noop}, {name: gru4rec, embedding_dim: 16}]
+catalog_sizes: [1000, 5000]
+workload: {exponents: {alpha_length: 2.2, alpha_clicks: 1.8}, seed: 7}
+load: {target_rate_per_s: 50, ramp_duration_s: 2, hold_duration_s: 1}
+"""
+
+
+def test_quickstart_example_is_valid() -> None:
+    spec = load_spec(ROOT / "examples" / "quickstart.yaml")
+    assert [model.name for model in spec.models] == ["noop", "gru4rec"]
+    assert list(spec.catalog_sizes) == [10000]
+
+
+def test_defaults_are_written_out() -> None:
+    spec = resolve(parse_spec_text(VALID))
+    assert spec.embedding_policy == "fourth_root"
+    assert [(h.name, h.device, h.replicas) for h in spec.hardware] == [("cpu", "cpu", 1)]
+    assert list(spec.runtimes) == ["eager"]
+    assert spec.batching.max_batch_size == 1024
+    assert spec.batching.max_batch_delay_ms == 2.0
+    assert spec.batching.max_queue_size == 4096
+    assert spec.load.k == 21 and spec.load.request_timeout_ms == 1000
+    assert (spec.slo.percentile, spec.slo.latency_ms, spec.slo.rate_per_s) == (90, 50, 50)
+    assert spec.repetitions == 1 and spec.target == "local" and spec.results == "results"
+
+
+def _with(change: dict) -> str:
+    document = yaml.safe_load(VALID)
+    for path, value in change.items():
+        node = document
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return yaml.safe_dump(document)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": "Bad Name"}, "name"),
+        ({"models": []}, "models"),
+        ({"models": [{"name": "nope"}]}, "models[0].name"),
+        ({"models": [{"name": "noop", "embedding_dim": -1}]}, "models[0].embedding_dim"),
+        ({"catalog_sizes": []}, "catalog_sizes"),
+        ({"catalog_sizes": [100, 0]}, "catalog_sizes[1]"),
+        ({"embedding_policy": "sqrt"}, "embedding_policy"),
+        ({"workload.source": "kafka"}, "workload.source"),
+        ({"workload.exponents.alpha_length": 1.0}, "workload.exponents.alpha_length"),
+        ({"workload.exponents.alpha_clicks": 0.5}, "workload.exponents.alpha_clicks"),
+        ({"hardware": [{"name": "x", "device": "tpu"}]}, "hardware[0].device"),
+        (
+            {"hardware": [{"name": "x", "device": "cpu", "monthly_cost_usd": -1}]},
+            "hardware[0].monthly_cost_usd",
+        ),
+        ({"hardware": [{"name": "x", "device": "cpu", "replicas": 2}]}, "hardware[0].replicas"),
+        ({"runtimes": ["eager", "onnx"]}, "runtimes[1]"),
+        ({"batching.max_batch_size": -1}, "batching.max_batch_size"),
+        ({"batching.max_batch_delay_ms": -0.5}, "batching.max_batch_delay_ms"),
+        ({"load.target_rate_per_s": 0}, "load.target_rate_per_s"),
+        ({"load.ramp_duration_s": -1}, "load.ramp_duration_s"),
+        ({"load.ramp_duration_s": 0, "load.hold_duration_s": 0}, "load.hold_duration_s"),
+        ({"load.k": 2000}, "load.k"),
+        ({"slo.percentile": 100}, "slo.percentile"),
+        ({"repetitions": -2}, "repetitions"),
+        ({"target": "mars"}, "target"),
+    ],
+)
+def test_invalid_field_is_named(change: dict, field: str) -> None:
+    with pytest.raises(SpecError) as error:
+        resolve(parse_spec_text(_with(change)))
+    assert error.value.field == field
+    assert str(error.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("name: x\nmodles: []\n", "modles"),
+        ("name: x\nload: {rate: 5}\n", "load.rate"),
+        ("name: x\ncatalog_sizes: [ten]\n", "catalog_sizes"),
+        ("name: x\nload: {ramp_duration_s: fast}\n", "load.ramp_duration_s"),
+    ],
+)
+def test_unknown_or_mistyped_field_is_rejected_with_its_path(text: str, field: str) -> None:
+    with pytest.raises(SpecError) as error:
+        parse_spec_text(text)
+    assert field in str(error.value)
+
+
+def test_non_mapping_document_is_rejected() -> None:
+    with pytest.raises(SpecError, match="mapping"):
+        parse_spec_text("- just\n- a list\n")
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(tmp_path / "absent.yaml")

@@ -1,0 +1,202 @@
+"""The dynamic batcher: batch formation, delay from the oldest arrival, bounds, deadlines, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from services.inference.batcher import (
+    BatcherStopped,
+    DeadlineExpired,
+    DynamicBatcher,
+    QueueFull,
+)
+
+# Generous: a test that waits this long has failed (these are not timing assertions).
+HANG_S = 10.0
+
+
+class RecordingHandler:
+    """Doubles each request and records the batches it saw (from the model thread)."""
+
+    def __init__(self, fail_on: object = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_on = fail_on
+        self.threads: set[str] = set()
+
+    def __call__(self, requests: list[int]) -> list[int]:
+        self.threads.add(threading.current_thread().name)
+        self.batches.append(list(requests))
+        if self.fail_on in requests:
+            raise RuntimeError(f"model failed on {self.fail_on}")
+        return [2 * request for request in requests]
+
+
+class BlockingHandler(RecordingHandler):
+    """Blocks every batch until released, so a test can fill the queue behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, requests: list[int]) -> list[int]:
+        self.entered.set()
+        self.release.wait(HANG_S)
+        return super().__call__(requests)
+
+
+async def started(batcher: DynamicBatcher[int, int]) -> DynamicBatcher[int, int]:
+    await batcher.start()
+    return batcher
+
+
+async def test_fills_batches_up_to_max_batch_size_without_waiting_for_the_delay() -> None:
+    handler = RecordingHandler()
+    # A one-minute delay: only "batch full" can form these batches in time.
+    batcher = await started(
+        DynamicBatcher(handler, max_batch_size=4, max_batch_delay_ms=60_000, max_queue_size=64)
+    )
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in range(8))), HANG_S)
+    await batcher.stop()
+    assert [r.result for r in results] == [2 * i for i in range(8)]
+    assert handler.batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert all(r.batch_size == 4 for r in results)
+
+
+async def test_flushes_a_partial_batch_once_the_oldest_request_waited_max_delay() -> None:
+    handler = RecordingHandler()
+    batcher = await started(DynamicBatcher(handler, max_batch_size=100, max_batch_delay_ms=20))
+    outcome = await asyncio.wait_for(batcher.submit(7), HANG_S)
+    await batcher.stop()
+    assert outcome.result == 14
+    assert outcome.batch_size == 1
+    assert outcome.queued_ns >= 20_000_000  # it waited for the delay, then ran alone
+
+
+async def test_delay_runs_from_the_oldest_arrival_not_from_the_batch_start() -> None:
+    handler = RecordingHandler()
+    # Arrived 20 s ago with a 10 s delay: counted from its arrival the delay is already up;
+    # counted from when the batcher first looks (Ray Serve's way) it would wait 10 s more.
+    batcher = await started(DynamicBatcher(handler, max_batch_size=100, max_batch_delay_ms=10_000))
+    arrival_ns = time.monotonic_ns() - 20_000_000_000
+    outcome = await asyncio.wait_for(batcher.submit(1, arrival_ns=arrival_ns), 5.0)
+    await batcher.stop()
+    assert outcome.result == 2
+    assert outcome.queued_ns >= 20_000_000_000
+
+
+async def test_handler_runs_in_one_dedicated_thread_off_the_event_loop() -> None:
+    handler = RecordingHandler()
+    batcher = await started(DynamicBatcher(handler, max_batch_size=2, max_batch_delay_ms=1))
+    for i in range(5):
+        await batcher.submit(i)
+    await batcher.stop()
+    assert len(handler.threads) == 1
+    assert threading.current_thread().name not in handler.threads
+
+
+async def test_queue_full_is_refused_at_once_and_the_batcher_keeps_serving() -> None:
+    handler = BlockingHandler()
+    batcher = await started(DynamicBatcher(handler, max_batch_size=1, max_batch_delay_ms=0, max_queue_size=2))
+    in_model = asyncio.create_task(batcher.submit(1))
+    await asyncio.to_thread(handler.entered.wait, HANG_S)
+    waiting = [asyncio.create_task(batcher.submit(i)) for i in (2, 3)]
+    await asyncio.sleep(0)
+    assert batcher.queue_size == 2
+    with pytest.raises(QueueFull, match="max_queue_size = 2"):
+        await batcher.submit(4)
+    handler.release.set()
+    assert [r.result for r in await asyncio.gather(in_model, *waiting)] == [2, 4, 6]
+    assert (await batcher.submit(5)).result == 10
+    await batcher.stop()
+
+
+async def test_expired_deadline_is_dropped_before_inference() -> None:
+    handler = BlockingHandler()
+    batcher = await started(DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=0))
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.to_thread(handler.entered.wait, HANG_S)
+    # Queued behind the blocked batch with a deadline 1 ms away: expired when its batch forms.
+    soon_ns = time.monotonic_ns() + 1_000_000
+    expiring = asyncio.create_task(batcher.submit(2, deadline_ns=soon_ns))
+    kept = asyncio.create_task(batcher.submit(3, deadline_ns=soon_ns + 60_000_000_000))
+    await asyncio.sleep(0.01)
+    handler.release.set()
+    assert (await first).result == 2
+    with pytest.raises(DeadlineExpired):
+        await expiring
+    assert (await kept).result == 6
+    await batcher.stop()
+    assert handler.batches == [[1], [3]]
+
+
+async def test_handler_exception_fails_only_that_batchs_requests() -> None:
+    handler = RecordingHandler(fail_on=13)
+    batcher = await started(DynamicBatcher(handler, max_batch_size=1, max_batch_delay_ms=0))
+    results = await asyncio.gather(
+        batcher.submit(12), batcher.submit(13), batcher.submit(14), return_exceptions=True
+    )
+    assert results[0].result == 24  # type: ignore[union-attr]
+    assert isinstance(results[1], RuntimeError)
+    assert results[2].result == 28  # type: ignore[union-attr]
+    assert (await batcher.submit(15)).result == 30
+    await batcher.stop()
+
+
+async def test_handler_returning_the_wrong_number_of_results_fails_the_batch() -> None:
+    batcher = await started(DynamicBatcher(lambda requests: [0], max_batch_size=2))
+    results = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+    await batcher.stop()
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_cancelled_request_never_reaches_the_model() -> None:
+    handler = BlockingHandler()
+    batcher = await started(DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=0))
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.to_thread(handler.entered.wait, HANG_S)
+    withdrawn = asyncio.create_task(batcher.submit(2))
+    kept = asyncio.create_task(batcher.submit(3))
+    await asyncio.sleep(0)
+    withdrawn.cancel()
+    handler.release.set()
+    await asyncio.gather(first, kept)
+    await batcher.stop()
+    assert handler.batches == [[1], [3]]
+
+
+async def test_stop_with_drain_answers_every_waiting_request() -> None:
+    handler = RecordingHandler()
+    batcher = await started(DynamicBatcher(handler, max_batch_size=100, max_batch_delay_ms=60_000))
+    pending = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(batcher.stop(drain=True), HANG_S)
+    assert [(await p).result for p in pending] == [0, 2, 4]
+    with pytest.raises(BatcherStopped):
+        await batcher.submit(9)
+
+
+async def test_stop_without_drain_fails_waiting_requests_and_leaves_no_task() -> None:
+    handler = RecordingHandler()
+    batcher = await started(DynamicBatcher(handler, max_batch_size=100, max_batch_delay_ms=60_000))
+    pending = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(batcher.stop(drain=False), HANG_S)
+    for task in pending:
+        with pytest.raises(BatcherStopped):
+            await task
+    assert handler.batches == []
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [{"max_batch_size": 0}, {"max_batch_delay_ms": -1.0}, {"max_queue_size": 0}],
+)
+def test_rejects_nonsensical_knobs(knobs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(knobs))):
+        DynamicBatcher(RecordingHandler(), **knobs)  # type: ignore[arg-type]

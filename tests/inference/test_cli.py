@@ -1,0 +1,70 @@
+"""`etude serve inference`: its flags, their environment defaults, and a real process."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from etude.config import apply_env_defaults
+from etude.v1 import recommender_pb2, recommender_pb2_grpc
+from services.inference import cli
+from services.inference.models import MODEL_NAMES
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    apply_env_defaults(parser)
+    return parser.parse_args(argv)
+
+
+def test_defaults_match_the_documented_service_settings() -> None:
+    args = parse(["--catalog-size", "1000"])
+    assert (args.model, args.catalog_size, args.embedding_dim) == ("noop", 1000, 0)
+    assert (args.max_batch_size, args.max_batch_delay_ms) == (1024, 2.0)
+    assert (args.max_request_items, args.default_k, args.threads) == (1000, 21, 0)
+    assert (args.device, args.runtime, args.precision) == ("cpu", "eager", "fp32")
+    assert cli.DEFAULT_PORT == 50052
+
+
+def test_model_choices_come_from_the_registry() -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    model = next(a for a in parser._actions if a.dest == "model")
+    assert tuple(model.choices or ()) == MODEL_NAMES
+
+
+def test_catalog_size_is_required_unless_the_environment_gives_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SystemExit):
+        parse([])
+    monkeypatch.setenv("ETUDE_CATALOG_SIZE", "5000")
+    monkeypatch.setenv("ETUDE_MODEL", "gru4rec")
+    args = parse([])
+    assert (args.catalog_size, args.model) == (5000, "gru4rec")
+
+
+def test_importing_the_cli_does_not_import_torch() -> None:
+    code = "import sys, services.inference.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+async def test_etude_serve_inference_runs_as_a_process_and_answers(
+    child_service: Callable[..., object],
+) -> None:
+    flags = ["--model", "gru4rec", "--catalog-size", "1000", "--runtime", "jit", "--threads", "1"]
+    async with child_service("inference", flags) as endpoint:  # type: ignore[attr-defined]
+        async with grpc.aio.insecure_channel(endpoint) as channel:
+            stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+            response = await stub.Recommend(recommender_pb2.RecommendRequest(item_ids=[5, 6, 7], k=4))
+            info = await stub.GetModelInfo(recommender_pb2.GetModelInfoRequest())
+    assert len(response.item_ids) == 4
+    assert (info.model, info.runtime, info.embedding_dim) == ("gru4rec", "jit", 6)
+    assert info.details["torch_threads"] == "1"

@@ -1,0 +1,170 @@
+"""Session sources: columnar batches split into sessions, in-process and streamed from a server."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from loadgen_fakes import FakeWorkload
+
+from etude.serving import ServiceHost, service_full_name
+from etude.v1 import workload_pb2, workload_pb2_grpc
+from services.loadgen.generator import Session
+from services.loadgen.sessions import (
+    WorkloadSourceError,
+    in_process_sessions,
+    remote_sessions,
+    split_batch,
+)
+from services.loadgen.spec import InvalidLoadSpec
+
+
+def workload_spec(**fields: Any) -> workload_pb2.WorkloadSpec:
+    spec = workload_pb2.WorkloadSpec(
+        catalog_size=100,
+        exponents=workload_pb2.PowerLawExponents(alpha_length=2.0, alpha_clicks=1.5),
+        seed=7,
+    )
+    for name, value in fields.items():
+        setattr(spec, name, value)
+    return spec
+
+
+async def take(sessions: AsyncIterator[Session], count: int) -> list[Session]:
+    taken = []
+    async for session in sessions:
+        taken.append(session)
+        if len(taken) == count:
+            break
+    return taken
+
+
+def test_a_batch_splits_into_consecutive_sessions_with_consecutive_ids() -> None:
+    sessions = split_batch(40, [2, 1, 3], np.array([5, 6, 7, 8, 9, 10], dtype=np.int64))
+    assert sessions == [Session("40", [5, 6]), Session("41", [7]), Session("42", [8, 9, 10])]
+    assert all(type(item) is int for session in sessions for item in session.item_ids)
+
+
+def test_a_batch_whose_lengths_do_not_match_its_items_is_refused() -> None:
+    with pytest.raises(WorkloadSourceError, match="add up to 3 but it holds 2"):
+        split_batch(0, [1, 2], [1, 2])
+
+
+@dataclass
+class _FakeBatch:
+    first_session_id: int
+    lengths: np.ndarray
+    item_ids: np.ndarray
+
+
+class _FakeSyntheticWorkload:
+    def __init__(self, **fields: Any) -> None:
+        if fields["catalog_size"] > 1_000_000:
+            raise ValueError("catalog_size: too large for this fake")
+        self.fields = fields
+
+
+class _FakeSessionGenerator:
+    """The future services.workload.generator API: next_batch(n) -> SessionBatch."""
+
+    def __init__(self, workload: _FakeSyntheticWorkload) -> None:
+        self.workload = workload
+        self.next_id = 0
+
+    def next_batch(self, n: int) -> _FakeBatch:
+        lengths = np.full(n, 3, dtype=np.int32)
+        items = np.arange(self.next_id * 3, (self.next_id + n) * 3, dtype=np.int64) + 1
+        batch = _FakeBatch(self.next_id, lengths, items)
+        self.next_id += n
+        return batch
+
+
+@pytest.fixture
+def fake_workload_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("services.workload.generator")
+    module.SessionGenerator = _FakeSessionGenerator  # type: ignore[attr-defined]
+    module.SyntheticWorkload = _FakeSyntheticWorkload  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "services.workload.generator", module)
+
+
+@pytest.mark.usefixtures("fake_workload_module")
+async def test_in_process_sessions_stop_at_total_clicks_cutting_the_last_session() -> None:
+    sessions = [s async for s in in_process_sessions(workload_spec(total_clicks=7, sessions_per_batch=2))]
+    assert sessions == [
+        Session("0", [1, 2, 3]),
+        Session("1", [4, 5, 6]),
+        Session("2", [7]),
+    ]
+
+
+@pytest.mark.usefixtures("fake_workload_module")
+async def test_in_process_sessions_stream_forever_when_total_clicks_is_zero() -> None:
+    sessions = await take(in_process_sessions(workload_spec(sessions_per_batch=4)), 10)
+    assert [s.session_id for s in sessions] == [str(i) for i in range(10)]
+
+
+@pytest.mark.usefixtures("fake_workload_module")
+async def test_a_workload_the_generator_rejects_is_an_invalid_spec() -> None:
+    with pytest.raises(InvalidLoadSpec, match="workload: catalog_size"):
+        await take(in_process_sessions(workload_spec(catalog_size=10**9)), 1)
+
+
+@pytest.fixture
+async def workload_channel() -> AsyncIterator[grpc.aio.Channel]:
+    host = ServiceHost(
+        service_names=[service_full_name(workload_pb2, "WorkloadService")],
+        register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(
+            FakeWorkload(session_length=2, sessions_per_batch=3), server
+        ),
+    )
+    port = await host.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel
+    await host.stop(0)
+
+
+async def test_remote_sessions_turn_streamed_batches_into_sessions(
+    workload_channel: grpc.aio.Channel,
+) -> None:
+    sessions = remote_sessions(workload_channel, workload_spec())
+    taken = await take(sessions, 5)
+    await sessions.aclose()
+    assert [s.session_id for s in taken] == ["0", "1", "2", "3", "4"]
+    assert [list(s.item_ids) for s in taken[:2]] == [[1, 2], [3, 4]]
+
+
+async def test_a_workload_the_service_rejects_is_an_invalid_spec(
+    workload_channel: grpc.aio.Channel,
+) -> None:
+    with pytest.raises(InvalidLoadSpec, match="workload: catalog_size"):
+        await take(remote_sessions(workload_channel, workload_spec(catalog_size=0)), 1)
+
+
+async def test_an_unreachable_workload_service_is_a_source_error() -> None:
+    async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:
+        with pytest.raises(WorkloadSourceError) as raised:
+            await take(remote_sessions(channel, workload_spec()), 1)
+    assert raised.value.status == "UNAVAILABLE"
+
+
+async def test_the_real_in_process_generator_yields_sessions_within_the_catalog() -> None:
+    pytest.importorskip("services.workload.generator")
+    spec = workload_spec(catalog_size=1_000, max_session_length=7, total_clicks=500)
+    sessions = [s async for s in in_process_sessions(spec)]
+    assert sum(len(s.item_ids) for s in sessions) == 500
+    assert all(1 <= len(s.item_ids) <= 7 for s in sessions)
+    assert all(1 <= item <= 1_000 for s in sessions for item in s.item_ids)
+    assert len({s.session_id for s in sessions}) == len(sessions)
+
+
+async def test_a_workload_the_real_generator_rejects_is_an_invalid_spec() -> None:
+    pytest.importorskip("services.workload.generator")
+    with pytest.raises(InvalidLoadSpec, match="sessions_per_batch") as raised:
+        await take(in_process_sessions(workload_spec(sessions_per_batch=10**9)), 1)
+    assert raised.value.field.startswith("workload")

@@ -1,0 +1,46 @@
+"""Latency histograms: percentiles as HdrHistogram defines them, read without walking buckets."""
+
+from __future__ import annotations
+
+from hdrh.histogram import HdrHistogram
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.loadgen.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, LatencyHistogram
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    values=st.lists(st.integers(min_value=0, max_value=10 * HIGHEST_US), min_size=1, max_size=300),
+    percentile=st.sampled_from([0.1, 1.0, 50.0, 90.0, 99.0, 99.9, 100.0]),
+)
+def test_percentiles_match_hdrhistogram_and_stay_within_its_precision(
+    values: list[int], percentile: float
+) -> None:
+    histogram = LatencyHistogram()
+    reference = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+    for value in values:
+        histogram.record_us(value)
+        reference.record_value(min(max(value, LOWEST_US), HIGHEST_US))
+    value_us = reference.get_value_at_percentile(percentile)
+    assert histogram.percentile_ms(percentile) == value_us / 1000.0
+    clamped = sorted(min(max(value, LOWEST_US), HIGHEST_US) for value in values)
+    exact = clamped[max(1, int(percentile / 100 * len(clamped) + 0.5)) - 1]
+    assert exact <= value_us <= exact * (1 + 10.0**-SIGNIFICANT_DIGITS) + 1
+
+
+def test_summary_of_an_empty_histogram_is_all_zero() -> None:
+    summary = LatencyHistogram().summary()
+    assert summary.count == 0
+    assert summary.p99_ms == 0.0
+
+
+def test_summary_mean_is_exact_and_max_is_the_top_of_its_bucket() -> None:
+    histogram = LatencyHistogram()
+    for value_us in (1_000, 2_000, 6_000):
+        histogram.record_us(value_us)
+    summary = histogram.summary()
+    assert summary.count == 3
+    assert summary.mean_ms == 3.0
+    assert summary.p50_ms == 2.0
+    assert 6.0 <= summary.max_ms <= 6.0 * 1.001
