@@ -195,7 +195,8 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
         full.runtimes.append(defaults.RUNTIME)
     batching = full.batching
     batching.max_batch_size = batching.max_batch_size or defaults.MAX_BATCH_SIZE
-    batching.max_batch_delay_ms = batching.max_batch_delay_ms or defaults.MAX_BATCH_DELAY_MS
+    if not batching.HasField("max_batch_delay_ms"):
+        batching.max_batch_delay_ms = defaults.MAX_BATCH_DELAY_MS
     batching.max_queue_size = (
         batching.max_queue_size or defaults.QUEUE_SIZE_PER_BATCH * batching.max_batch_size
     )

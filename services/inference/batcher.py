@@ -17,14 +17,16 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from etude import defaults
+
 _log = structlog.get_logger()
 
 RequestT = TypeVar("RequestT")
 ResultT = TypeVar("ResultT")
 
-DEFAULT_MAX_BATCH_SIZE = 1024
-DEFAULT_MAX_BATCH_DELAY_MS = 2.0
-DEFAULT_MAX_QUEUE_SIZE = 4096
+DEFAULT_MAX_BATCH_SIZE = defaults.MAX_BATCH_SIZE
+DEFAULT_MAX_BATCH_DELAY_MS = defaults.MAX_BATCH_DELAY_MS
+DEFAULT_MAX_QUEUE_SIZE = defaults.QUEUE_SIZE_PER_BATCH * defaults.MAX_BATCH_SIZE
 
 
 class BatcherError(Exception):

@@ -7,6 +7,7 @@ import asyncio
 
 import structlog
 
+from etude import defaults
 from services.inference.batcher import (
     DEFAULT_MAX_BATCH_DELAY_MS,
     DEFAULT_MAX_BATCH_SIZE,
@@ -22,7 +23,7 @@ from services.inference.options import (
     RUNTIMES,
 )
 
-DEFAULT_PORT = 50052
+DEFAULT_PORT = defaults.INFERENCE_PORT
 
 _log = structlog.get_logger()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_PORT = 50053
+from etude import defaults
+
+DEFAULT_PORT = defaults.LOADGEN_PORT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

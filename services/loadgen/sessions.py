@@ -10,12 +10,13 @@ from typing import Any
 
 import grpc
 
+from etude import defaults
 from etude.v1 import workload_pb2, workload_pb2_grpc
 from services.loadgen.generator import Session
 from services.loadgen.spec import InvalidLoadSpec
 
-DEFAULT_MAX_SESSION_LENGTH = 50
-DEFAULT_SESSIONS_PER_BATCH = 1_024
+DEFAULT_MAX_SESSION_LENGTH = defaults.MAX_SESSION_LENGTH
+DEFAULT_SESSIONS_PER_BATCH = defaults.SESSIONS_PER_BATCH
 
 
 class WorkloadSourceError(RuntimeError):

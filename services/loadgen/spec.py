@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 
+from etude import defaults
 from etude.v1 import loadgen_pb2, workload_pb2
 
-DEFAULT_REQUEST_TIMEOUT_MS = 1_000
-DEFAULT_K = 21
+DEFAULT_REQUEST_TIMEOUT_MS = defaults.REQUEST_TIMEOUT_MS
+DEFAULT_K = defaults.TOP_K
 
 
 class InvalidLoadSpec(ValueError):

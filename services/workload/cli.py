@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_PORT = 50051
+from etude import defaults
+
+DEFAULT_PORT = defaults.WORKLOAD_PORT
 DEFAULT_POPULARITY_CACHE_SIZE = 2
 
 

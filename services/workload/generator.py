@@ -21,10 +21,11 @@ from functools import cached_property
 
 import numpy as np
 
+from etude import defaults
 from etude.v1 import workload_pb2
 
-DEFAULT_MAX_SESSION_LENGTH = 50
-DEFAULT_SESSIONS_PER_BATCH = 1024
+DEFAULT_MAX_SESSION_LENGTH = defaults.MAX_SESSION_LENGTH
+DEFAULT_SESSIONS_PER_BATCH = defaults.SESSIONS_PER_BATCH
 # Item ids are stored as int32 in the popularity table (half the memory and cache misses of
 # int64); 10 million items take 40 MB there, and about 30 bytes per item while it is built.
 MAX_CATALOG_SIZE = 2**31 - 1

@@ -39,6 +39,12 @@ def test_defaults_are_written_out() -> None:
     assert spec.repetitions == 1 and spec.target == "local" and spec.results == "results"
 
 
+def test_zero_batch_delay_is_kept_rather_than_defaulted() -> None:
+    spec = resolve(parse_spec_text(VALID + "batching: {max_batch_delay_ms: 0}\n"))
+    assert spec.batching.HasField("max_batch_delay_ms")
+    assert spec.batching.max_batch_delay_ms == 0
+
+
 def _with(change: dict) -> str:
     document = yaml.safe_load(VALID)
     for path, value in change.items():

@@ -1,0 +1,92 @@
+"""`etude run` as a person uses it: a spec file in, live progress and a summary out, Ctrl-C safe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SPEC = """
+name: cli
+models: [{name: noop}]
+catalog_sizes: [1000]
+workload: {exponents: {alpha_length: 2.2, alpha_clicks: 1.8}}
+load: {target_rate_per_s: 20, ramp_duration_s: 1, hold_duration_s: %d}
+"""
+
+
+def _etude_run(spec_path: Path, results: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "etude.cli", "run", str(spec_path), "--results", str(results)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # A shell's background jobs ignore SIGINT; a person's terminal does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _children_of(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def test_run_prints_the_summary_and_exits_zero(tmp_path: Path) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC % 1)
+    process = _etude_run(spec_path, tmp_path / "results")
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 0, output
+    assert "noop-c1000-cpu-eager" in output and "| met |" in output
+    (experiment_dir,) = (tmp_path / "results").iterdir()
+    assert (experiment_dir / "summary.md").read_text().strip() in output
+
+
+def test_invalid_spec_exits_two_naming_the_field(tmp_path: Path) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text((SPEC % 1).replace("target_rate_per_s: 20", "target_rate_per_s: -1"))
+    process = _etude_run(spec_path, tmp_path / "results")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "load.target_rate_per_s" in output
+
+
+def test_ctrl_c_stops_every_service_and_records_the_cancellation(tmp_path: Path) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC % 120)
+    process = _etude_run(spec_path, tmp_path / "results")
+    assert process.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        if "] running" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2)  # let a few requests be recorded
+    children = _children_of(process.pid)
+    assert len(children) == 2  # the loadgen and the inference service
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1, output
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+    (experiment_dir,) = (tmp_path / "results").iterdir()
+    experiment = json.loads((experiment_dir / "experiment.json").read_text())
+    assert experiment["state"] == "EXPERIMENT_STATE_CANCELLED"
+    assert experiment["trials"][0]["state"] == "TRIAL_STATE_CANCELLED"
+    assert (experiment_dir / "trials" / "noop-c1000-cpu-eager" / "records.csv").stat().st_size > 0
+    assert os.path.exists(experiment_dir / "summary.md")
