@@ -83,3 +83,34 @@ async def test_tiny_experiment_leaves_consistent_records_and_summaries(tmp_path:
     progress = [event.progress for event in events if event.HasField("progress")]
     assert {tick.run_id for tick in progress} == {"noop-c1000-cpu-jit", "gru4rec-c1000-cpu-jit"}
     assert events[-1].HasField("finished")
+
+
+async def test_a_trial_whose_service_cannot_start_fails_with_its_reason_and_the_rest_still_run(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA, so that device cuda cannot start")
+    spec = resolve(
+        parse_spec_text(
+            SPEC.replace("models: [{name: noop}, {name: gru4rec}]", "models: [{name: noop}]")
+            + "hardware: [{name: gpu, device: cuda}, {name: cpu, device: cpu}]\n"
+        )
+    )
+    store = LocalResultStore(tmp_path)
+    experiment = new_experiment(spec, store)
+    await ExperimentRunner(experiment, LocalDriver(startup_timeout_s=120), store).run()
+
+    assert experiment.state == controller_pb2.EXPERIMENT_STATE_FAILED
+    assert "noop-c1000-gpu-jit" in experiment.error
+    failed, succeeded = experiment.trials
+    assert failed.state == experiment_pb2.TRIAL_STATE_FAILED
+    assert "inference service exited" in failed.error and "cuda" in failed.error.lower()
+    assert not failed.HasField("summary")
+    assert succeeded.state == experiment_pb2.TRIAL_STATE_SUCCEEDED
+    assert succeeded.summary.requests_ok > 0
+    stored = json.loads(
+        (tmp_path / experiment.experiment_id / "trials" / "noop-c1000-gpu-jit" / "trial.json").read_text()
+    )
+    assert stored["state"] == "TRIAL_STATE_FAILED"
