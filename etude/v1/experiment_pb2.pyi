@@ -127,7 +127,7 @@ class Trial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hardware: _Optional[_Union[HardwareOption, _Mapping]] = ..., runtime: _Optional[str] = ..., repetition: _Optional[int] = ...) -> None: ...
 
 class TrialResult(_message.Message):
-    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri")
+    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s")
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,8 @@ class TrialResult(_message.Message):
     SLO_VERDICT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESULTS_URI_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SUSTAINED_RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
     trial: Trial
     state: TrialState
     summary: _loadgen_pb2.LoadSummary
@@ -142,4 +144,18 @@ class TrialResult(_message.Message):
     slo_verdict: str
     error: str
     results_uri: str
-    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ...) -> None: ...
+    probes: _containers.RepeatedCompositeFieldContainer[SearchProbe]
+    max_sustained_rate_per_s: float
+    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ...) -> None: ...
+
+class SearchProbe(_message.Message):
+    __slots__ = ("rate_per_s", "slo_met", "verdict", "summary")
+    RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SLO_MET_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    rate_per_s: float
+    slo_met: bool
+    verdict: str
+    summary: _loadgen_pb2.LoadSummary
+    def __init__(self, rate_per_s: _Optional[float] = ..., slo_met: _Optional[bool] = ..., verdict: _Optional[str] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ...) -> None: ...

@@ -39,23 +39,47 @@ async def serve(args: argparse.Namespace) -> None:
     await run_until_signalled(host, grace_s=args.grace_s, port_file=args.port_file, on_stop=manager.stop)
 
 
+def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="experiment file, e.g. examples/quickstart.yaml")
+    parser.add_argument(
+        "--results", default=None, help="result store (folder); overrides the spec's `results`"
+    )
+    parser.add_argument("--startup-timeout-s", type=float, default=300.0)
+    parser.add_argument("--log-level", default="warning", help="controller log level on stderr")
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run an experiment spec (YAML) and print a summary table")
-    run.add_argument("spec", help="experiment file, e.g. examples/quickstart.yaml")
-    run.add_argument("--results", default=None, help="result store (folder); overrides the spec's `results`")
-    run.add_argument("--startup-timeout-s", type=float, default=300.0)
-    run.add_argument("--log-level", default="warning", help="controller log level on stderr")
+    _add_experiment_arguments(run)
     run.set_defaults(handler=run_command)
+
+    search = commands.add_parser(
+        "search",
+        help="find the highest rate each deployment sustains within the spec's SLO",
+        description=(
+            "For each trial, deploy the inference service once and run constant-rate probes (ramp "
+            "and hold as the spec's load says): double the rate while the SLO holds, then bisect "
+            "between the highest passing and the lowest failing rate."
+        ),
+    )
+    _add_experiment_arguments(search)
+    search.add_argument("--start-rate", type=float, default=0.0, help="first rate probed (0: the SLO's rate)")
+    search.add_argument("--max-rate", type=float, default=0.0, help="highest rate probed (0: 64 x start)")
+    search.add_argument("--precision", type=float, default=0.05, help="stop when within this fraction")
+    search.add_argument("--max-probes", type=int, default=10, help="load tests per trial at most")
+    search.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`etude run`: validate, run every trial locally with live progress, print the summary."""
+    """`etude run` and `etude search`: validate, run every trial locally with live progress,
+    print the summary. Exit status 0 when every trial ran, 1 when one failed, 2 for bad input."""
     from etude.logs import configure_logging
     from etude.spec import SpecError, load_spec
     from etude.v1 import controller_pb2
     from services.controller.drivers.local import LocalDriver
     from services.controller.progress import ProgressPrinter
     from services.controller.runner import ExperimentRunner, new_experiment
+    from services.controller.search import SearchSettings
     from services.controller.stores import open_store
     from services.controller.summary import summary_table
 
@@ -65,15 +89,23 @@ def run_command(args: argparse.Namespace) -> int:
         if args.results:
             spec.results = args.results
         store = open_store(spec.results)
+        search = None
+        if args.command == "search":
+            search = SearchSettings(args.start_rate, args.max_rate, args.precision, args.max_probes)
     except SpecError as error:
-        print(f"etude run: invalid spec {args.spec}: {error}", file=sys.stderr)
+        print(f"etude {args.command}: invalid spec {args.spec}: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"etude {args.command}: {error}", file=sys.stderr)
         return 2
     experiment = new_experiment(spec, store)
     print(
         f"Experiment {experiment.experiment_id}: {len(experiment.trials)} trial(s),"
         f" results in {experiment.results_uri}"
     )
-    runner = ExperimentRunner(experiment, LocalDriver(args.startup_timeout_s), store, ProgressPrinter())
+    runner = ExperimentRunner(
+        experiment, LocalDriver(args.startup_timeout_s), store, ProgressPrinter(), search=search
+    )
     try:
         asyncio.run(runner.run())
     except KeyboardInterrupt:

@@ -27,7 +27,8 @@ from etude.v1 import (
 )
 from services.controller.drivers.processes import ServiceStartError
 from services.controller.matrix import expand_trials
-from services.controller.slo import evaluate_slo
+from services.controller.search import SearchSettings, search_max_rate
+from services.controller.slo import RATE_TOLERANCE, evaluate_slo
 from services.controller.store import ResultStore, write_json
 from services.controller.summary import summary_table
 
@@ -76,11 +77,14 @@ class ExperimentRunner:
         driver: Driver,
         store: ResultStore,
         on_event: EventCallback = lambda event: None,
+        search: SearchSettings | None = None,
     ) -> None:
         self.experiment = experiment
         self.driver = driver
         self.store = store
         self.on_event = on_event
+        # None: one ramp per trial, as the spec's load says; else an SLO search per trial.
+        self.search = search
 
     async def run(self) -> controller_pb2.Experiment:
         experiment = self.experiment
@@ -122,9 +126,14 @@ class ExperimentRunner:
         try:
             async with self.driver.inference_service(trial, experiment.spec, records_dir) as endpoint:
                 self._set_state(result, State.TRIAL_STATE_RUNNING)
-                summary = await self._drive_load(trial, endpoint, str(records_dir), loadgen)
-            result.summary.CopyFrom(summary)
-            result.slo_met, result.slo_verdict = evaluate_slo(experiment.spec, summary, records_dir)
+                if self.search is None:
+                    summary = await self._drive_load(
+                        trial, endpoint, records_dir, loadgen, experiment.spec.load, trial.trial_id
+                    )
+                    result.summary.CopyFrom(summary)
+                    result.slo_met, result.slo_verdict = evaluate_slo(experiment.spec, summary, records_dir)
+                else:
+                    await self._search(self.search, result, endpoint, trial_dir, loadgen)
             result.state = State.TRIAL_STATE_SUCCEEDED
         except asyncio.CancelledError:
             result.state = State.TRIAL_STATE_CANCELLED
@@ -138,29 +147,72 @@ class ExperimentRunner:
         write_json(self.store, f"{trial_dir}/trial.json", _to_dict(result))
         self._set_state(result, result.state)
 
+    async def _search(
+        self,
+        settings: SearchSettings,
+        result: experiment_pb2.TrialResult,
+        endpoint: str,
+        trial_dir: str,
+        loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub,
+    ) -> None:
+        """Probes constant rates against the deployed service; keeps every probe's records."""
+        spec, trial = self.experiment.spec, result.trial
+        probed: list[experiment_pb2.SearchProbe] = []
+
+        async def probe(rate_per_s: float) -> experiment_pb2.SearchProbe:
+            probe_spec = experiment_pb2.ExperimentSpec()
+            probe_spec.CopyFrom(spec)
+            probe_spec.load.target_rate_per_s = probe_spec.slo.rate_per_s = rate_per_s
+            probe_dir = self.store.local_dir(f"{trial_dir}/probes/{len(probed) + 1:02d}-{rate_per_s:g}")
+            run_id = f"{trial.trial_id}@{rate_per_s:g}/s"
+            summary = await self._drive_load(trial, endpoint, probe_dir, loadgen, probe_spec.load, run_id)
+            met, verdict = evaluate_slo(probe_spec, summary, probe_dir)
+            probed.append(
+                experiment_pb2.SearchProbe(
+                    rate_per_s=rate_per_s, slo_met=met, verdict=verdict, summary=summary
+                )
+            )
+            return probed[-1]
+
+        best, probes = await search_max_rate(settings, spec.slo.rate_per_s, probe)
+        result.probes.extend(probes)
+        result.max_sustained_rate_per_s = best
+        best_probes = [p for p in probes if p.slo_met and p.rate_per_s == best]
+        result.summary.CopyFrom((best_probes or probes)[-1].summary)
+        result.slo_met = best >= spec.slo.rate_per_s * (1 - RATE_TOLERANCE)
+        tried = ", ".join(f"{p.rate_per_s:g}{' ok' if p.slo_met else ' missed'}" for p in probes)
+        result.slo_verdict = (
+            f"sustains {best:g} req/s within p{spec.slo.percentile:g} <= {spec.slo.latency_ms:g} ms "
+            f"(required {spec.slo.rate_per_s:g}{'' if result.slo_met else ', MISSED'}); probes: {tried}"
+        )
+
     async def _drive_load(
         self,
         trial: experiment_pb2.Trial,
         endpoint: str,
-        records_dir: str,
+        records_dir: Path,
         loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub,
+        profile: loadgen_pb2.LoadProfile,
+        run_id: str,
     ) -> loadgen_pb2.LoadSummary:
         spec = self.experiment.spec
         load_spec = loadgen_pb2.LoadSpec(
             target=endpoint,
-            profile=spec.load,
+            profile=profile,
             workload=workload_pb2.WorkloadSpec(
                 catalog_size=trial.catalog_size,
                 exponents=spec.workload.exponents,
                 seed=spec.workload.seed,
             ),
-            records_dir=records_dir,
-            run_id=trial.trial_id,
+            records_dir=str(records_dir),
+            run_id=run_id,
         )
         deadline_s = (
-            spec.load.ramp_duration_s + spec.load.hold_duration_s
-            + spec.load.request_timeout_ms / 1000 + RUN_MARGIN_S
-        )  # fmt: skip
+            profile.ramp_duration_s
+            + profile.hold_duration_s
+            + profile.request_timeout_ms / 1000
+            + RUN_MARGIN_S
+        )
         summary = None
         async for update in loadgen.Run(load_spec, timeout=deadline_s):
             if update.HasField("progress"):

@@ -114,3 +114,36 @@ async def test_a_trial_whose_service_cannot_start_fails_with_its_reason_and_the_
         (tmp_path / experiment.experiment_id / "trials" / "noop-c1000-gpu-jit" / "trial.json").read_text()
     )
     assert stored["state"] == "TRIAL_STATE_FAILED"
+
+
+async def test_search_probes_one_deployment_and_reports_the_highest_passing_rate(tmp_path: Path) -> None:
+    from services.controller.search import SearchSettings
+
+    spec = resolve(
+        parse_spec_text(
+            SPEC.replace("models: [{name: noop}, {name: gru4rec}]", "models: [{name: noop}]").replace(
+                "ramp_duration_s: 2, hold_duration_s: 2", "ramp_duration_s: 1, hold_duration_s: 2"
+            )
+        )
+    )
+    store = LocalResultStore(tmp_path)
+    experiment = new_experiment(spec, store)
+    settings = SearchSettings(start_rate_per_s=20, max_rate_per_s=40, max_probes=3)
+    await ExperimentRunner(experiment, LocalDriver(startup_timeout_s=120), store, search=settings).run()
+
+    assert experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, experiment.error
+    (result,) = experiment.trials
+    assert [(p.rate_per_s, p.slo_met) for p in result.probes] == [(20, True), (40, True)]
+    assert result.max_sustained_rate_per_s == 40
+    assert result.slo_met and "sustains 40 req/s" in result.slo_verdict
+    assert result.summary.requests_ok == result.probes[1].summary.requests_ok
+    probe_dirs = sorted(
+        p.name
+        for p in (tmp_path / experiment.experiment_id / "trials" / result.trial.trial_id / "probes").iterdir()
+    )
+    assert probe_dirs == ["01-20", "02-40"]
+    # One deployment served every probe: the inference log shows a single start.
+    log = (
+        tmp_path / experiment.experiment_id / "trials" / result.trial.trial_id / "inference.log"
+    ).read_text()
+    assert log.count('"serving"') == 1
