@@ -133,13 +133,34 @@ def _check_choice(field: str, value: str, allowed: tuple[str, ...], *, allow_emp
 
 
 def _validate_workload(workload: experiment_pb2.WorkloadStats) -> None:
+    from services.workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
+
     _check_choice("workload.source", workload.source, WORKLOAD_SOURCES)
-    if not workload.HasField("exponents"):
-        raise SpecError("workload.exponents", "give alpha_length and alpha_clicks (each > 1)")
-    for name in ("alpha_length", "alpha_clicks"):
-        value = getattr(workload.exponents, name)
-        if not value > 1.0:
-            raise SpecError(f"workload.exponents.{name}", f"{value} must be > 1 (a power-law exponent)")
+    given = [
+        name
+        for name in ("exponents", "powerlaw_fits")
+        if workload.HasField(name)  # type: ignore[arg-type]
+    ] + (["preset"] if workload.preset else [])
+    if len(given) != 1:
+        raise SpecError(
+            "workload",
+            "give exactly one of exponents (alpha_length, alpha_clicks), powerlaw_fits or preset;"
+            f" got {given or 'none'}",
+        )
+    if workload.preset and workload.preset not in PRESETS:
+        raise SpecError("workload.preset", f"{workload.preset!r} is not one of {sorted(PRESETS)}")
+    if workload.HasField("exponents"):
+        for name in ("alpha_length", "alpha_clicks"):
+            value = getattr(workload.exponents, name)
+            if not value > 1.0:
+                raise SpecError(f"workload.exponents.{name}", f"{value} must be > 1 (a power-law exponent)")
+    if workload.HasField("powerlaw_fits"):
+        for name in ("session_lengths", "click_counts"):
+            fit = getattr(workload.powerlaw_fits, name)
+            try:
+                ScipyPowerLaw(fit.a, fit.loc, fit.scale).validate(f"workload.powerlaw_fits.{name}")
+            except InvalidWorkloadSpec as error:
+                raise SpecError(error.field, str(error).split(": ", 1)[-1]) from error
 
 
 def _validate_batching(batching: experiment_pb2.Batching) -> None:
@@ -187,6 +208,19 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
     full.CopyFrom(spec)
     full.embedding_policy = full.embedding_policy or defaults.EMBEDDING_POLICY
     full.workload.source = full.workload.source or "synthetic"
+    if full.workload.preset:
+        from services.workload.generator import PRESETS
+
+        lengths, clicks = PRESETS[full.workload.preset]
+        fits = full.workload.powerlaw_fits
+        fits.session_lengths.a, fits.session_lengths.loc, fits.session_lengths.scale = (
+            lengths.a, lengths.loc, lengths.scale,
+        )  # fmt: skip
+        fits.click_counts.a, fits.click_counts.loc, fits.click_counts.scale = (
+            clicks.a,
+            clicks.loc,
+            clicks.scale,
+        )
     if not full.hardware:
         full.hardware.add(name=defaults.HARDWARE_NAME, device=defaults.DEVICE)
     for option in full.hardware:

@@ -35,14 +35,18 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., embedding_dim: _Optional[int] = ...) -> None: ...
 
 class WorkloadStats(_message.Message):
-    __slots__ = ("source", "exponents", "seed")
+    __slots__ = ("source", "exponents", "seed", "preset", "powerlaw_fits")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     EXPONENTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    POWERLAW_FITS_FIELD_NUMBER: _ClassVar[int]
     source: str
     exponents: _workload_pb2.PowerLawExponents
     seed: int
-    def __init__(self, source: _Optional[str] = ..., exponents: _Optional[_Union[_workload_pb2.PowerLawExponents, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    preset: str
+    powerlaw_fits: _workload_pb2.PowerLawFits
+    def __init__(self, source: _Optional[str] = ..., exponents: _Optional[_Union[_workload_pb2.PowerLawExponents, _Mapping]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., powerlaw_fits: _Optional[_Union[_workload_pb2.PowerLawFits, _Mapping]] = ...) -> None: ...
 
 class HardwareOption(_message.Message):
     __slots__ = ("name", "device", "monthly_cost_usd", "replicas", "cpu_threads")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65tude/v1/workload.proto\x12\x08\x65tude.v1\"?\n\x11PowerLawExponents\x12\x14\n\x0c\x61lpha_length\x18\x01 \x01(\x01\x12\x14\n\x0c\x61lpha_clicks\x18\x02 \x01(\x01\"\xb0\x01\n\x0cWorkloadSpec\x12\x14\n\x0c\x63\x61talog_size\x18\x01 \x01(\x03\x12.\n\texponents\x18\x02 \x01(\x0b\x32\x1b.etude.v1.PowerLawExponents\x12\x14\n\x0ctotal_clicks\x18\x03 \x01(\x03\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x1a\n\x12max_session_length\x18\x05 \x01(\x05\x12\x1a\n\x12sessions_per_batch\x18\x06 \x01(\x05\"S\n\x0cSessionBatch\x12\x18\n\x10\x66irst_session_id\x18\x01 \x01(\x04\x12\x17\n\x0fsession_lengths\x18\x02 \x03(\x05\x12\x10\n\x08item_ids\x18\x03 \x03(\x03\x32U\n\x0fWorkloadService\x12\x42\n\x0eStreamSessions\x12\x16.etude.v1.WorkloadSpec\x1a\x16.etude.v1.SessionBatch0\x01\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65tude/v1/workload.proto\x12\x08\x65tude.v1\"?\n\x11PowerLawExponents\x12\x14\n\x0c\x61lpha_length\x18\x01 \x01(\x01\x12\x14\n\x0c\x61lpha_clicks\x18\x02 \x01(\x01\"6\n\rScipyPowerLaw\x12\t\n\x01\x61\x18\x01 \x01(\x01\x12\x0b\n\x03loc\x18\x02 \x01(\x01\x12\r\n\x05scale\x18\x03 \x01(\x01\"o\n\x0cPowerLawFits\x12\x30\n\x0fsession_lengths\x18\x01 \x01(\x0b\x32\x17.etude.v1.ScipyPowerLaw\x12-\n\x0c\x63lick_counts\x18\x02 \x01(\x0b\x32\x17.etude.v1.ScipyPowerLaw\"\xf1\x01\n\x0cWorkloadSpec\x12\x14\n\x0c\x63\x61talog_size\x18\x01 \x01(\x03\x12\x30\n\texponents\x18\x02 \x01(\x0b\x32\x1b.etude.v1.PowerLawExponentsH\x00\x12/\n\rpowerlaw_fits\x18\x07 \x01(\x0b\x32\x16.etude.v1.PowerLawFitsH\x00\x12\x14\n\x0ctotal_clicks\x18\x03 \x01(\x03\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x1a\n\x12max_session_length\x18\x05 \x01(\x05\x12\x1a\n\x12sessions_per_batch\x18\x06 \x01(\x05\x42\x0c\n\nstatistics\"S\n\x0cSessionBatch\x12\x18\n\x10\x66irst_session_id\x18\x01 \x01(\x04\x12\x17\n\x0fsession_lengths\x18\x02 \x03(\x05\x12\x10\n\x08item_ids\x18\x03 \x03(\x03\x32U\n\x0fWorkloadService\x12\x42\n\x0eStreamSessions\x12\x16.etude.v1.WorkloadSpec\x1a\x16.etude.v1.SessionBatch0\x01\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
   _globals['_POWERLAWEXPONENTS']._serialized_start=37
   _globals['_POWERLAWEXPONENTS']._serialized_end=100
-  _globals['_WORKLOADSPEC']._serialized_start=103
-  _globals['_WORKLOADSPEC']._serialized_end=279
-  _globals['_SESSIONBATCH']._serialized_start=281
-  _globals['_SESSIONBATCH']._serialized_end=364
-  _globals['_WORKLOADSERVICE']._serialized_start=366
-  _globals['_WORKLOADSERVICE']._serialized_end=451
+  _globals['_SCIPYPOWERLAW']._serialized_start=102
+  _globals['_SCIPYPOWERLAW']._serialized_end=156
+  _globals['_POWERLAWFITS']._serialized_start=158
+  _globals['_POWERLAWFITS']._serialized_end=269
+  _globals['_WORKLOADSPEC']._serialized_start=272
+  _globals['_WORKLOADSPEC']._serialized_end=513
+  _globals['_SESSIONBATCH']._serialized_start=515
+  _globals['_SESSIONBATCH']._serialized_end=598
+  _globals['_WORKLOADSERVICE']._serialized_start=600
+  _globals['_WORKLOADSERVICE']._serialized_end=685
 # @@protoc_insertion_point(module_scope)

@@ -14,21 +14,41 @@ class PowerLawExponents(_message.Message):
     alpha_clicks: float
     def __init__(self, alpha_length: _Optional[float] = ..., alpha_clicks: _Optional[float] = ...) -> None: ...
 
+class ScipyPowerLaw(_message.Message):
+    __slots__ = ("a", "loc", "scale")
+    A_FIELD_NUMBER: _ClassVar[int]
+    LOC_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    a: float
+    loc: float
+    scale: float
+    def __init__(self, a: _Optional[float] = ..., loc: _Optional[float] = ..., scale: _Optional[float] = ...) -> None: ...
+
+class PowerLawFits(_message.Message):
+    __slots__ = ("session_lengths", "click_counts")
+    SESSION_LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    CLICK_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    session_lengths: ScipyPowerLaw
+    click_counts: ScipyPowerLaw
+    def __init__(self, session_lengths: _Optional[_Union[ScipyPowerLaw, _Mapping]] = ..., click_counts: _Optional[_Union[ScipyPowerLaw, _Mapping]] = ...) -> None: ...
+
 class WorkloadSpec(_message.Message):
-    __slots__ = ("catalog_size", "exponents", "total_clicks", "seed", "max_session_length", "sessions_per_batch")
+    __slots__ = ("catalog_size", "exponents", "powerlaw_fits", "total_clicks", "seed", "max_session_length", "sessions_per_batch")
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
     EXPONENTS_FIELD_NUMBER: _ClassVar[int]
+    POWERLAW_FITS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CLICKS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSION_LENGTH_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
     catalog_size: int
     exponents: PowerLawExponents
+    powerlaw_fits: PowerLawFits
     total_clicks: int
     seed: int
     max_session_length: int
     sessions_per_batch: int
-    def __init__(self, catalog_size: _Optional[int] = ..., exponents: _Optional[_Union[PowerLawExponents, _Mapping]] = ..., total_clicks: _Optional[int] = ..., seed: _Optional[int] = ..., max_session_length: _Optional[int] = ..., sessions_per_batch: _Optional[int] = ...) -> None: ...
+    def __init__(self, catalog_size: _Optional[int] = ..., exponents: _Optional[_Union[PowerLawExponents, _Mapping]] = ..., powerlaw_fits: _Optional[_Union[PowerLawFits, _Mapping]] = ..., total_clicks: _Optional[int] = ..., seed: _Optional[int] = ..., max_session_length: _Optional[int] = ..., sessions_per_batch: _Optional[int] = ...) -> None: ...
 
 class SessionBatch(_message.Message):
     __slots__ = ("first_session_id", "session_lengths", "item_ids")

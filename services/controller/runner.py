@@ -23,10 +23,10 @@ from etude.v1 import (
     experiment_pb2,
     loadgen_pb2,
     loadgen_pb2_grpc,
-    workload_pb2,
 )
 from services.controller.drivers.processes import ServiceStartError
 from services.controller.matrix import expand_trials
+from services.controller.options import workload_spec
 from services.controller.search import SearchSettings, search_max_rate
 from services.controller.slo import RATE_TOLERANCE, evaluate_slo
 from services.controller.store import ResultStore, write_json
@@ -102,17 +102,17 @@ class ExperimentRunner:
                     for result in experiment.trials:
                         await self._run_trial(result, loadgen)
         except asyncio.CancelledError:
-            self._finish(controller_pb2.EXPERIMENT_STATE_CANCELLED, "cancelled")
+            await self._finish(controller_pb2.EXPERIMENT_STATE_CANCELLED, "cancelled")
             raise
         except Exception as error:
             _log.exception("experiment_failed", experiment_id=experiment.experiment_id)
-            self._finish(controller_pb2.EXPERIMENT_STATE_FAILED, f"{type(error).__name__}: {error}")
+            await self._finish(controller_pb2.EXPERIMENT_STATE_FAILED, f"{type(error).__name__}: {error}")
             return experiment
         failed = [r.trial.trial_id for r in experiment.trials if r.state == State.TRIAL_STATE_FAILED]
         if failed:
-            self._finish(controller_pb2.EXPERIMENT_STATE_FAILED, f"trials failed: {', '.join(failed)}")
+            await self._finish(controller_pb2.EXPERIMENT_STATE_FAILED, f"trials failed: {', '.join(failed)}")
         else:
-            self._finish(controller_pb2.EXPERIMENT_STATE_SUCCEEDED, "")
+            await self._finish(controller_pb2.EXPERIMENT_STATE_SUCCEEDED, "")
         return experiment
 
     async def _run_trial(
@@ -195,15 +195,10 @@ class ExperimentRunner:
         profile: loadgen_pb2.LoadProfile,
         run_id: str,
     ) -> loadgen_pb2.LoadSummary:
-        spec = self.experiment.spec
         load_spec = loadgen_pb2.LoadSpec(
             target=endpoint,
             profile=profile,
-            workload=workload_pb2.WorkloadSpec(
-                catalog_size=trial.catalog_size,
-                exponents=spec.workload.exponents,
-                seed=spec.workload.seed,
-            ),
+            workload=workload_spec(trial, self.experiment.spec),
             records_dir=str(records_dir),
             run_id=run_id,
         )
@@ -234,7 +229,7 @@ class ExperimentRunner:
             controller_pb2.ExperimentEvent(experiment_id=self.experiment.experiment_id, trial=result)
         )
 
-    def _finish(self, state: int, error: str) -> None:
+    async def _finish(self, state: int, error: str) -> None:
         experiment = self.experiment
         for result in experiment.trials:
             if result.state in (
@@ -248,9 +243,24 @@ class ExperimentRunner:
         experiment.finished_unix_ms = int(time.time() * 1000)
         self._save()
         self.store.write_text(f"{experiment.experiment_id}/summary.md", summary_table(experiment) + "\n")
-        self.on_event(
-            controller_pb2.ExperimentEvent(experiment_id=experiment.experiment_id, finished=experiment)
-        )
+        try:
+            await self._write_report()
+        finally:
+            # Also when cancelled again while the report is written: watchers wait for this event.
+            self.on_event(
+                controller_pb2.ExperimentEvent(experiment_id=experiment.experiment_id, finished=experiment)
+            )
+
+    async def _write_report(self) -> None:
+        """report.md and report.html, off the event loop; a failure is logged, never raised: the
+        results are already stored and the report can be rebuilt with `etude report`."""
+        experiment_id = self.experiment.experiment_id
+        try:
+            from services.controller.report import write_report
+
+            await asyncio.to_thread(write_report, self.store, experiment_id)
+        except Exception:
+            _log.exception("report_failed", experiment_id=experiment_id)
 
     def _save(self) -> None:
         write_json(

@@ -75,15 +75,7 @@ async def in_process_sessions(workload: workload_pb2.WorkloadSpec) -> AsyncGener
     sessions_per_batch = workload.sessions_per_batch or DEFAULT_SESSIONS_PER_BATCH
 
     def build_generator() -> Any:
-        generator = SessionGenerator(
-            SyntheticWorkload(
-                catalog_size=workload.catalog_size,
-                alpha_length=workload.exponents.alpha_length,
-                alpha_clicks=workload.exponents.alpha_clicks,
-                seed=workload.seed,
-                max_session_length=workload.max_session_length or DEFAULT_MAX_SESSION_LENGTH,
-            )
-        )
+        generator = SessionGenerator(SyntheticWorkload.from_proto(workload))
         # The first batch checks sessions_per_batch against the generator's limits now,
         # before the run starts, rather than mid-run.
         return generator, generator.next_batch(sessions_per_batch)

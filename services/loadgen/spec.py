@@ -59,10 +59,19 @@ def validate_workload(workload: workload_pb2.WorkloadSpec, prefix: str = "worklo
     """Raises InvalidLoadSpec for a workload the in-process generator cannot produce."""
     if workload.catalog_size < 1:
         raise InvalidLoadSpec(f"{prefix}catalog_size", f"must be >= 1, got {workload.catalog_size}")
-    for name in ("alpha_length", "alpha_clicks"):
-        value = getattr(workload.exponents, name)
-        if not math.isfinite(value) or value <= 1:
-            raise InvalidLoadSpec(f"{prefix}exponents.{name}", f"must be > 1, got {value}")
+    if workload.HasField("powerlaw_fits"):
+        for name in ("session_lengths", "click_counts"):
+            fit = getattr(workload.powerlaw_fits, name)
+            field = f"{prefix}powerlaw_fits.{name}"
+            if not (math.isfinite(fit.a) and fit.a > 0 and math.isfinite(fit.scale) and fit.scale > 0):
+                raise InvalidLoadSpec(field, f"a and scale must be > 0, got a {fit.a}, scale {fit.scale}")
+            if not (math.isfinite(fit.loc) and fit.loc + fit.scale >= 1):
+                raise InvalidLoadSpec(f"{field}.loc", f"loc + scale must be >= 1, got loc {fit.loc}")
+    else:
+        for name in ("alpha_length", "alpha_clicks"):
+            value = getattr(workload.exponents, name)
+            if not math.isfinite(value) or value <= 1:
+                raise InvalidLoadSpec(f"{prefix}exponents.{name}", f"must be > 1, got {value}")
     if workload.total_clicks < 0:
         raise InvalidLoadSpec(
             f"{prefix}total_clicks",

@@ -3,12 +3,13 @@
 No gRPC here: the servicer in server.py streams what this module generates, and the loadgen can
 use it in-process.
 
-Power law, everywhere in this module, means the classic continuous Pareto density
-p(y) = (alpha - 1) * y^-alpha on y >= 1 (alpha > 1), discretised by floor: a drawn value is
-floor(y), so P(X >= k) = k^(1 - alpha) for every integer k >= 1. Draws are capped (session
-lengths at `max_session_length`, click counts at MAX_CLICK_COUNT): a longer draw becomes the cap,
-so the cap value carries P(X >= cap). `fit_power_law_exponent` is the maximum-likelihood
-estimate for exactly this model.
+Power law means, by default, the classic continuous Pareto density p(y) = (alpha - 1) * y^-alpha
+on y >= 1 (alpha > 1), discretised by floor: a drawn value is floor(y), so
+P(X >= k) = k^(1 - alpha) for every integer k >= 1. Draws are capped (session lengths at
+`max_session_length`, click counts at MAX_CLICK_COUNT): a longer draw becomes the cap, so the cap
+value carries P(X >= cap). `fit_power_law_exponent` is the maximum-likelihood estimate for
+exactly this model. The other parameterisation is the one the original ETUDE code fitted to real
+logs, `scipy.stats.powerlaw(a, loc, scale)` (ScipyPowerLaw below; presets in PRESETS).
 """
 
 from __future__ import annotations
@@ -68,19 +69,82 @@ def _require_int(field: str, value: int, low: int, high: int | None, note: str =
 
 
 @dataclass(frozen=True)
+class ScipyPowerLaw:
+    """`scipy.stats.powerlaw(a, loc, scale)`: density a * z^(a - 1) / scale for
+    z = (x - loc) / scale in [0, 1], discretised by floor and kept >= 1 (a draw below 1, possible
+    when loc < 1, becomes 1). The original ETUDE code fitted this to real click logs."""
+
+    a: float
+    loc: float
+    scale: float
+
+    def validate(self, field: str) -> None:
+        def finite(value: object) -> bool:
+            return isinstance(value, numbers.Real) and math.isfinite(float(value))
+
+        for name in ("a", "scale"):
+            value = getattr(self, name)
+            if not (finite(value) and float(value) > 0):
+                raise InvalidWorkloadSpec(
+                    f"{field}.{name}", f"{field}.{name} must be a finite number > 0, got {value!r}"
+                )
+        if not (finite(self.loc) and self.loc + self.scale >= 1):
+            raise InvalidWorkloadSpec(
+                f"{field}.loc", f"{field}.loc must be finite with loc + scale >= 1, got loc {self.loc!r}"
+            )
+
+    def draw(self, rng: np.random.Generator, size: int, cap: int, dtype: type = np.int64) -> np.ndarray:
+        """Inverse transform: x = loc + scale * u^(1/a), floored, then clamped to 1..cap."""
+        value = rng.random(size)
+        np.power(value, 1.0 / self.a, out=value)
+        value *= self.scale
+        value += self.loc
+        np.floor(value, out=value)
+        np.clip(value, 1, cap, out=value)
+        return value.astype(dtype)
+
+
+# scipy.stats.powerlaw fits of real click logs (shared/anchors.md): (session lengths, click counts).
+PRESETS: dict[str, tuple[ScipyPowerLaw, ScipyPowerLaw]] = {
+    "bolcom": (ScipyPowerLaw(0.07004, 2, 277), ScipyPowerLaw(0.04069, 1, 2335)),
+    "rsc15": (ScipyPowerLaw(0.10325, 1, 199), ScipyPowerLaw(0.07981, 1, 147418)),
+}
+
+
+@dataclass(frozen=True)
 class SyntheticWorkload:
-    """What to generate: catalog size, the two exponents, the seed and the longest session."""
+    """What to generate: catalog size, the two distributions, the seed and the longest session.
+
+    Each distribution is given either as a classic exponent (alpha_length, alpha_clicks) or as
+    a scipy.stats.powerlaw fit (length_fit, clicks_fit): exactly one of the two per quantity.
+    """
 
     catalog_size: int
-    alpha_length: float
-    alpha_clicks: float
+    alpha_length: float | None = None
+    alpha_clicks: float | None = None
     seed: int = 0
     max_session_length: int = DEFAULT_MAX_SESSION_LENGTH
+    length_fit: ScipyPowerLaw | None = None
+    clicks_fit: ScipyPowerLaw | None = None
 
     def __post_init__(self) -> None:
         _require_int("catalog_size", self.catalog_size, 1, MAX_CATALOG_SIZE)
-        _require_exponent("exponents.alpha_length", self.alpha_length)
-        _require_exponent("exponents.alpha_clicks", self.alpha_clicks)
+        for quantity, alpha, fit in (
+            ("length", self.alpha_length, self.length_fit),
+            ("clicks", self.alpha_clicks, self.clicks_fit),
+        ):
+            fit_field = (
+                "powerlaw_fits.session_lengths" if quantity == "length" else "powerlaw_fits.click_counts"
+            )
+            if (alpha is None) == (fit is None):
+                raise InvalidWorkloadSpec(
+                    f"exponents.alpha_{quantity}",
+                    f"give exactly one of exponents.alpha_{quantity} and {fit_field}",
+                )
+            if fit is not None:
+                fit.validate(fit_field)
+            else:
+                _require_exponent(f"exponents.alpha_{quantity}", alpha)  # type: ignore[arg-type]
         _require_int("seed", self.seed, 0, 2**64 - 1)
         _require_int(
             "max_session_length",
@@ -95,12 +159,42 @@ class SyntheticWorkload:
         """Most sessions one batch may hold: MAX_CLICKS_PER_BATCH // max_session_length."""
         return MAX_CLICKS_PER_BATCH // self.max_session_length
 
+    def draw_session_lengths(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        if self.length_fit is not None:
+            return self.length_fit.draw(rng, size, self.max_session_length, np.int32)
+        return draw_power_law(rng, size, self.alpha_length, self.max_session_length, np.int32)  # type: ignore[arg-type]
+
+    def draw_click_counts(self, rng: np.random.Generator) -> np.ndarray:
+        if self.clicks_fit is not None:
+            return self.clicks_fit.draw(rng, self.catalog_size, MAX_CLICK_COUNT)
+        return draw_power_law(rng, self.catalog_size, self.alpha_clicks, MAX_CLICK_COUNT)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """Which parameterisation, in words (reports say which one they used)."""
+        if self.length_fit is not None and self.clicks_fit is not None:
+            return (
+                f"scipy.stats.powerlaw fits: session lengths {self.length_fit},"
+                f" click counts {self.clicks_fit}"
+            )
+        return f"power-law exponents: alpha_length {self.alpha_length}, alpha_clicks {self.alpha_clicks}"
+
     @classmethod
     def from_proto(cls, spec: workload_pb2.WorkloadSpec) -> SyntheticWorkload:
         """The workload a WorkloadSpec describes, with the proto's defaults applied."""
         max_session_length = spec.max_session_length
         if max_session_length == 0:
             max_session_length = DEFAULT_MAX_SESSION_LENGTH
+        if spec.HasField("powerlaw_fits"):
+            fits = spec.powerlaw_fits
+            return cls(
+                catalog_size=spec.catalog_size,
+                seed=spec.seed,
+                max_session_length=max_session_length,
+                length_fit=ScipyPowerLaw(
+                    fits.session_lengths.a, fits.session_lengths.loc, fits.session_lengths.scale
+                ),
+                clicks_fit=ScipyPowerLaw(fits.click_counts.a, fits.click_counts.loc, fits.click_counts.scale),
+            )
         return cls(
             catalog_size=spec.catalog_size,
             alpha_length=spec.exponents.alpha_length,
@@ -219,7 +313,7 @@ class ItemPopularity:
     def for_workload(cls, workload: SyntheticWorkload) -> ItemPopularity:
         """Line 7 of Algorithm 1: C i.i.d. click counts floor(Pareto(alpha_clicks)), capped."""
         rng = _rng(workload.seed, _POPULARITY_STREAM)
-        counts = draw_power_law(rng, workload.catalog_size, workload.alpha_clicks, MAX_CLICK_COUNT)
+        counts = workload.draw_click_counts(rng)
         return cls(counts)
 
     @property
@@ -354,13 +448,7 @@ class SessionGenerator:
         """The next `num_sessions` sessions (0..workload.max_sessions_per_batch)."""
         if num_sessions != 0:
             _require_sessions_per_batch(self.workload, num_sessions)
-        lengths = draw_power_law(
-            self._length_rng,
-            num_sessions,
-            self.workload.alpha_length,
-            self.workload.max_session_length,
-            np.int32,
-        )
+        lengths = self.workload.draw_session_lengths(self._length_rng, num_sessions)
         item_ids = self.popularity.sample(self._item_rng, int(lengths.sum()))
         batch = SessionBatch(self.next_session_id, lengths, item_ids)
         self.next_session_id += num_sessions

@@ -19,6 +19,7 @@ from services.workload.cli import DEFAULT_POPULARITY_CACHE_SIZE
 from services.workload.generator import (
     InvalidWorkloadSpec,
     ItemPopularity,
+    ScipyPowerLaw,
     SessionBatch,
     SessionGenerator,
     StreamRequest,
@@ -27,7 +28,8 @@ from services.workload.generator import (
 
 _log = structlog.get_logger()
 
-_PopularityKey = tuple[int, float, int]
+# The click-count distribution is one of the two (the other is None).
+_PopularityKey = tuple[int, float | None, ScipyPowerLaw | None, int]
 
 
 class PopularityCache:
@@ -42,7 +44,7 @@ class PopularityCache:
 
     async def get(self, workload: SyntheticWorkload) -> ItemPopularity:
         """The table of `workload`, built in a worker thread when it is not cached."""
-        key = (workload.catalog_size, workload.alpha_clicks, workload.seed)
+        key = (workload.catalog_size, workload.alpha_clicks, workload.clicks_fit, workload.seed)
         build = self._builds.get(key)
         if build is None:
             build = asyncio.ensure_future(asyncio.to_thread(_build_popularity, workload))
@@ -70,7 +72,7 @@ def _build_popularity(workload: SyntheticWorkload) -> ItemPopularity:
     _log.info(
         "popularity_built",
         catalog_size=workload.catalog_size,
-        alpha_clicks=workload.alpha_clicks,
+        statistics=workload.describe(),
         seed=workload.seed,
         distinct_click_counts=popularity.num_distinct_counts,
         seconds=round(time.perf_counter() - started, 3),
@@ -111,8 +113,7 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
         stream = StreamRequest.from_proto(request)
         log = _log.bind(
             catalog_size=stream.workload.catalog_size,
-            alpha_length=stream.workload.alpha_length,
-            alpha_clicks=stream.workload.alpha_clicks,
+            statistics=stream.workload.describe(),
             seed=stream.workload.seed,
             total_clicks=stream.total_clicks,
         )

@@ -45,6 +45,35 @@ def test_zero_batch_delay_is_kept_rather_than_defaulted() -> None:
     assert spec.batching.max_batch_delay_ms == 0
 
 
+def test_preset_is_resolved_into_its_fits_and_keeps_its_name() -> None:
+    text = VALID.replace("{exponents: {alpha_length: 2.2, alpha_clicks: 1.8}, seed: 7}", "{preset: rsc15}")
+    spec = resolve(parse_spec_text(text))
+    assert spec.workload.preset == "rsc15"
+    fits = spec.workload.powerlaw_fits
+    assert (fits.session_lengths.a, fits.session_lengths.loc, fits.session_lengths.scale) == (0.10325, 1, 199)
+    assert (fits.click_counts.a, fits.click_counts.loc, fits.click_counts.scale) == (0.07981, 1, 147418)
+
+
+@pytest.mark.parametrize(
+    ("workload", "field"),
+    [
+        ("{preset: amazon}", "workload.preset"),
+        ("{preset: rsc15, exponents: {alpha_length: 2, alpha_clicks: 2}}", "workload"),
+        ("{seed: 1}", "workload"),
+        (
+            "{powerlaw_fits: {session_lengths: {a: 0.1, loc: 1, scale: 9},"
+            " click_counts: {a: -1, loc: 1, scale: 9}}}",
+            "workload.powerlaw_fits.click_counts.a",
+        ),
+    ],
+)
+def test_workload_statistics_errors_name_the_field(workload: str, field: str) -> None:
+    text = VALID.replace("{exponents: {alpha_length: 2.2, alpha_clicks: 1.8}, seed: 7}", workload)
+    with pytest.raises(SpecError) as error:
+        resolve(parse_spec_text(text))
+    assert error.value.field == field
+
+
 def _with(change: dict) -> str:
     document = yaml.safe_load(VALID)
     for path, value in change.items():

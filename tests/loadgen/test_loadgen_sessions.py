@@ -69,6 +69,10 @@ class _FakeSyntheticWorkload:
             raise ValueError("catalog_size: too large for this fake")
         self.fields = fields
 
+    @classmethod
+    def from_proto(cls, spec: workload_pb2.WorkloadSpec) -> _FakeSyntheticWorkload:
+        return cls(catalog_size=spec.catalog_size, seed=spec.seed)
+
 
 class _FakeSessionGenerator:
     """The future services.workload.generator API: next_batch(n) -> SessionBatch."""
