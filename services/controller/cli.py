@@ -52,6 +52,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run an experiment spec (YAML) and print a summary table")
     _add_experiment_arguments(run)
     run.set_defaults(handler=run_command)
+    report = commands.add_parser(
+        "report", help="rebuild report.md and report.html of stored experiments (no re-run)"
+    )
+    report.add_argument("results", help="an experiment folder, or a results folder (every experiment in it)")
+    report.set_defaults(handler=report_command)
+    compare = commands.add_parser("compare", help="two experiments side by side, trial by trial, with ratios")
+    compare.add_argument("results_a", help="experiment folder A")
+    compare.add_argument("results_b", help="experiment folder B (ratios are B / A)")
+    compare.add_argument("--output", default=None, help="also write the table to this Markdown file")
+    compare.set_defaults(handler=compare_command)
 
     search = commands.add_parser(
         "search",
@@ -113,3 +123,54 @@ def run_command(args: argparse.Namespace) -> int:
     print()
     print(summary_table(experiment))
     return 0 if experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED else 1
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """`etude report`: rebuild the report of one experiment, or of every one in a results folder."""
+    from etude.logs import configure_logging
+    from services.controller.report import REPORT_HTML, REPORT_MARKDOWN, experiments_at, write_report
+    from services.controller.report_analysis import ReportInputError
+
+    configure_logging("etude-controller", "console", "warning")
+    try:
+        experiments = experiments_at(args.results)
+    except ReportInputError as error:
+        print(f"etude report: {error}", file=sys.stderr)
+        return 2
+    status = 0
+    for store, experiment_id in experiments:
+        try:
+            write_report(store, experiment_id)
+        except ReportInputError as error:
+            print(f"etude report: {experiment_id}: {error}", file=sys.stderr)
+            status = 1
+            continue
+        print(store.uri(f"{experiment_id}/{REPORT_HTML}"))
+        print(store.uri(f"{experiment_id}/{REPORT_MARKDOWN}"))
+    return status
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """`etude compare`: print (and optionally write) the side-by-side table of two experiments."""
+    from pathlib import Path
+
+    from services.controller.report import experiments_at
+    from services.controller.report_analysis import ReportInputError, load_experiment
+    from services.controller.report_compare import compare_experiments, comparison_markdown
+
+    loaded = []
+    for folder in (args.results_a, args.results_b):
+        try:
+            found = experiments_at(folder)
+            if len(found) != 1:
+                raise ReportInputError(f"{folder}: holds {len(found)} experiments; name one of their folders")
+            loaded.append(load_experiment(*found[0]))
+        except ReportInputError as error:
+            print(f"etude compare: {error}", file=sys.stderr)
+            return 2
+    table = comparison_markdown(compare_experiments(*loaded))
+    print(table, end="")
+    if args.output:
+        Path(args.output).write_text(table)
+        print(f"written to {args.output}")
+    return 0
