@@ -1,4 +1,5 @@
-"""The `etude` command: run experiments, serve one service, benchmark the workload."""
+"""The `etude` command: run and search experiments, report on them, serve one service, fit a
+click log, export and micro-benchmark models."""
 
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve_parser(commands)
     from services.controller import cli as controller_cli
+    from services.inference import tools_cli as inference_tools
+    from services.workload import cli as workload_cli
 
     controller_cli.add_commands(commands)
+    inference_tools.add_commands(commands)
+    workload_cli.add_commands(commands)
     return parser
 
 

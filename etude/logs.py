@@ -25,6 +25,17 @@ def _add_trace_context(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is at the time of the write, not at configuration: a
+    process that swaps stderr (a test harness, a daemoniser) must not log into a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(service: str, log_format: str = "console", level: str = "info") -> None:
     """Configures structlog once for a process. `log_format` is "console" or "json"."""
     renderer: Any
@@ -43,7 +54,7 @@ def configure_logging(service: str, log_format: str = "console", level: str = "i
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import structlog
 
 from services.controller.drivers.processes import ChildService
 
@@ -24,3 +25,10 @@ def child_service(tmp_path: Path) -> Callable[..., object]:
             await child.stop(grace_s=10)
 
     return start
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> object:
+    """Commands run in-process configure structlog for the process; no test inherits that."""
+    yield
+    structlog.reset_defaults()

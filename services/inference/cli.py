@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
@@ -28,10 +31,45 @@ DEFAULT_PORT = defaults.INFERENCE_PORT
 _log = structlog.get_logger()
 
 
+class _ModelPathAction(argparse.Action):
+    """Stores --model-path and lifts the requirement of --catalog-size (the file's table has C).
+
+    argparse has no conditional requirement; its required-flags check runs after every action,
+    so relaxing it here is seen by that check.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        parser._option_string_actions["--catalog-size"].required = False
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The inference service's own flags (each also read from ETUDE_<FLAG> when absent)."""
-    parser.add_argument("--model", choices=MODEL_NAMES, default="noop", help="model to serve")
-    parser.add_argument("--catalog-size", type=int, required=True, help="number of items; valid ids are 1..C")
+    parser.add_argument(
+        "--model", choices=MODEL_NAMES, default="noop", help="model to serve (ignored with --model-path)"
+    )
+    parser.add_argument(
+        "--model-path",
+        action=_ModelPathAction,
+        default="",
+        help="serve this TorchScript model file (local; gs:// not yet) instead of --model; "
+        "contract in services/inference/model_file.py, `etude export-model` writes one",
+    )
+    parser.add_argument(
+        "--catalog-size",
+        type=int,
+        # ETUDE_MODEL_PATH is applied as a default, which no action sees: check it here.
+        required=not os.environ.get("ETUDE_MODEL_PATH"),
+        default=0,
+        help="number of items; valid ids are 1..C (with --model-path: checked against the file, "
+        "or taken from it when absent)",
+    )
     parser.add_argument(
         "--embedding-dim", type=int, default=0, help="item embedding width (0 = the policy's)"
     )
@@ -75,26 +113,37 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import recommender_pb2, recommender_pb2_grpc
     from services.inference.batcher import DynamicBatcher
+    from services.inference.model_file import ModelFileError
     from services.inference.recommender import Recommender, RecommenderConfig
     from services.inference.server import RecommenderServicer
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    config = RecommenderConfig(
-        model=args.model,
-        catalog_size=args.catalog_size,
-        embedding_dim=args.embedding_dim,
-        embedding_policy=args.embedding_policy,
-        device=args.device,
-        runtime=args.runtime,
-        precision=args.precision,
-        max_request_items=args.max_request_items,
-        default_k=args.default_k,
-        seed=args.seed,
-    )
-    _log.info("building_model", model=config.model, catalog_size=config.catalog_size)
-    # Building and warming up can take seconds at large catalogs: keep the loop free.
-    recommender = await asyncio.to_thread(Recommender, config)
+    try:
+        config = RecommenderConfig(
+            model=args.model,
+            catalog_size=args.catalog_size,
+            embedding_dim=args.embedding_dim,
+            embedding_policy=args.embedding_policy,
+            device=args.device,
+            runtime=args.runtime,
+            precision=args.precision,
+            max_request_items=args.max_request_items,
+            default_k=args.default_k,
+            seed=args.seed,
+            model_path=args.model_path,
+        )
+        _log.info(
+            "building_model",
+            model=config.model_path or config.model,
+            catalog_size=config.catalog_size or "from the model file",
+        )
+        # Building and warming up can take seconds at large catalogs: keep the loop free.
+        recommender = await asyncio.to_thread(Recommender, config)
+    except ModelFileError as error:
+        # Exit before serving with the reason in the log's last lines (the controller shows them).
+        _log.error("model_file_refused", reason=str(error))
+        raise SystemExit(f"etude serve inference: {error}") from None
     batcher = DynamicBatcher(
         recommender.recommend_batch,
         max_batch_size=args.max_batch_size,

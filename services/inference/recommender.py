@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import structlog
 import torch
+from torch import nn
 
+from services.inference.model_file import (
+    MODEL_FILE_RUNTIMES,
+    LoadedModelFile,
+    ModelFileError,
+    load_model_file,
+    prepare_model_file,
+)
 from services.inference.models import MODELS, build_model
 from services.inference.models.base import (
     MAX_SESSION_LENGTH,
@@ -27,7 +35,7 @@ from services.inference.options import (
     RUNTIMES,
 )
 from services.inference.runtime import prepare_encoder
-from services.inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, PRECISIONS, Scorer
+from services.inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, PRECISIONS, CatalogScorer, Scorer
 
 _log = structlog.get_logger()
 
@@ -74,12 +82,27 @@ class RecommenderConfig:
     max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS
     model_options: Mapping[str, Any] = field(default_factory=dict)
     warmup: bool = True
+    # A TorchScript model file (services/inference/model_file.py) served instead of the registry
+    # model; `model` is then only its label, and catalog_size 0 takes C from the file's table.
+    model_path: str = ""
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
-        if self.catalog_size < 1:
-            raise ValueError(f"catalog_size must be >= 1, got {self.catalog_size}")
+        if self.model_path:
+            if self.catalog_size < 0:
+                raise ValueError(
+                    f"catalog_size must be >= 0 (0 = from the model file), got {self.catalog_size}"
+                )
+            if self.runtime not in MODEL_FILE_RUNTIMES:
+                raise ModelFileError(
+                    f"runtime {self.runtime!r} cannot serve a model file (--model-path), which is "
+                    "TorchScript already: use 'jit' (freezes and optimises it) or 'eager' "
+                    "(serves it as loaded)"
+                )
+        else:
+            if self.model not in MODELS:
+                raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+            if self.catalog_size < 1:
+                raise ValueError(f"catalog_size must be >= 1, got {self.catalog_size}")
         if self.embedding_policy not in EMBEDDING_POLICIES:
             raise ValueError(
                 f"embedding_policy must be one of {list(EMBEDDING_POLICIES)}, got {self.embedding_policy!r}"
@@ -124,28 +147,49 @@ class Recommender:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {config.device!r} requested but CUDA is not available")
-        self.embedding_dim = resolve_embedding_dim(
-            config.catalog_size, config.embedding_dim, config.embedding_policy
-        )
+        self.model_file: LoadedModelFile | None = None
+        self.encoder: nn.Module
+        self.scorer: Scorer
+        if config.model_path:
+            self._load_model_file(config)
+        else:
+            self.embedding_dim = resolve_embedding_dim(
+                config.catalog_size, config.embedding_dim, config.embedding_policy
+            )
+            self.encoder = build_model(
+                config.model,
+                config.catalog_size,
+                self.embedding_dim,
+                seed=config.seed,
+                **dict(config.model_options),
+            ).to(self.device)
+            self.scorer = MODELS[config.model].make_scorer(
+                self.encoder,
+                compute_dtype=PRECISIONS[config.precision],
+                max_score_elements=config.max_score_elements,
+            )
+            self.served_encoder = prepare_encoder(self.encoder, config.runtime)
         # The default is a server setting, not a request value: a tiny catalog shrinks it.
-        self.default_k = min(config.default_k, config.catalog_size)
-        self.encoder: SessionEncoder = build_model(
-            config.model,
-            config.catalog_size,
-            self.embedding_dim,
-            seed=config.seed,
-            **dict(config.model_options),
-        ).to(self.device)
+        self.default_k = min(self.config.default_k, self.config.catalog_size)
         self.parameter_count = sum(p.numel() for p in self.encoder.parameters())
-        self.scorer: Scorer = MODELS[config.model].make_scorer(
-            self.encoder,
-            compute_dtype=PRECISIONS[config.precision],
-            max_score_elements=config.max_score_elements,
-        )
-        self.served_encoder = prepare_encoder(self.encoder, config.runtime)
         self._positions = np.arange(MAX_SESSION_LENGTH)
         if config.warmup:
             self.warm_up()
+
+    def _load_model_file(self, config: RecommenderConfig) -> None:
+        """Serves a checked TorchScript file with the shared scorer; raises ModelFileError."""
+        loaded = load_model_file(config.model_path, catalog_size=config.catalog_size, device=self.device)
+        self.model_file = loaded
+        # The file decides C (when not given) and the label GetModelInfo reports.
+        self.config = replace(config, model=loaded.name, catalog_size=loaded.catalog_size)
+        self.embedding_dim = loaded.embedding_dim
+        self.encoder = loaded.module
+        self.scorer = CatalogScorer(
+            loaded.item_table,
+            compute_dtype=PRECISIONS[config.precision],
+            max_score_elements=config.max_score_elements,
+        )
+        self.served_encoder = prepare_model_file(loaded.module, config.runtime)
 
     def warm_up(self, batch_sizes: Sequence[int] = WARMUP_BATCH_SIZES) -> None:
         """Runs a few batch sizes (twice: jit optimises on its second call) before serving."""
@@ -196,7 +240,7 @@ class Recommender:
         with torch.inference_mode():
             seq = torch.from_numpy(item_seq).to(self.device, non_blocking=True)
             seq_len = torch.from_numpy(lengths).to(self.device, non_blocking=True)
-            scores, ids = self.scorer.top_k(self.served_encoder(seq, seq_len), max_k)
+            scores, ids = self.scorer.top_k(self.served_encoder(seq, seq_len), max_k, seq)
             # One transfer and one conversion for the whole batch, then slice per request.
             all_ids = ids.cpu().tolist()
             all_scores = scores.cpu().tolist()
@@ -204,12 +248,15 @@ class Recommender:
 
     def details(self) -> dict[str, str]:
         """What GetModelInfo reports beyond its fixed fields."""
+        if self.model_file is not None:
+            model_details, embedding_policy = self.model_file.details(), "model_file"
+        else:
+            model_details = self.encoder.details() if isinstance(self.encoder, SessionEncoder) else {}
+            embedding_policy = "explicit" if self.config.embedding_dim > 0 else self.config.embedding_policy
         return {
-            **self.encoder.details(),
+            **model_details,
             "precision": self.config.precision,
-            "embedding_policy": (
-                "explicit" if self.config.embedding_dim > 0 else self.config.embedding_policy
-            ),
+            "embedding_policy": embedding_policy,
             "default_k": str(self.default_k),
             "torch_threads": str(torch.get_num_threads()),
             "torch_version": torch.__version__,

@@ -27,9 +27,15 @@ PRECISIONS: dict[str, torch.dtype] = {
 
 
 class Scorer(Protocol):
-    """Maps session representations [B, d] to the top-k (scores [B, k] fp32, ids [B, k])."""
+    """Maps session representations [B, d] to the top-k (scores [B, k] fp32, ids [B, k]).
 
-    def top_k(self, session_repr: Tensor, k: int) -> tuple[Tensor, Tensor]: ...
+    `item_seq` is the padded batch of sessions [B, L] the representations came from, for heads
+    whose scores depend on the session's own items (RepeatNet's repeat mode); most ignore it.
+    """
+
+    def top_k(
+        self, session_repr: Tensor, k: int, item_seq: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 class CatalogScorer:
@@ -61,7 +67,7 @@ class CatalogScorer:
         self.max_score_elements = max_score_elements
         self._items = item_embeddings.detach()[1:].to(compute_dtype)
 
-    def top_k(self, session_repr: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    def top_k(self, session_repr: Tensor, k: int, item_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if not 1 <= k <= self.catalog_size:
             raise ValueError(f"k must be in 1..{self.catalog_size}, got {k}")
         queries = session_repr.to(self.compute_dtype)
@@ -92,7 +98,7 @@ class FirstItemsScorer:
         self.catalog_size = catalog_size
         self._device = torch.device(device)
 
-    def top_k(self, session_repr: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    def top_k(self, session_repr: Tensor, k: int, item_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if not 1 <= k <= self.catalog_size:
             raise ValueError(f"k must be in 1..{self.catalog_size}, got {k}")
         batch_size = session_repr.size(0)

@@ -41,3 +41,40 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port,
     )
     await run_until_signalled(host, grace_s=args.grace_s, port_file=args.port_file)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    workload = commands.add_parser("workload", help="work with click-log statistics")
+    actions = workload.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fit = actions.add_parser(
+        "fit",
+        help="fit a real click log's session-length and item-popularity distributions",
+        description=(
+            "Reads a CSV of clicks (a session id and an item id per row; other columns are ignored) "
+            "and prints a `workload:` block for an experiment spec in both parameterisations: "
+            "classic power-law exponents and scipy.stats.powerlaw fits."
+        ),
+    )
+    fit.add_argument("click_log", help="CSV (comma, tab or semicolon separated)")
+    fit.add_argument("--session-column", default="0", help="header name or 0-based index (default 0)")
+    fit.add_argument("--item-column", default="1", help="header name or 0-based index (default 1)")
+    fit.add_argument("--no-header", action="store_true", help="the first row is a click, not column names")
+    fit.set_defaults(handler=fit_command)
+
+
+def fit_command(args: argparse.Namespace) -> int:
+    """`etude workload fit`: prints the fitted statistics; exit status 2 for an unreadable log."""
+    import sys
+    from pathlib import Path
+
+    from services.workload.fit import ClickLogError, fit_click_log, read_click_log
+
+    try:
+        sessions, items = read_click_log(
+            Path(args.click_log), args.session_column, args.item_column, header=not args.no_header
+        )
+    except ClickLogError as error:
+        print(f"etude workload fit: {error}", file=sys.stderr)
+        return 2
+    print(fit_click_log(sessions, items).to_yaml(), end="")
+    return 0

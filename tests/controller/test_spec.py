@@ -20,6 +20,12 @@ load: {target_rate_per_s: 50, ramp_duration_s: 2, hold_duration_s: 1}
 """
 
 
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_example_is_a_valid_spec(example: Path) -> None:
+    spec = load_spec(example)
+    assert spec.models and spec.catalog_sizes and spec.slo.rate_per_s > 0
+
+
 def test_quickstart_example_is_valid() -> None:
     spec = load_spec(ROOT / "examples" / "quickstart.yaml")
     assert [model.name for model in spec.models] == ["noop", "gru4rec"]

@@ -52,6 +52,44 @@ MODELS: dict[str, ModelEntry] = {
         "GRU4Rec: one GRU layer (hidden 128, no bias), dense back to d",
         f"{_PACKAGE}.gru4rec:build_gru4rec",
     ),
+    "narm": ModelEntry(
+        "NARM: GRU (hidden 128) with an attention over its states (local + global encoder)",
+        f"{_PACKAGE}.narm:build_narm",
+    ),
+    "stamp": ModelEntry(
+        "STAMP: attention over the session against the last click and the session mean",
+        f"{_PACKAGE}.stamp:build_stamp",
+    ),
+    "sasrec": ModelEntry(
+        "SASRec: 2 causal self-attention layers, 2 heads, positions; the last position",
+        f"{_PACKAGE}.sasrec:build_sasrec",
+    ),
+    "core": ModelEntry(
+        "CORE: transformer weights over the raw item embeddings; cosine scores / 0.07",
+        f"{_PACKAGE}.core:build_core",
+        scorer=f"{_PACKAGE}.core:core_scorer",
+    ),
+    "lightsans": ModelEntry(
+        "LightSANs: low-rank item-to-interest attention with decoupled positions",
+        f"{_PACKAGE}.lightsans:build_lightsans",
+    ),
+    "sine": ModelEntry(
+        "SINE: sparse-interest network, 3 of 50 prototypes, interest aggregation",
+        f"{_PACKAGE}.sine:build_sine",
+    ),
+    "srgnn": ModelEntry(
+        "SR-GNN: one gated graph step over the session graph, attention readout",
+        f"{_PACKAGE}.srgnn:build_srgnn",
+    ),
+    "gcsan": ModelEntry(
+        "GC-SAN: SR-GNN's gated graph step, then self-attention over the node states",
+        f"{_PACKAGE}.gcsan:build_gcsan",
+    ),
+    "repeatnet": ModelEntry(
+        "RepeatNet: GRU (64) with repeat and explore decoders; explore scores a second N x 128 matrix",
+        f"{_PACKAGE}.repeatnet:build_repeatnet",
+        scorer=f"{_PACKAGE}.repeatnet:repeatnet_scorer",
+    ),
 }
 
 MODEL_NAMES = tuple(MODELS)

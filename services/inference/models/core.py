@@ -1,0 +1,143 @@
+"""CORE, transformer variant (shared/models.md, model 5): a transformer weighs the session's raw
+item embeddings; scores are cosine similarities divided by a temperature.
+
+Its scorer normalises the item table once at load (the reference re-normalises it on every
+request) and divides only the k returned scores by the temperature, which does not change the
+ranking.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder, zero_padding_row
+from services.inference.models.transformer import TransformerEncoder, causal_padding_mask
+from services.inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, CatalogScorer, Scorer
+
+DEFAULT_TEMPERATURE = 0.07
+
+
+class CORE(SessionEncoder):
+    """X = E[seq]; H = transformer(LN(X + P), causal + padding mask);
+    a = softmax_L(f(H)) with pads at -inf; s = normalize(sum_i a_i X_i), over the raw X.
+    """
+
+    def __init__(
+        self,
+        catalog_size: int,
+        embedding_dim: int,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        inner_size: int = 256,
+        temperature: float = DEFAULT_TEMPERATURE,
+        max_session_length: int = MAX_SESSION_LENGTH,
+    ) -> None:
+        super().__init__(catalog_size, embedding_dim)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.inner_size = inner_size
+        self.temperature = temperature
+        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.position_embedding = nn.Embedding(max_session_length, embedding_dim)
+        self.layer_norm = nn.LayerNorm(embedding_dim, eps=1e-12)
+        self.transformer = TransformerEncoder(embedding_dim, num_layers, num_heads, inner_size, 1e-12)
+        self.weight_head = nn.Linear(embedding_dim, 1)
+        # RecBole's CORE overrides its TransNet's initialisation: every parameter (LayerNorm
+        # and biases included) uniform in +-1/sqrt(d). Then the padding row zeroed.
+        bound = 1.0 / math.sqrt(embedding_dim)
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -bound, bound)
+        zero_padding_row(self.item_embedding)
+
+    def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        items = self.item_embedding(item_seq)  # [B, L, d]
+        positions = self.position_embedding.weight[: item_seq.size(1)]
+        hidden = self.transformer(self.layer_norm(items + positions), causal_padding_mask(item_seq))
+        logits = self.weight_head(hidden).squeeze(-1)  # [B, L]
+        weights = torch.softmax(logits.masked_fill(item_seq == 0, float("-inf")), dim=1)
+        return F.normalize(torch.bmm(weights.unsqueeze(1), items).squeeze(1), dim=-1)
+
+    def item_embeddings(self) -> Tensor:
+        return self.item_embedding.weight
+
+    def details(self) -> dict[str, str]:
+        return {
+            **self.transformer.details(),
+            "inner_size": str(self.inner_size),
+            "positions": str(self.position_embedding.num_embeddings),
+            "temperature": str(self.temperature),
+            "scores": "cosine / temperature, item table normalised once at load",
+        }
+
+
+class CosineScorer:
+    """Top-k of `s . normalize(E).T / temperature` for unit-norm sessions `s`.
+
+    The normalised table is built once; ranking, chunking and precision are CatalogScorer's,
+    and only the k returned scores are divided by the temperature.
+    """
+
+    def __init__(
+        self,
+        item_embeddings: Tensor,
+        temperature: float,
+        *,
+        compute_dtype: torch.dtype = torch.float32,
+        max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
+    ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+        with torch.no_grad():
+            normalised = F.normalize(item_embeddings.detach(), dim=-1)
+        self._catalog = CatalogScorer(
+            normalised, compute_dtype=compute_dtype, max_score_elements=max_score_elements
+        )
+        self.catalog_size = self._catalog.catalog_size
+
+    def top_k(self, session_repr: Tensor, k: int, item_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        scores, ids = self._catalog.top_k(session_repr, k)
+        return scores / self.temperature, ids
+
+
+def core_scorer(
+    encoder: SessionEncoder,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+    max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
+) -> Scorer:
+    """CORE's head: cosine similarity over a table normalised once, scores / temperature."""
+    if not isinstance(encoder, CORE):
+        raise TypeError(f"core_scorer needs a CORE encoder, got {type(encoder).__name__}")
+    return CosineScorer(
+        encoder.item_embeddings(),
+        encoder.temperature,
+        compute_dtype=compute_dtype,
+        max_score_elements=max_score_elements,
+    )
+
+
+def build_core(
+    catalog_size: int,
+    embedding_dim: int,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    inner_size: int = 256,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> CORE:
+    return CORE(
+        catalog_size,
+        embedding_dim,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        inner_size=inner_size,
+        temperature=temperature,
+    )
