@@ -329,13 +329,19 @@ def plot_p90(results: Sequence[CellResult], path: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    figure = Figure(figsize=(10, 5.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     ok = [result for result in results if result.ok]
     models = list(dict.fromkeys(result.model for result in ok))
     variants = list(dict.fromkeys((result.runtime, result.device) for result in ok))
-    colours = [f"C{index % 10}" for index in range(len(models))]
+    # tab20's dark shades first: eleven models need more distinct colours than the default ten.
+    palette = [
+        f"tab:{name}"
+        for name in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")
+    ]
+    palette += ["black", "navy", "darkgoldenrod", "teal", "magenta", "lime"]
+    colours = [palette[index % len(palette)] for index in range(len(models))]
     for model, colour in zip(models, colours, strict=True):
         for index, (runtime, device) in enumerate(variants):
             line = sorted(
@@ -362,7 +368,7 @@ def plot_p90(results: Sequence[CellResult], path: str | Path) -> Path:
     axes.grid(True, which="both", alpha=0.3)
     if ok:
         axes.set_xticks(sorted({result.catalog_size for result in ok}))
-        axes.legend(fontsize="small", loc="upper left")
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         axes.text(0.5, 0.5, "no cell succeeded", transform=axes.transAxes, ha="center")
     path = Path(path)
