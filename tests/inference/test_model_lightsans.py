@@ -9,8 +9,9 @@ import math
 from typing import cast
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from inference.reference_maths import layer_norm, linear
 from services.inference.models import build_model
 from services.inference.models.lightsans import LightLayer, LightSANs
 from services.inference.runtime import prepare_encoder
@@ -49,16 +50,6 @@ def sharpened_lightsans(embedding_dim: int, seed: int, **options: object) -> Lig
     sharpen(model, seed + 1000)
     model.refresh()
     return model
-
-
-def layer_norm(x: Tensor, module: nn.LayerNorm) -> Tensor:
-    mean = x.mean()
-    variance = ((x - mean) ** 2).mean()
-    return (x - mean) / torch.sqrt(variance + module.eps) * module.weight.double() + module.bias.double()
-
-
-def linear(x: Tensor, module: nn.Linear) -> Tensor:
-    return module.weight.double() @ x + module.bias.double()
 
 
 def aggregate(rows: list[Tensor], theta: Tensor) -> list[Tensor]:

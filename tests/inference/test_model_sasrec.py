@@ -4,12 +4,12 @@ float64; padding; the last-layer saving against the full transformer; shapes.
 
 from __future__ import annotations
 
-import math
 from typing import cast
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from inference.reference_maths import layer_norm, reference_layer
 from services.inference.models import build_model
 from services.inference.models.sasrec import SASRec
 from services.inference.models.transformer import TransformerLayer
@@ -41,40 +41,6 @@ def sharpened_sasrec(embedding_dim: int, seed: int, **options: object) -> SASRec
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
         model.item_embedding.weight[0].zero_()
     return model
-
-
-def layer_norm(x: Tensor, module: nn.LayerNorm) -> Tensor:
-    mean = x.mean()
-    variance = ((x - mean) ** 2).mean()
-    return (x - mean) / torch.sqrt(variance + module.eps) * module.weight.double() + module.bias.double()
-
-
-def linear(x: Tensor, module: nn.Linear) -> Tensor:
-    return module.weight.double() @ x + module.bias.double()
-
-
-def reference_layer(
-    layer: TransformerLayer, inputs: list[Tensor], num_heads: int, head_size: int
-) -> list[Tensor]:
-    """One post-LN block, position by position; position i attends to positions 0..i."""
-    attention = layer.attention
-    keys = [linear(x, attention.key) for x in inputs]
-    values = [linear(x, attention.value) for x in inputs]
-    outputs = []
-    for i, x in enumerate(inputs):
-        query = linear(x, attention.query)
-        context = []
-        for head in range(num_heads):
-            part = slice(head * head_size, (head + 1) * head_size)
-            logits = torch.stack([query[part] @ keys[j][part] for j in range(i + 1)]) / math.sqrt(head_size)
-            weights = torch.softmax(logits, dim=0)
-            context.append(weights @ torch.stack([values[j][part] for j in range(i + 1)]))
-        attended = layer_norm(x + linear(torch.cat(context), attention.dense), attention.layer_norm)
-        feed = layer.feed_forward
-        inner = linear(attended, feed.dense_1)
-        gelu = inner * 0.5 * (1.0 + torch.erf(inner / math.sqrt(2.0)))
-        outputs.append(layer_norm(attended + linear(gelu, feed.dense_2), feed.layer_norm))
-    return outputs
 
 
 def reference_sasrec(model: SASRec, session: list[int]) -> Tensor:

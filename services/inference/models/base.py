@@ -15,6 +15,7 @@ from services.inference.options import fourth_root_dim, resolve_embedding_dim
 __all__ = [
     "MAX_SESSION_LENGTH",
     "SessionEncoder",
+    "bert_style_init",
     "fourth_root_dim",
     "resolve_embedding_dim",
     "zero_padding_row",
@@ -51,3 +52,19 @@ def zero_padding_row(embedding: nn.Embedding) -> None:
     """Zeroes row 0 (padding) after initialisation, as every model in this suite does."""
     with torch.no_grad():
         embedding.weight[0].zero_()
+
+
+# RecBole's initialiser_range for its transformer-based models (SASRec, LightSANs, GC-SAN).
+BERT_INIT_STD = 0.02
+
+
+def bert_style_init(module: nn.Module) -> None:
+    """RecBole's transformer initialisation, for `model.apply`: N(0, 0.02) weights of linear and
+    embedding layers, zero biases, LayerNorm (1, 0)."""
+    if isinstance(module, nn.Linear | nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=BERT_INIT_STD)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -9,12 +9,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-from services.inference.models.base import SessionEncoder, zero_padding_row
+from services.inference.models.base import SessionEncoder, bert_style_init, zero_padding_row
 from services.inference.models.session_graph import GatedGraphStep, gather_nodes, session_graph
 from services.inference.models.transformer import TransformerEncoder, causal_padding_mask
 
 # RecBole's initializer_range for the normal initialisation of embeddings and linear layers.
-INITIALIZER_RANGE = 0.02
 
 
 class GCSAN(SessionEncoder):
@@ -55,7 +54,7 @@ class GCSAN(SessionEncoder):
         bound = 1.0 / math.sqrt(embedding_dim)
         for parameter in (self.gnn.w_ih, self.gnn.w_hh, self.gnn.b_ih, self.gnn.b_hh):
             nn.init.uniform_(parameter, -bound, bound)
-        self.apply(_init_weights)
+        self.apply(bert_style_init)
         zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
@@ -81,16 +80,6 @@ class GCSAN(SessionEncoder):
             "gnn_steps": str(self.num_steps),
             "graph": "positions as nodes, dense adjacency",
         }
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear | nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=INITIALIZER_RANGE)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 def build_gcsan(

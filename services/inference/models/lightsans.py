@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder, zero_padding_row
+from services.inference.models.base import (
+    MAX_SESSION_LENGTH,
+    SessionEncoder,
+    bert_style_init,
+    zero_padding_row,
+)
 from services.inference.models.transformer import FeedForward
 
 # RecBole's initializer_range; the reference's position query is scaled by (2 dh)^-1/2 as well.
-INITIALIZER_RANGE = 0.02
 POSITION_SCALE_FACTOR = 2
 # ETUDE's value; RecBole's default is 5.
 DEFAULT_K_INTERESTS = 15
@@ -147,7 +151,7 @@ class LightSANs(SessionEncoder):
                 for _ in range(num_layers)
             ]
         )
-        self.apply(_init_weights)
+        self.apply(bert_style_init)
         zero_padding_row(self.item_embedding)
         self.refresh()
         # Loaded weights (a checkpoint) recompute Pi too.
@@ -187,17 +191,6 @@ class LightSANs(SessionEncoder):
 def _refresh_after_load(module: nn.Module, incompatible_keys: object) -> None:
     assert isinstance(module, LightSANs)
     module.refresh()
-
-
-def _init_weights(module: nn.Module) -> None:
-    """RecBole's initialisation: N(0, 0.02) weights, zero biases, LayerNorm (1, 0)."""
-    if isinstance(module, nn.Linear | nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=INITIALIZER_RANGE)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
 
 
 def build_lightsans(

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder, zero_padding_row
+from services.inference.models.base import (
+    MAX_SESSION_LENGTH,
+    SessionEncoder,
+    bert_style_init,
+    zero_padding_row,
+)
 from services.inference.models.transformer import (
     TransformerEncoder,
     TransformerLayer,
@@ -16,7 +21,6 @@ from services.inference.models.transformer import (
 )
 
 # RecBole's initializer_range.
-INITIALIZER_RANGE = 0.02
 
 
 class SASRec(SessionEncoder):
@@ -52,7 +56,7 @@ class SASRec(SessionEncoder):
         # compute only what position len-1 needs.
         self.transformer = TransformerEncoder(embedding_dim, num_layers - 1, num_heads, inner_size, 1e-12)
         self.final_layer = TransformerLayer(embedding_dim, num_heads, inner_size, 1e-12)
-        self.apply(_init_weights)
+        self.apply(bert_style_init)
         zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
@@ -90,17 +94,6 @@ class SASRec(SessionEncoder):
             "positions": str(self.position_embedding.num_embeddings),
             "last_layer_query_only": str(self.last_layer_query_only).lower(),
         }
-
-
-def _init_weights(module: nn.Module) -> None:
-    """RecBole's SASRec initialisation: N(0, 0.02) weights, zero biases, LayerNorm (1, 0)."""
-    if isinstance(module, nn.Linear | nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=INITIALIZER_RANGE)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
 
 
 def build_sasrec(
