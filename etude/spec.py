@@ -51,14 +51,18 @@ def parse_spec_dict(document: dict[str, Any]) -> experiment_pb2.ExperimentSpec:
     return spec
 
 
-def load_spec(path: str | Path) -> experiment_pb2.ExperimentSpec:
-    """Reads, parses, validates and completes the spec file at `path`."""
+def load_spec(path: str | Path, target: str = "") -> experiment_pb2.ExperimentSpec:
+    """Reads, parses, validates and completes the spec file at `path`; a `target` given (the
+    `--target` flag) replaces the file's before validation."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
         raise SpecError("<file>", f"cannot read {path}: {error.strerror}") from error
-    return resolve(parse_spec_text(text, str(path)))
+    spec = parse_spec_text(text, str(path))
+    if target:
+        spec.target = target
+    return resolve(spec)
 
 
 def resolve(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.ExperimentSpec:
@@ -123,8 +127,6 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
     if spec.repetitions < 0:
         raise SpecError("repetitions", "must be >= 0 (0 means 1)")
     _check_choice("target", spec.target, TARGETS)
-    if spec.target == "kubernetes":
-        raise SpecError("target", "the kubernetes target is not available yet: use local")
 
 
 def _check_choice(field: str, value: str, allowed: tuple[str, ...], *, allow_empty: bool = True) -> None:

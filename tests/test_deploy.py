@@ -22,7 +22,7 @@ def test_base_renders_a_headless_service_and_a_probed_deployment() -> None:
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout  # fmt: skip
     objects = {doc["kind"]: doc for doc in yaml.safe_load_all(rendered)}
-    assert set(objects) == {"Deployment", "Service"}
+    assert set(objects) == {"Deployment", "Service", "Job"}
     assert objects["Service"]["spec"]["clusterIP"] == "None"
     container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["grpc"]["port"] == defaults.INFERENCE_PORT

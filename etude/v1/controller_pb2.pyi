@@ -17,12 +17,14 @@ class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPERIMENT_STATE_SUCCEEDED: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_FAILED: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_CANCELLED: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_INTERRUPTED: _ClassVar[ExperimentState]
 EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
 EXPERIMENT_STATE_QUEUED: ExperimentState
 EXPERIMENT_STATE_RUNNING: ExperimentState
 EXPERIMENT_STATE_SUCCEEDED: ExperimentState
 EXPERIMENT_STATE_FAILED: ExperimentState
 EXPERIMENT_STATE_CANCELLED: ExperimentState
+EXPERIMENT_STATE_INTERRUPTED: ExperimentState
 
 class Experiment(_message.Message):
     __slots__ = ("experiment_id", "state", "spec", "trials", "results_uri", "error", "created_unix_ms", "finished_unix_ms")

@@ -18,6 +18,7 @@ class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRIAL_STATE_SUCCEEDED: _ClassVar[TrialState]
     TRIAL_STATE_FAILED: _ClassVar[TrialState]
     TRIAL_STATE_CANCELLED: _ClassVar[TrialState]
+    TRIAL_STATE_INTERRUPTED: _ClassVar[TrialState]
 TRIAL_STATE_UNSPECIFIED: TrialState
 TRIAL_STATE_PENDING: TrialState
 TRIAL_STATE_DEPLOYING: TrialState
@@ -25,6 +26,7 @@ TRIAL_STATE_RUNNING: TrialState
 TRIAL_STATE_SUCCEEDED: TrialState
 TRIAL_STATE_FAILED: TrialState
 TRIAL_STATE_CANCELLED: TrialState
+TRIAL_STATE_INTERRUPTED: TrialState
 
 class ModelSpec(_message.Message):
     __slots__ = ("name", "embedding_dim")

@@ -1,12 +1,16 @@
-"""Controller: runs experiments submitted over gRPC, one after another."""
+"""Controller: runs experiments submitted over gRPC from a queue, its state kept in a result store."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from etude import defaults
+
+if TYPE_CHECKING:
+    from services.controller.runner import Driver
 
 DEFAULT_PORT = defaults.CONTROLLER_PORT
 
@@ -16,17 +20,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--startup-timeout-s", type=float, default=300.0,
         help="how long a deployed service may take to report SERVING",
     )  # fmt: skip
+    parser.add_argument(
+        "--results", default=defaults.RESULTS,
+        help="result store of every submitted experiment (folder or gs://bucket/prefix); a restarted "
+        "controller lists its finished experiments, queues its queued ones again and marks the ones "
+        "that were running as interrupted",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-concurrent-experiments", type=int, default=1,
+        help="experiments run at once (on one machine, more than 1 measures their interference)",
+    )  # fmt: skip
+    _add_target_arguments(parser, default_target=defaults.TARGET)
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser, default_target: str | None) -> None:
+    parser.add_argument(
+        "--target", choices=["local", "kubernetes"], default=default_target,
+        help="where trials deploy: local child processes, or a Kubernetes cluster (the usual kubeconfig "
+        "or in-cluster config)" + ("" if default_target else "; overrides the spec's `target`"),
+    )  # fmt: skip
+    parser.add_argument(
+        "--namespace", default=None,
+        help="kubernetes target: namespace of the trials (default: in-cluster or kubeconfig context's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--image", default=None,
+        help="kubernetes target: container image of the services (default: the manifests' image)",
+    )  # fmt: skip
+
+
+def make_driver(target: str, args: argparse.Namespace) -> Driver:
+    """The driver of a target; both share the trial logic of ExperimentRunner."""
+    if target == "kubernetes":
+        from services.controller.drivers.kubernetes import KubernetesDriver
+
+        return KubernetesDriver(
+            namespace=args.namespace, image=args.image, startup_timeout_s=args.startup_timeout_s
+        )
+    from services.controller.drivers.local import LocalDriver
+
+    return LocalDriver(args.startup_timeout_s)
 
 
 async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
+    from etude.spec import SpecError
     from etude.v1 import controller_pb2, controller_pb2_grpc
-    from services.controller.drivers.local import LocalDriver
     from services.controller.experiments import ExperimentManager
     from services.controller.server import ControllerServicer
     from services.controller.stores import open_store
 
-    manager = ExperimentManager(LocalDriver(args.startup_timeout_s), open_store)
+    if args.max_concurrent_experiments < 1:
+        raise SystemExit(
+            f"etude serve controller: --max-concurrent-experiments must be >= 1, got "
+            f"{args.max_concurrent_experiments}"
+        )
+    try:
+        store = open_store(args.results)
+    except SpecError as error:
+        raise SystemExit(f"etude serve controller: --{error}") from None
+    manager = ExperimentManager(
+        make_driver(args.target, args),
+        store=store,
+        max_concurrent_experiments=args.max_concurrent_experiments,
+    )
     await manager.start()
     host = ServiceHost(
         [service_full_name(controller_pb2, "ControllerService")],
@@ -42,10 +99,13 @@ async def serve(args: argparse.Namespace) -> None:
 def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="experiment file, e.g. examples/quickstart.yaml")
     parser.add_argument(
-        "--results", default=None, help="result store (folder); overrides the spec's `results`"
+        "--results",
+        default=None,
+        help="result store (folder or gs://bucket/prefix); overrides the spec's `results`",
     )
     parser.add_argument("--startup-timeout-s", type=float, default=300.0)
     parser.add_argument("--log-level", default="warning", help="controller log level on stderr")
+    _add_target_arguments(parser, default_target=None)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -86,7 +146,7 @@ def run_command(args: argparse.Namespace) -> int:
     from etude.logs import configure_logging
     from etude.spec import SpecError, load_spec
     from etude.v1 import controller_pb2
-    from services.controller.drivers.local import LocalDriver
+    from services.controller.drivers.processes import ServiceStartError
     from services.controller.progress import ProgressPrinter
     from services.controller.runner import ExperimentRunner, new_experiment
     from services.controller.search import SearchSettings
@@ -95,17 +155,18 @@ def run_command(args: argparse.Namespace) -> int:
 
     configure_logging("etude-controller", "console", args.log_level)
     try:
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, target=args.target or "")
         if args.results:
             spec.results = args.results
         store = open_store(spec.results)
+        driver = make_driver(spec.target, args)
         search = None
         if args.command == "search":
             search = SearchSettings(args.start_rate, args.max_rate, args.precision, args.max_probes)
     except SpecError as error:
         print(f"etude {args.command}: invalid spec {args.spec}: {error}", file=sys.stderr)
         return 2
-    except ValueError as error:
+    except (ValueError, ServiceStartError) as error:
         print(f"etude {args.command}: {error}", file=sys.stderr)
         return 2
     experiment = new_experiment(spec, store)
@@ -113,9 +174,7 @@ def run_command(args: argparse.Namespace) -> int:
         f"Experiment {experiment.experiment_id}: {len(experiment.trials)} trial(s),"
         f" results in {experiment.results_uri}"
     )
-    runner = ExperimentRunner(
-        experiment, LocalDriver(args.startup_timeout_s), store, ProgressPrinter(), search=search
-    )
+    runner = ExperimentRunner(experiment, driver, store, ProgressPrinter(), search=search)
     try:
         asyncio.run(runner.run())
     except KeyboardInterrupt:

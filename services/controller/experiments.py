@@ -1,26 +1,46 @@
-"""The controller's queue of experiments: submit, watch, get, list, cancel.
+"""The controller's queue of experiments: submit, watch, get, list, cancel; recovered after a restart.
 
-Experiments run one at a time in submission order (each deploys services and drives load, so
-running two at once on one machine would measure their interference). Watchers get every
-event of an experiment through a queue of their own.
+Experiments run in submission order, one at a time by default (each deploys services and drives
+load, so two at once on one machine measure their interference); `max_concurrent_experiments`
+allows more where the target has room. Watchers get every event of an experiment through a queue
+of their own.
+
+With a result store of its own (`store=`, the controller service's --results) the manager is a
+platform: every experiment's state is in the store (experiment.json, written from submission
+on), and a manager started over the store finds them all again:
+- finished experiments (succeeded, failed, cancelled, interrupted) are listed as they were;
+- queued ones never started: they are queued again, in their original order;
+- running ones were cut off by the stop: they become INTERRUPTED, the trial that was running
+  TRIAL_STATE_INTERRUPTED, the trials not started CANCELLED; the finished trials keep their
+  results. They are not resumed: a measurement across a restart would mix two deployments.
+A graceful stop (SIGTERM) records the same states itself; the recovery covers a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import structlog
+from google.protobuf import json_format
 
 from etude.v1 import controller_pb2, experiment_pb2
-from services.controller.runner import Driver, ExperimentRunner, new_experiment
-from services.controller.store import ResultStore
+from services.controller.runner import INTERRUPTED_ERROR, Driver, ExperimentRunner, new_experiment
+from services.controller.store import ResultStore, write_json
+from services.controller.summary import summary_table
 
 _log = structlog.get_logger()
-_FINISHED = (
+EXPERIMENT_FILE = "experiment.json"
+FINISHED = (
     controller_pb2.EXPERIMENT_STATE_SUCCEEDED,
     controller_pb2.EXPERIMENT_STATE_FAILED,
     controller_pb2.EXPERIMENT_STATE_CANCELLED,
+    controller_pb2.EXPERIMENT_STATE_INTERRUPTED,
+)
+_UNFINISHED_TRIALS = (
+    experiment_pb2.TRIAL_STATE_DEPLOYING,
+    experiment_pb2.TRIAL_STATE_RUNNING,
 )
 
 
@@ -28,34 +48,85 @@ class UnknownExperiment(KeyError):
     """No experiment has this id."""
 
 
+def mark_interrupted(experiment: controller_pb2.Experiment, reason: str = INTERRUPTED_ERROR) -> None:
+    """An experiment cut off by a controller stop: the running trial interrupted, the rest not run."""
+    for result in experiment.trials:
+        if result.state in _UNFINISHED_TRIALS:
+            result.state = experiment_pb2.TRIAL_STATE_INTERRUPTED
+            result.error = reason
+        elif result.state == experiment_pb2.TRIAL_STATE_PENDING:
+            result.state = experiment_pb2.TRIAL_STATE_CANCELLED
+    experiment.state = controller_pb2.EXPERIMENT_STATE_INTERRUPTED
+    experiment.error = reason
+    experiment.finished_unix_ms = int(time.time() * 1000)
+
+
 class ExperimentManager:
-    def __init__(self, driver: Driver, store_for: Callable[[str], ResultStore]) -> None:
+    """Queues and runs experiments; give `store` (one result store for every experiment, recovered
+    at start) or `store_for` (a store per spec's `results`, nothing recovered)."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        store_for: Callable[[str], ResultStore] | None = None,
+        *,
+        store: ResultStore | None = None,
+        max_concurrent_experiments: int = 1,
+    ) -> None:
+        if (store_for is None) == (store is None):
+            raise ValueError("give exactly one of store_for and store")
+        if max_concurrent_experiments < 1:
+            raise ValueError(f"max_concurrent_experiments must be >= 1, got {max_concurrent_experiments}")
         self._driver = driver
         self._store_for = store_for
+        self._home = store
+        self._max_concurrent = max_concurrent_experiments
         self._experiments: dict[str, controller_pb2.Experiment] = {}
+        self._stores: dict[str, ResultStore] = {}
         self._watchers: dict[str, list[asyncio.Queue[controller_pb2.ExperimentEvent | None]]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._running: dict[str, asyncio.Task[controller_pb2.Experiment]] = {}
-        self._worker: asyncio.Task[None] | None = None
+        self._running: dict[str, tuple[ExperimentRunner, asyncio.Task[controller_pb2.Experiment]]] = {}
+        self._workers: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._worker = asyncio.create_task(self._work(), name="experiment-worker")
+        """Recovers the experiments of the manager's store (if any), then starts the workers."""
+        if self._home is not None:
+            for experiment_id in await asyncio.to_thread(self._recover, self._home):
+                self._queue.put_nowait(experiment_id)
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"experiment-worker-{index}")
+            for index in range(self._max_concurrent)
+        ]
 
     async def stop(self) -> None:
-        """Cancels the running experiment (its state is recorded as cancelled) and the worker."""
-        for task in list(self._running.values()):
+        """Stops the workers; running experiments are recorded as interrupted, queued ones stay
+        queued in the store (a manager started over it runs them)."""
+        for runner, task in list(self._running.values()):
+            runner.interrupted = True
             task.cancel()
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, *self._running.values(), return_exceptions=True)
+        for worker in self._workers:
+            worker.cancel()
+        running = [task for _, task in self._running.values()]
+        await asyncio.gather(*self._workers, *running, return_exceptions=True)
 
     def submit(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
-        """Queues a resolved spec and returns the queued experiment."""
-        experiment = new_experiment(spec, self._store_for(spec.results))
-        self._experiments[experiment.experiment_id] = experiment
-        self._watchers[experiment.experiment_id] = []
-        self._queue.put_nowait(experiment.experiment_id)
-        _log.info("experiment_queued", experiment_id=experiment.experiment_id)
+        """Queues a resolved spec and returns the queued experiment (also written to its store)."""
+        if self._home is not None:
+            # The platform keeps every experiment in its own store, whatever the spec named.
+            store = self._home
+            spec = _with_results(spec, store.uri())
+        else:
+            assert self._store_for is not None
+            store = self._store_for(spec.results)
+        experiment = new_experiment(spec, store)
+        experiment_id = experiment.experiment_id
+        # Written now so that a controller restarted before it runs still finds it queued.
+        _save(store, experiment)
+        self._experiments[experiment_id] = experiment
+        self._stores[experiment_id] = store
+        self._watchers[experiment_id] = []
+        self._queue.put_nowait(experiment_id)
+        _log.info("experiment_queued", experiment_id=experiment_id)
         return experiment
 
     def get(self, experiment_id: str) -> controller_pb2.Experiment:
@@ -71,18 +142,21 @@ class ExperimentManager:
         experiment = self.get(experiment_id)
         if experiment.state == controller_pb2.EXPERIMENT_STATE_QUEUED:
             experiment.state = controller_pb2.EXPERIMENT_STATE_CANCELLED
+            experiment.finished_unix_ms = int(time.time() * 1000)
             for result in experiment.trials:
                 result.state = experiment_pb2.TRIAL_STATE_CANCELLED
+            # Stored, or a restarted controller would queue it again.
+            await asyncio.to_thread(_save, self._stores[experiment_id], experiment)
             self._publish(controller_pb2.ExperimentEvent(experiment_id=experiment_id, finished=experiment))
-        elif (task := self._running.get(experiment_id)) is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        elif (running := self._running.get(experiment_id)) is not None:
+            running[1].cancel()
+            await asyncio.gather(running[1], return_exceptions=True)
         return experiment
 
     async def watch(self, experiment_id: str) -> AsyncIterator[controller_pb2.ExperimentEvent]:
         """Every event of the experiment from now on, ending with its `finished` event."""
         experiment = self.get(experiment_id)
-        if experiment.state in _FINISHED:
+        if experiment.state in FINISHED:
             yield controller_pb2.ExperimentEvent(experiment_id=experiment_id, finished=experiment)
             return
         queue: asyncio.Queue[controller_pb2.ExperimentEvent | None] = asyncio.Queue()
@@ -105,12 +179,64 @@ class ExperimentManager:
             experiment = self._experiments[experiment_id]
             if experiment.state != controller_pb2.EXPERIMENT_STATE_QUEUED:
                 continue
-            runner = ExperimentRunner(
-                experiment, self._driver, self._store_for(experiment.spec.results), self._publish
-            )
+            runner = ExperimentRunner(experiment, self._driver, self._stores[experiment_id], self._publish)
             task = asyncio.create_task(runner.run(), name=f"experiment-{experiment_id}")
-            self._running[experiment_id] = task
+            self._running[experiment_id] = (runner, task)
             try:
                 await asyncio.gather(task, return_exceptions=True)
             finally:
                 del self._running[experiment_id]
+
+    def _recover(self, store: ResultStore) -> tuple[str, ...]:
+        """Loads every experiment of `store` (blocking reads: run in a thread); returns the ids of
+        those to queue again, oldest first. Running ones are stored as interrupted."""
+        queued: list[controller_pb2.Experiment] = []
+        for name in store.list_dirs():
+            experiment = _load(store, name)
+            if experiment is None:
+                continue
+            if experiment.state == controller_pb2.EXPERIMENT_STATE_QUEUED:
+                queued.append(experiment)
+            elif experiment.state not in FINISHED:
+                mark_interrupted(experiment)
+                _save(store, experiment)
+                store.write_text(f"{experiment.experiment_id}/summary.md", summary_table(experiment) + "\n")
+                _log.warning("experiment_interrupted", experiment_id=experiment.experiment_id)
+            self._experiments[experiment.experiment_id] = experiment
+            self._stores[experiment.experiment_id] = store
+            self._watchers[experiment.experiment_id] = []
+        _log.info("experiments_recovered", found=len(self._experiments), queued=len(queued), uri=store.uri())
+        return tuple(e.experiment_id for e in sorted(queued, key=lambda e: e.created_unix_ms))
+
+
+def _with_results(spec: experiment_pb2.ExperimentSpec, results: str) -> experiment_pb2.ExperimentSpec:
+    copy = experiment_pb2.ExperimentSpec()
+    copy.CopyFrom(spec)
+    copy.results = results
+    return copy
+
+
+def _save(store: ResultStore, experiment: controller_pb2.Experiment) -> None:
+    write_json(
+        store,
+        f"{experiment.experiment_id}/{EXPERIMENT_FILE}",
+        json_format.MessageToDict(experiment, preserving_proto_field_name=True),
+    )
+
+
+def _load(store: ResultStore, name: str) -> controller_pb2.Experiment | None:
+    """The experiment stored in folder `name`; None (logged) for a folder that holds none."""
+    try:
+        text = store.read_text(f"{name}/{EXPERIMENT_FILE}")
+    except FileNotFoundError:
+        return None
+    try:
+        experiment = json_format.Parse(text, controller_pb2.Experiment(), ignore_unknown_fields=True)
+    except json_format.ParseError as error:
+        # Kept in the store for a person to look at; listing it would show an empty experiment.
+        _log.warning("experiment_unreadable", folder=name, uri=store.uri(name), error=str(error))
+        return None
+    if experiment.experiment_id != name:
+        _log.warning("experiment_id_mismatch", folder=name, experiment_id=experiment.experiment_id)
+        experiment.experiment_id = name
+    return experiment

@@ -47,6 +47,7 @@ from services.controller.report_analysis import (
     tick_verdicts,
 )
 from services.controller.store import LocalResultStore, ResultStore
+from services.controller.traces import TraceSplit, analyse_trial_traces
 from services.loadgen.records import RECORDS_FILE, SERIES_FILE
 from services.workload.generator import InvalidWorkloadSpec, SyntheticWorkload
 
@@ -68,6 +69,8 @@ class TrialReport:
     stable: StableRate | None = None  # None: no series/records to judge
     strict: StableRate | None = None
     split: LatencySplit | None = None
+    # The same split from the sampled traces, and how closely it agrees (None: no traces).
+    traces: TraceSplit | None = None
     session_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     problem: str = ""  # why the files could not be analysed
     # The folder analysed, relative to the trial's: "." or, for an SLO search, the probe that
@@ -218,9 +221,19 @@ def _analyse_trial(
         stable=highest_stable_rate(verdicts),
         strict=highest_stable_rate(verdicts, forgive_isolated=False),
         split=latency_split(records),
+        traces=_trace_split(store, experiment_id, folder),
         session_lengths=session_lengths(records),
         files=files,
     )
+
+
+def _trace_split(store: ResultStore, experiment_id: str, folder: str) -> TraceSplit | None:
+    """The trace-based split; a trace file that cannot be read costs the report this section only."""
+    try:
+        return analyse_trial_traces(store, experiment_id, folder)
+    except (OSError, ValueError) as error:
+        _log.warning("trace_split_failed", folder=folder, error=str(error))
+        return None
 
 
 def _workload(trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec) -> SyntheticWorkload | None:
@@ -525,6 +538,51 @@ def _split_table(trials: Sequence[TrialReport]) -> Table:
     return Table(header, tuple(rows))
 
 
+def _trace_split_blocks(trials: Sequence[TrialReport]) -> list[Block]:
+    """The split measured by the sampled OpenTelemetry traces, next to the timing-based one."""
+    traced = [trial for trial in trials if trial.traces is not None]
+    blocks: list[Block] = [Heading(3, "Latency split from traces")]
+    if not traced:
+        return [
+            *blocks,
+            Paragraph("No trace files: tracing was off (ETUDE_TRACE_SAMPLE_RATIO=0) or unavailable."),
+        ]
+    header = (
+        "trial",
+        "traced OK",
+        *(f"{part} p50 / p90 ms" for part in SPLIT_PARTS),
+        "max |trace - timing| ms",
+    )
+    rows = []
+    notes = []
+    for trial in traced:
+        traces = trial.traces
+        assert traces is not None
+        split = traces.split
+        parts = (
+            (f"{_ms(split.p50_ms[part])} / {_ms(split.p90_ms[part])}" for part in SPLIT_PARTS)
+            if split is not None
+            else ("-" for _ in SPLIT_PARTS)
+        )
+        worst = max(traces.max_difference_ms.values(), default=0.0)
+        rows.append((trial.trial_id, str(traces.matched), *parts, f"{worst:.3f}" if traces.matched else "-"))
+        unread = f" ({traces.unreadable_lines} unreadable lines)" if traces.unreadable_lines else ""
+        notes.append(f"{trial.trial_id}: {traces.agreement()}; {traces.spans} spans{unread}.")
+    blocks += [
+        Paragraph(
+            "The same parts measured by the spans of the sampled requests (a fraction set by "
+            "ETUDE_TRACE_SAMPLE_RATIO or OTEL_TRACES_SAMPLER_ARG, default 1%): send delay from the "
+            "client span's intended-send attribute, network and serialisation = client span from "
+            "actual send - server span, queueing and inference from the server span's children. "
+            "Each traced request is joined with its own records.csv row and its parts compared "
+            "with the timing fields; the last column is the largest difference of any part."
+        ),
+        Table(header, tuple(rows)),
+        Bullets(tuple(notes)),
+    ]
+    return blocks
+
+
 def _fit_table(fitted: Sequence[FittedExponent]) -> Table:
     rows = []
     for exponent in fitted:
@@ -650,6 +708,7 @@ def _blocks(
     ]
     if "split" in figures:
         blocks.append(Image("split", "p50 and p90 of each part of the latency, per trial"))
+    blocks += _trace_split_blocks(trials)
     blocks.append(Heading(2, "Latency against offered rate"))
     rate_figures = [name for name in figures if name.startswith("rate-")]
     for name in rate_figures:

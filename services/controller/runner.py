@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -36,8 +36,12 @@ _log = structlog.get_logger()
 
 # How long past the end of its load a trial may take to drain and summarise.
 RUN_MARGIN_S = 60.0
+# How often what the services write locally (records, logs) is synced into the store while an
+# experiment runs, besides at the end of each trial: a crash loses at most this much of them.
+SYNC_INTERVAL_S = 30.0
 
 EventCallback = Callable[[controller_pb2.ExperimentEvent], None]
+INTERRUPTED_ERROR = "interrupted: the controller stopped while it ran; resubmit to measure it"
 State = experiment_pb2.TrialState
 
 
@@ -49,6 +53,15 @@ class Driver(Protocol):
     ) -> AbstractAsyncContextManager[str]: ...
 
     def loadgen_service(self, log_dir: Path) -> AbstractAsyncContextManager[str]: ...
+
+    # Optional: `loadgen_records(local_dir)` yields the records folder to name in the LoadSpec (a
+    # path on the load generator's file system) and on exit leaves its files in `local_dir`. A
+    # driver whose load generator shares the controller's file system (local) need not have it.
+
+
+def _loadgen_records(driver: Driver, local_dir: Path) -> AbstractAsyncContextManager[str]:
+    records = getattr(driver, "loadgen_records", None)
+    return records(local_dir) if records is not None else nullcontext(str(local_dir))
 
 
 def new_experiment(spec: experiment_pb2.ExperimentSpec, store: ResultStore) -> controller_pb2.Experiment:
@@ -85,6 +98,10 @@ class ExperimentRunner:
         self.on_event = on_event
         # None: one ramp per trial, as the spec's load says; else an SLO search per trial.
         self.search = search
+        # Set before cancelling run() when the controller stops (not the user): the experiment
+        # and its running trial end INTERRUPTED rather than CANCELLED.
+        self.interrupted = False
+        self._syncing: asyncio.Task[None] | None = None
 
     async def run(self) -> controller_pb2.Experiment:
         experiment = self.experiment
@@ -92,6 +109,7 @@ class ExperimentRunner:
         write_json(self.store, f"{experiment.experiment_id}/spec.json", _to_dict(experiment.spec))
         self._save()
         log_dir = self.store.local_dir(f"{experiment.experiment_id}/logs")
+        self._syncing = asyncio.create_task(self._sync_periodically(), name="sync-results")
         try:
             async with self.driver.loadgen_service(log_dir) as loadgen_endpoint:
                 async with grpc.aio.insecure_channel(
@@ -102,7 +120,10 @@ class ExperimentRunner:
                     for result in experiment.trials:
                         await self._run_trial(result, loadgen)
         except asyncio.CancelledError:
-            await self._finish(controller_pb2.EXPERIMENT_STATE_CANCELLED, "cancelled")
+            if self.interrupted:
+                await self._finish(controller_pb2.EXPERIMENT_STATE_INTERRUPTED, INTERRUPTED_ERROR)
+            else:
+                await self._finish(controller_pb2.EXPERIMENT_STATE_CANCELLED, "cancelled")
             raise
         except Exception as error:
             _log.exception("experiment_failed", experiment_id=experiment.experiment_id)
@@ -136,8 +157,10 @@ class ExperimentRunner:
                     await self._search(self.search, result, endpoint, trial_dir, loadgen)
             result.state = State.TRIAL_STATE_SUCCEEDED
         except asyncio.CancelledError:
-            result.state = State.TRIAL_STATE_CANCELLED
-            result.error = "cancelled while running"
+            if self.interrupted:
+                result.state, result.error = State.TRIAL_STATE_INTERRUPTED, INTERRUPTED_ERROR
+            else:
+                result.state, result.error = State.TRIAL_STATE_CANCELLED, "cancelled while running"
             write_json(self.store, f"{trial_dir}/trial.json", _to_dict(result))
             raise
         except (ServiceStartError, grpc.aio.AioRpcError, OSError, ValueError) as error:
@@ -145,6 +168,7 @@ class ExperimentRunner:
             result.error = _describe(error)
             _log.error("trial_failed", trial_id=trial.trial_id, error=result.error)
         write_json(self.store, f"{trial_dir}/trial.json", _to_dict(result))
+        await self._sync()
         self._set_state(result, result.state)
 
     async def _search(
@@ -195,11 +219,23 @@ class ExperimentRunner:
         profile: loadgen_pb2.LoadProfile,
         run_id: str,
     ) -> loadgen_pb2.LoadSummary:
+        async with _loadgen_records(self.driver, records_dir) as loadgen_records_dir:
+            return await self._run_load(trial, endpoint, loadgen_records_dir, loadgen, profile, run_id)
+
+    async def _run_load(
+        self,
+        trial: experiment_pb2.Trial,
+        endpoint: str,
+        records_dir: str,
+        loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub,
+        profile: loadgen_pb2.LoadProfile,
+        run_id: str,
+    ) -> loadgen_pb2.LoadSummary:
         load_spec = loadgen_pb2.LoadSpec(
             target=endpoint,
             profile=profile,
             workload=workload_spec(trial, self.experiment.spec),
-            records_dir=str(records_dir),
+            records_dir=records_dir,
             run_id=run_id,
         )
         deadline_s = (
@@ -229,8 +265,23 @@ class ExperimentRunner:
             controller_pb2.ExperimentEvent(experiment_id=self.experiment.experiment_id, trial=result)
         )
 
+    async def _sync(self) -> None:
+        """Syncs the experiment's local files (records, logs) into the store, off the event loop.
+        A failure is logged, not raised: the files stay staged and the next sync retries them."""
+        try:
+            await asyncio.to_thread(self.store.sync, self.experiment.experiment_id)
+        except Exception:
+            _log.exception("results_sync_failed", experiment_id=self.experiment.experiment_id)
+
+    async def _sync_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            await self._sync()
+
     async def _finish(self, state: int, error: str) -> None:
         experiment = self.experiment
+        if self._syncing is not None:
+            self._syncing.cancel()
         for result in experiment.trials:
             if result.state in (
                 State.TRIAL_STATE_PENDING,
@@ -244,6 +295,7 @@ class ExperimentRunner:
         self._save()
         self.store.write_text(f"{experiment.experiment_id}/summary.md", summary_table(experiment) + "\n")
         try:
+            await self._sync()  # the report reads the trials' records and series from the store
             await self._write_report()
         finally:
             # Also when cancelled again while the report is written: watchers wait for this event.

@@ -1,7 +1,8 @@
 """The result store: where an experiment's spec, records, series and summaries are kept.
 
-Locally a folder, `results/<experiment-id>/`. Paths inside the store are relative and use '/',
-so a Cloud Storage store can implement the same interface.
+Locally a folder, `results/<experiment-id>/`; in Cloud Storage `gs://bucket/prefix/` (store_gcs.py).
+Paths inside the store are relative and use '/'. Local processes (the loadgen, the inference
+service) write into `local_dir(...)`; `sync(...)` makes those files part of the store.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ class ResultStore(Protocol):
     def read_text(self, relative: str) -> str: ...
     def exists(self, relative: str) -> bool: ...
     def list_dirs(self, relative: str = "") -> list[str]: ...
+    def sync(self, relative: str = "") -> None:
+        """Makes what local processes wrote under local_dir(relative) part of the store."""
+        ...
 
 
 class LocalResultStore:
@@ -54,6 +58,9 @@ class LocalResultStore:
         if not base.is_dir():
             return []
         return sorted(entry.name for entry in base.iterdir() if entry.is_dir())
+
+    def sync(self, relative: str = "") -> None:
+        """Nothing to do: local_dir() is a folder of the store itself."""
 
 
 def write_json(store: ResultStore, relative: str, document: Any) -> None:

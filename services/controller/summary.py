@@ -11,6 +11,7 @@ _STATE_NAMES = {
     experiment_pb2.TRIAL_STATE_SUCCEEDED: "done",
     experiment_pb2.TRIAL_STATE_FAILED: "FAILED",
     experiment_pb2.TRIAL_STATE_CANCELLED: "cancelled",
+    experiment_pb2.TRIAL_STATE_INTERRUPTED: "interrupted",
 }
 
 _HEADER = (

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-path",
         action=_ModelPathAction,
         default="",
-        help="serve this TorchScript model file (local; gs:// not yet) instead of --model; "
+        help="serve this TorchScript model file (a local path or gs://bucket/object) instead of --model; "
         "contract in services/inference/model_file.py, `etude export-model` writes one",
     )
     parser.add_argument(
@@ -115,7 +115,7 @@ async def serve(args: argparse.Namespace) -> None:
     from services.inference.batcher import DynamicBatcher
     from services.inference.model_file import ModelFileError
     from services.inference.recommender import Recommender, RecommenderConfig
-    from services.inference.server import RecommenderServicer
+    from services.inference.server import RecommenderServicer, batch_span_attributes
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -149,6 +149,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_queue_size=args.max_queue_size,
+        batch_attributes=batch_span_attributes(recommender),
     )
     servicer = RecommenderServicer(recommender, batcher)
     host = ServiceHost(

@@ -10,9 +10,11 @@ shared inner-product scorer multiplies with.
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +23,9 @@ from services.inference.models import MODELS, build_model
 from services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder
 from services.inference.options import DEFAULT_EMBEDDING_POLICY, resolve_embedding_dim
 from services.inference.runtime import EncoderFn
+
+if TYPE_CHECKING:
+    from google.cloud import storage
 
 # Optional metadata `etude export-model` stores next to the program (torch.jit.save's extra
 # files); a file without it is served all the same.
@@ -76,14 +81,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def _local_path(path: str) -> Path:
-    if path.startswith("gs://"):
-        raise ModelFileError(
-            f"model file {path}: loading from gs:// is not available yet; copy the file to a local path"
-        )
     if "://" in path:
-        raise ModelFileError(
-            f"model file {path}: only local paths are supported (gs:// is not available yet)"
-        )
+        raise ModelFileError(f"model file {path}: only local paths are supported, and gs://BUCKET/OBJECT")
     local = Path(path)
     if not local.exists():
         raise ModelFileError(f"model file {path} does not exist")
@@ -105,14 +104,78 @@ def _read_metadata(raw: bytes | str) -> dict[str, str]:
 def load_model_file(
     path: str, *, catalog_size: int | None = None, device: torch.device | str = "cpu"
 ) -> LoadedModelFile:
-    """Loads `path` onto `device` and checks the contract; raises ModelFileError saying what fails.
+    """Loads `path` (local, or gs://BUCKET/OBJECT downloaded first) onto `device` and checks the
+    contract; raises ModelFileError saying what fails.
 
     `catalog_size` None (or 0) infers C from the table's rows. The checks, in order: the file
     exists and is TorchScript; item_embeddings() exists and returns a finite 2-D float table with
     C+1 rows; forward on a probe batch of two sessions of different lengths (L = 50) returns
     finite floats of shape [2, d], d the table's width.
     """
-    local = _local_path(path)
+    if path.startswith("gs://"):
+        # Downloaded whole, loaded, then deleted: torch.jit.load keeps nothing open.
+        with tempfile.TemporaryDirectory(prefix="etude-model-") as folder:
+            local = download_gcs_model(path, Path(folder))
+            return _load_checked(path, local, catalog_size, device)
+    return _load_checked(path, _local_path(path), catalog_size, device)
+
+
+def download_gcs_model(path: str, folder: Path) -> Path:
+    """Downloads gs://BUCKET/OBJECT into `folder`; ModelFileError says what is missing or denied.
+
+    Credentials are Application Default Credentials, or none for the emulator named by
+    STORAGE_EMULATOR_HOST (which the client honours).
+    """
+    bucket_name, _, object_name = path.removeprefix("gs://").partition("/")
+    if not bucket_name or not object_name or object_name.endswith("/"):
+        raise ModelFileError(f"model file {path}: expected gs://BUCKET/OBJECT")
+    try:
+        from google.api_core import exceptions
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud import storage
+    except ImportError as error:
+        raise ModelFileError(
+            f"model file {path}: gs:// needs the google-cloud-storage package "
+            "(pip install google-cloud-storage)"
+        ) from error
+    local = folder / (Path(object_name).name or "model.pt")
+    try:
+        client = storage.Client(project=None)
+    except DefaultCredentialsError as error:
+        raise ModelFileError(
+            f"model file {path}: no Google Cloud credentials (set GOOGLE_APPLICATION_CREDENTIALS or run "
+            f"with a service account): {_first_line(error)}"
+        ) from error
+    try:
+        client.bucket(bucket_name).blob(object_name).download_to_filename(str(local))
+    except exceptions.NotFound:
+        raise ModelFileError(_missing_object(client, path, bucket_name, object_name)) from None
+    except exceptions.Forbidden as error:
+        raise ModelFileError(
+            f"model file {path}: permission denied ({error.message}); the credentials need "
+            "storage.objects.get on the bucket"
+        ) from error
+    except exceptions.GoogleAPICallError as error:
+        raise ModelFileError(f"model file {path}: download failed: {error.code} {error.message}") from error
+    return local
+
+
+def _missing_object(client: storage.Client, path: str, bucket_name: str, object_name: str) -> str:
+    """Says whether the bucket or only the object is missing, when the credentials may ask."""
+    from google.api_core import exceptions
+
+    try:
+        bucket = client.lookup_bucket(bucket_name)
+    except exceptions.GoogleAPICallError:
+        return f"model file {path} does not exist (no such object, or no such bucket)"
+    if bucket is None:
+        return f"model file {path}: bucket gs://{bucket_name} does not exist"
+    return f"model file {path} does not exist: bucket gs://{bucket_name} holds no object {object_name!r}"
+
+
+def _load_checked(
+    path: str, local: Path, catalog_size: int | None, device: torch.device | str
+) -> LoadedModelFile:
     extra_files = {METADATA_FILE: ""}
     try:
         with warnings.catch_warnings():

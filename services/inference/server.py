@@ -1,21 +1,27 @@
 """The RecommenderService servicer: adapts the recommender core and its batcher to gRPC.
 
 Validation runs on the event loop (cheap), the model in the batcher's thread. The core's
-exceptions become status codes in one place, `_status_for`.
+exceptions become status codes in one place, `_status_for`. A request the caller's traceparent
+marks as sampled (or, without one, that the root ratio draws) gets a server span with child
+spans for its time queued and in the model; any other request builds no span at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.util.types import AttributeValue
 
+from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, traceparent_sampled
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
 from services.inference.batcher import (
+    Batched,
     BatcherStopped,
     DeadlineExpired,
     DynamicBatcher,
@@ -30,9 +36,22 @@ from services.inference.recommender import (
 )
 
 _log = structlog.get_logger()
-_tracer = trace.get_tracer(__name__)
 
 InferenceBatcher = DynamicBatcher[SessionQuery, Recommendation]
+
+# OpenTelemetry RPC semantic conventions: span name "{rpc.service}/{rpc.method}".
+RPC_SERVICE = "etude.v1.RecommenderService"
+QUEUED_SPAN = "inference.queued"
+MODEL_SPAN = "inference.model"
+
+
+class _Refused(Exception):
+    """A request answered with a non-OK status (mapped by `_status_for` inside its span)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
@@ -55,11 +74,18 @@ def _deadline_ns(context: grpc.aio.ServicerContext, arrival_ns: int) -> int | No
 
 
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
-    """Recommend, RecommendStream and GetModelInfo over one recommender and its batcher."""
+    """Recommend, RecommendStream and GetModelInfo over one recommender and its batcher.
 
-    def __init__(self, recommender: Recommender, batcher: InferenceBatcher) -> None:
+    `tracing`: None takes the process's (`etude.telemetry.request_tracing()`, None when off).
+    """
+
+    def __init__(
+        self, recommender: Recommender, batcher: InferenceBatcher, tracing: RequestTracing | None = None
+    ) -> None:
         self._recommender = recommender
         self._batcher = batcher
+        self._tracing = tracing if tracing is not None else request_tracing()
+        self._tracer = self._tracing.tracer(__name__) if self._tracing is not None else None
 
     async def Recommend(
         self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
@@ -67,11 +93,14 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         arrival_ns = time.monotonic_ns()
         try:
             return await self._answer(
-                request, arrival_ns, _deadline_ns(context, arrival_ns), _parent_context(context)
+                request,
+                arrival_ns,
+                _deadline_ns(context, arrival_ns),
+                self._trace_parent(context),
+                "Recommend",
             )
-        except Exception as error:
-            code, message = _status_for(error)
-            await context.abort(code, message)
+        except _Refused as refused:
+            await context.abort(refused.code, refused.message)
             raise  # unreachable: abort raises
 
     async def RecommendStream(
@@ -80,20 +109,25 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[recommender_pb2.RecommendStreamResponse]:
         answers: asyncio.Queue[recommender_pb2.RecommendStreamResponse | None] = asyncio.Queue()
-        parent = _parent_context(context)
+        # One decision for the stream's requests: the stream's traceparent (or a draw per request).
+        parent = self._trace_parent(context)
 
         async def answer_one(request: recommender_pb2.RecommendRequest, arrival_ns: int) -> None:
+            request_parent = parent if parent is not None else self._trace_parent(None)
             try:
-                response = await self._answer(request, arrival_ns, _deadline_ns(context, arrival_ns), parent)
+                response = await self._answer(
+                    request, arrival_ns, _deadline_ns(context, arrival_ns), request_parent, "RecommendStream"
+                )
                 answers.put_nowait(
                     recommender_pb2.RecommendStreamResponse(request_id=request.request_id, response=response)
                 )
-            except Exception as error:
-                code, message = _status_for(error)
+            except _Refused as refused:
                 answers.put_nowait(
                     recommender_pb2.RecommendStreamResponse(
                         request_id=request.request_id,
-                        error=recommender_pb2.RequestError(code=code.value[0], message=message),
+                        error=recommender_pb2.RequestError(
+                            code=refused.code.value[0], message=refused.message
+                        ),
                     )
                 )
 
@@ -134,51 +168,137 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             details=recommender.details(),
         )
 
+    def _trace_parent(self, context: grpc.aio.ServicerContext | None) -> otel_context.Context | None:
+        """The context a traced request's server span starts in; None: this request is not traced.
+
+        Follows the caller's traceparent when there is one (W3C trace context in the metadata);
+        only a request without one is drawn with the root ratio. Reads the sampled flag before
+        building anything, so an unsampled request costs a metadata scan.
+        """
+        if self._tracing is None:
+            return None
+        metadata = (context.invocation_metadata() or ()) if context is not None else ()
+        for key, value in metadata:
+            if key == TRACEPARENT:
+                sampled = traceparent_sampled(value)
+                if sampled is False:
+                    return None
+                if sampled:
+                    return propagate.extract(dict(metadata))
+                break  # malformed: ignored, as the W3C spec says
+        return otel_context.Context() if self._tracing.sample_root() else None
+
     async def _answer(
         self,
         request: recommender_pb2.RecommendRequest,
         arrival_ns: int,
         deadline_ns: int | None,
-        parent: object,
+        parent: otel_context.Context | None,
+        method: str,
     ) -> recommender_pb2.RecommendResponse:
-        with _tracer.start_as_current_span(
-            "inference.recommend",
-            context=parent,  # type: ignore[arg-type]
+        """Answers one request, in a server span when `parent` is given; raises _Refused."""
+        if parent is None or self._tracer is None:
+            try:
+                return _response(
+                    request, await self._submit(request, arrival_ns, deadline_ns, None), arrival_ns
+                )
+            except Exception as error:
+                raise _Refused(*_status_for(error)) from error
+        to_epoch_ns = time.time_ns() - time.monotonic_ns()
+        span = self._tracer.start_span(
+            f"{RPC_SERVICE}/{method}",
+            context=parent,
             kind=trace.SpanKind.SERVER,
-            attributes={"etude.session_id": request.session_id},
-        ) as span:
-            query = self._recommender.validate(request.item_ids, request.k)
-            batched = await self._batcher.submit(query, arrival_ns=arrival_ns, deadline_ns=deadline_ns)
-            done_ns = time.monotonic_ns()
-            if span.is_recording():
-                _record_split(span, arrival_ns, batched.queued_ns, batched.model_ns, done_ns)
-                span.set_attribute("etude.batch_size", batched.batch_size)
-            return recommender_pb2.RecommendResponse(
-                item_ids=batched.result.item_ids,
-                scores=batched.result.scores,
-                timing=recommender_pb2.ServerTiming(
-                    queue_us=batched.queued_ns // 1000,
-                    inference_us=batched.model_ns // 1000,
-                    batch_size=batched.batch_size,
-                    server_total_us=(done_ns - arrival_ns) // 1000,
-                ),
-                request_id=request.request_id,
-            )
+            start_time=arrival_ns + to_epoch_ns,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": RPC_SERVICE,
+                "rpc.method": method,
+                "etude.session_id": request.session_id,
+                "etude.click_index": len(request.item_ids) - 1,
+            },
+        )
+        # Current while the request is served, so that its log lines carry its ids.
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            batched = await self._submit(request, arrival_ns, deadline_ns, span.get_span_context())
+            response = _response(request, batched, arrival_ns)
+            self._record_split(span, arrival_ns, batched, to_epoch_ns)
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
+            return response
+        except Exception as error:
+            code, message = _status_for(error)
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            span.set_status(trace.StatusCode.ERROR, f"{code.name}: {message}")
+            raise _Refused(code, message) from error
+        finally:
+            otel_context.detach(token)
+            span.end(end_time=time.monotonic_ns() + to_epoch_ns)
+
+    async def _submit(
+        self,
+        request: recommender_pb2.RecommendRequest,
+        arrival_ns: int,
+        deadline_ns: int | None,
+        span_context: trace.SpanContext | None,
+    ) -> Batched[Recommendation]:
+        query = self._recommender.validate(request.item_ids, request.k)
+        return await self._batcher.submit(
+            query, arrival_ns=arrival_ns, deadline_ns=deadline_ns, span_context=span_context
+        )
+
+    def _record_split(
+        self, span: trace.Span, arrival_ns: int, batched: Batched[Recommendation], to_epoch_ns: int
+    ) -> None:
+        """Child spans for the time queued and the time in the model, placed after the fact.
+
+        Same clock and offset as the server span, so they lie within it: the request arrived
+        before it queued, and its batch ended before its answer was built.
+        """
+        assert self._tracer is not None
+        span.set_attribute("etude.batch_size", batched.batch_size)
+        parent = trace.set_span_in_context(span)
+        batch_start_ns = arrival_ns + batched.queued_ns
+        self._tracer.start_span(QUEUED_SPAN, context=parent, start_time=arrival_ns + to_epoch_ns).end(
+            end_time=batch_start_ns + to_epoch_ns
+        )
+        links = [trace.Link(batched.batch_span_context)] if batched.batch_span_context is not None else []
+        self._tracer.start_span(
+            MODEL_SPAN, context=parent, links=links, start_time=batch_start_ns + to_epoch_ns
+        ).end(end_time=batch_start_ns + batched.model_ns + to_epoch_ns)
 
 
-def _parent_context(context: grpc.aio.ServicerContext) -> object:
-    """The caller's trace context, carried in the call's metadata."""
-    return propagate.extract(dict(context.invocation_metadata() or ()))
-
-
-def _record_split(span: trace.Span, arrival_ns: int, queued_ns: int, model_ns: int, done_ns: int) -> None:
-    """Child spans for the time queued and the time in the model, placed after the fact."""
-    to_epoch_ns = time.time_ns() - done_ns
-    batch_start_ns = arrival_ns + queued_ns
-    parent = trace.set_span_in_context(span)
-    _tracer.start_span("inference.queued", context=parent, start_time=arrival_ns + to_epoch_ns).end(
-        end_time=batch_start_ns + to_epoch_ns
+def _response(
+    request: recommender_pb2.RecommendRequest, batched: Batched[Recommendation], arrival_ns: int
+) -> recommender_pb2.RecommendResponse:
+    done_ns = time.monotonic_ns()
+    return recommender_pb2.RecommendResponse(
+        item_ids=batched.result.item_ids,
+        scores=batched.result.scores,
+        timing=recommender_pb2.ServerTiming(
+            queue_us=batched.queued_ns // 1000,
+            inference_us=batched.model_ns // 1000,
+            batch_size=batched.batch_size,
+            server_total_us=(done_ns - arrival_ns) // 1000,
+        ),
+        request_id=request.request_id,
     )
-    _tracer.start_span("inference.model", context=parent, start_time=batch_start_ns + to_epoch_ns).end(
-        end_time=batch_start_ns + model_ns + to_epoch_ns
-    )
+
+
+def batch_span_attributes(
+    recommender: Recommender,
+) -> Callable[[Sequence[SessionQuery]], dict[str, AttributeValue]]:
+    """What a batch span says about its batch: model, device, runtime, padded shape."""
+    config = recommender.config
+    fixed: dict[str, AttributeValue] = {
+        "etude.model": config.model_path or config.model,
+        "etude.device": str(recommender.device),
+        "etude.runtime": config.runtime,
+        # recommend_batch pads every batch to [B, MAX_SESSION_LENGTH].
+        "etude.padded_length": MAX_SESSION_LENGTH,
+    }
+
+    def describe(queries: Sequence[SessionQuery]) -> dict[str, AttributeValue]:
+        return {**fixed, "etude.longest_session": max((len(query.item_ids) for query in queries), default=0)}
+
+    return describe

@@ -10,6 +10,7 @@ time instead of silently thinning the load (wrk2's coordinated-omission correcti
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from collections import Counter, deque
@@ -40,6 +41,10 @@ OK = "OK"
 CANCELLED = "CANCELLED"
 # Status of a request whose client raised instead of returning an Outcome (a client bug).
 CLIENT_ERROR = "CLIENT_ERROR"
+
+# The intended send time (time.perf_counter_ns()) of the request a client is sending, set in the
+# request's own task: a tracing client starts its span there (coordinated omission, in traces).
+INTENDED_SEND_NS: contextvars.ContextVar[int] = contextvars.ContextVar("etude_intended_send_ns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +272,7 @@ class LoadGenerator:
 
     async def _request(self, session: _ActiveSession, click_index: int, tick: int, intended_ns: int) -> None:
         item_ids = session.item_ids[: click_index + 1]
+        INTENDED_SEND_NS.set(intended_ns)
         actual_ns = time.perf_counter_ns()
         try:
             outcome = await self._client.recommend(session.session_id, item_ids, self._k, self._timeout_s)

@@ -221,7 +221,7 @@ def test_a_file_that_is_not_torchscript_is_refused(tmp_path: Path) -> None:
     ("path", "message"),
     [
         ("/nonexistent/model.pt", r"model file /nonexistent/model\.pt does not exist"),
-        ("gs://bucket/model.pt", r"loading from gs:// is not available yet"),
+        ("gs://bucket-only", r"expected gs://BUCKET/OBJECT"),
         ("https://host/model.pt", r"only local paths are supported"),
     ],
 )

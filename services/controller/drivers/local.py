@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from etude.telemetry import TRACE_FILE_ENV
 from etude.v1 import experiment_pb2
 from services.controller.drivers.processes import ChildService
 from services.controller.options import as_flags, inference_options
+from services.controller.traces import INFERENCE_TRACE_FILE, LOADGEN_TRACE_FILE
 
 
 class LocalDriver:
@@ -25,7 +27,13 @@ class LocalDriver:
         self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
     ) -> AsyncIterator[str]:
         """Yields the host:port of a healthy inference service for `trial`."""
-        child = ChildService("inference", as_flags(inference_options(trial, spec)), log_dir / "inference.log")
+        # Sampled traces go next to the trial's records (OTLP JSON lines; see services/controller/traces.py).
+        child = ChildService(
+            "inference",
+            as_flags(inference_options(trial, spec)),
+            log_dir / "inference.log",
+            env={TRACE_FILE_ENV: str(log_dir / INFERENCE_TRACE_FILE)},
+        )
         try:
             yield await child.start(self.startup_timeout_s)
         finally:
@@ -34,7 +42,9 @@ class LocalDriver:
     @asynccontextmanager
     async def loadgen_service(self, log_dir: Path) -> AsyncIterator[str]:
         """Yields the host:port of a healthy load generator."""
-        child = ChildService("loadgen", [], log_dir / "loadgen.log")
+        child = ChildService(
+            "loadgen", [], log_dir / "loadgen.log", env={TRACE_FILE_ENV: str(log_dir / LOADGEN_TRACE_FILE)}
+        )
         try:
             yield await child.start(self.startup_timeout_s)
         finally:

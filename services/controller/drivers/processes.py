@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -29,10 +29,14 @@ class ServiceStartError(RuntimeError):
 class ChildService:
     """One `etude serve <service>` child process."""
 
-    def __init__(self, service: str, flags: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self, service: str, flags: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.service = service
         self.flags = list(flags)
         self.log_path = log_path
+        # Added to this process's environment (tracing: ETUDE_TRACE_FILE).
+        self.env = dict(env or {})
         self.endpoint = ""
         self._process: asyncio.subprocess.Process | None = None
 
@@ -48,7 +52,7 @@ class ChildService:
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )  # fmt: skip
         _log.info("child_started", service=self.service, pid=self._process.pid, log=str(self.log_path))
         deadline = time.monotonic() + startup_timeout_s

