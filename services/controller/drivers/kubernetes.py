@@ -392,29 +392,10 @@ class KubernetesDriver:
             self._rendered[relative] = await asyncio.to_thread(render_manifests, self.base_dir / relative)
         return self._rendered[relative]
 
-    def _create_function(self, kind: _Kind) -> Callable[..., Any]:
-        functions: dict[str, Callable[..., Any]] = {
-            "Deployment": self.apps.create_namespaced_deployment,
-            "Service": self.core.create_namespaced_service,
-            "Job": self.batch.create_namespaced_job,
-        }
-        return functions[kind.kind]
-
-    def _read_function(self, kind: _Kind) -> Callable[..., Any]:
-        functions: dict[str, Callable[..., Any]] = {
-            "Deployment": self.apps.read_namespaced_deployment,
-            "Service": self.core.read_namespaced_service,
-            "Job": self.batch.read_namespaced_job,
-        }
-        return functions[kind.kind]
-
-    def _delete_function(self, kind: _Kind) -> Callable[..., Any]:
-        functions: dict[str, Callable[..., Any]] = {
-            "Deployment": self.apps.delete_namespaced_deployment,
-            "Service": self.core.delete_namespaced_service,
-            "Job": self.batch.delete_namespaced_job,
-        }
-        return functions[kind.kind]
+    def _api_function(self, verb: str, kind: _Kind) -> Callable[..., Any]:
+        """The client's `{verb}_namespaced_{kind}` method (create, read or delete)."""
+        api = {"Deployment": self.apps, "Service": self.core, "Job": self.batch}[kind.kind]
+        return getattr(api, f"{verb}_namespaced_{kind.kind.lower()}")
 
     async def _create(self, kind: _Kind, body: dict[str, Any], created: list[tuple[_Kind, str]]) -> None:
         """Creates `body`; a leftover of the same name (409) is deleted and created again when it
@@ -426,7 +407,7 @@ class KubernetesDriver:
         # it; forgotten again when the API refuses it (a 409's object is not ours to delete).
         created.append((kind, name))
         try:
-            await self._call(self._create_function(kind), self.namespace, body)
+            await self._call(self._api_function("create", kind), self.namespace, body)
             return
         except ApiException as error:
             created.remove((kind, name))
@@ -451,7 +432,7 @@ class KubernetesDriver:
                 f"`kubectl delete {kind.resource} {name} -n {self.namespace}`, or let the driver replace it"
             )
         try:
-            existing = await self._call(self._read_function(kind), name, self.namespace)
+            existing = await self._call(self._api_function("read", kind), name, self.namespace)
         except ApiException as error:
             if error.status == 403:
                 raise forbidden(error, "get", kind, self.namespace) from error
@@ -468,7 +449,7 @@ class KubernetesDriver:
         while True:  # deletion is asynchronous: create again once the old object is gone
             created.append((kind, name))
             try:
-                await self._call(self._create_function(kind), self.namespace, body)
+                await self._call(self._api_function("create", kind), self.namespace, body)
                 return
             except ApiException as error:
                 created.remove((kind, name))
@@ -487,7 +468,7 @@ class KubernetesDriver:
         try:
             # Background propagation: a Job's pods are otherwise orphaned (the API's default).
             await self._call(
-                self._delete_function(kind),
+                self._api_function("delete", kind),
                 name,
                 self.namespace,
                 body=client.V1DeleteOptions(propagation_policy="Background"),
@@ -561,7 +542,7 @@ class KubernetesDriver:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return await self._call(self._read_function(kind), name, self.namespace)
+            return await self._call(self._api_function("read", kind), name, self.namespace)
         except ApiException as error:
             if error.status == 403:
                 raise forbidden(error, "get", kind, self.namespace) from error
