@@ -166,17 +166,41 @@ def write_report(store: ResultStore, experiment_id: str) -> Report:
     return report
 
 
-def experiments_at(path: str | Path) -> list[tuple[LocalResultStore, str]]:
-    """(store, experiment id) for an experiment folder, or for every experiment in a results folder."""
+def experiments_at(path: str | Path) -> list[tuple[ResultStore, str]]:
+    """(store, experiment id) for an experiment folder, or for every experiment in a results
+    folder; either may be a local path or gs://bucket/prefix."""
+    if str(path).startswith("gs://"):
+        return _gcs_experiments_at(str(path).rstrip("/"))
     folder = Path(path).resolve()
     if (folder / EXPERIMENT_FILE).is_file():
         return [(LocalResultStore(folder.parent), folder.name)]
     if not folder.is_dir():
         raise ReportInputError(f"{folder}: no such folder")
-    store = LocalResultStore(folder)
-    found = [(store, name) for name in store.list_dirs() if store.exists(f"{name}/{EXPERIMENT_FILE}")]
+    found = _experiments_in(LocalResultStore(folder))
     if not found:
         raise ReportInputError(f"{folder}: neither an experiment folder nor a results folder holding one")
+    return found
+
+
+def _experiments_in(store: ResultStore) -> list[tuple[ResultStore, str]]:
+    return [(store, name) for name in store.list_dirs() if store.exists(f"{name}/{EXPERIMENT_FILE}")]
+
+
+def _gcs_experiments_at(uri: str) -> list[tuple[ResultStore, str]]:
+    from etude.spec import SpecError
+    from services.controller.stores import open_store
+
+    parent, _, name = uri.rpartition("/")
+    try:
+        if parent != "gs:/" and name:
+            parent_store = open_store(parent)
+            if parent_store.exists(f"{name}/{EXPERIMENT_FILE}"):
+                return [(parent_store, name)]
+        found = _experiments_in(open_store(uri))
+    except SpecError as error:
+        raise ReportInputError(str(error)) from error
+    if not found:
+        raise ReportInputError(f"{uri}: neither an experiment nor a results prefix holding one")
     return found
 
 

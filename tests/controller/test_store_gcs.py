@@ -212,3 +212,20 @@ def test_a_staging_folder_of_its_own_is_removed_only_once_everything_is_uploaded
     gc.collect()
     assert (staging / "exp-2" / "records.csv").read_text() == "never uploaded\n"
     shutil.rmtree(staging)
+
+
+def test_reports_are_found_under_a_gs_experiment_or_results_prefix(bucket: str) -> None:
+    from services.controller.report import experiments_at
+    from services.controller.report_analysis import ReportInputError
+
+    store = open_store(f"gs://{bucket}/results")
+    for experiment_id in ("first", "second"):
+        store.write_text(f"{experiment_id}/experiment.json", "{}")
+    store.write_text("not-an-experiment/notes.txt", "")
+
+    found = experiments_at(f"gs://{bucket}/results")
+    assert sorted(name for _, name in found) == ["first", "second"]
+    ((one_store, one),) = experiments_at(f"gs://{bucket}/results/second/")
+    assert one == "second" and one_store.uri(one).endswith(f"{bucket}/results/second")
+    with pytest.raises(ReportInputError, match="neither"):
+        experiments_at(f"gs://{bucket}/elsewhere")
