@@ -126,6 +126,8 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
     _validate_slo(spec.slo)
     if spec.repetitions < 0:
         raise SpecError("repetitions", "must be >= 0 (0 means 1)")
+    if spec.loadgen_instances < 0:
+        raise SpecError("loadgen_instances", "must be >= 0 (0 means 1)")
     _check_choice("target", spec.target, TARGETS)
 
 
@@ -242,6 +244,7 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
     full.slo.latency_ms = full.slo.latency_ms or defaults.SLO_LATENCY_MS
     full.slo.rate_per_s = full.slo.rate_per_s or full.load.target_rate_per_s
     full.repetitions = full.repetitions or 1
+    full.loadgen_instances = full.loadgen_instances or 1
     full.target = full.target or defaults.TARGET
     full.results = full.results or defaults.RESULTS
     return full

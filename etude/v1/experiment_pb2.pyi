@@ -85,7 +85,7 @@ class ServiceLevelObjective(_message.Message):
     def __init__(self, percentile: _Optional[float] = ..., latency_ms: _Optional[float] = ..., rate_per_s: _Optional[float] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results")
+    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZES_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class ExperimentSpec(_message.Message):
     REPETITIONS_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    LOADGEN_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
     catalog_sizes: _containers.RepeatedScalarFieldContainer[int]
@@ -112,7 +113,8 @@ class ExperimentSpec(_message.Message):
     repetitions: int
     target: str
     results: str
-    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ...) -> None: ...
+    loadgen_instances: int
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ...) -> None: ...
 
 class Trial(_message.Message):
     __slots__ = ("trial_id", "model", "catalog_size", "embedding_dim", "hardware", "runtime", "repetition")

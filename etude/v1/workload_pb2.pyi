@@ -33,7 +33,7 @@ class PowerLawFits(_message.Message):
     def __init__(self, session_lengths: _Optional[_Union[ScipyPowerLaw, _Mapping]] = ..., click_counts: _Optional[_Union[ScipyPowerLaw, _Mapping]] = ...) -> None: ...
 
 class WorkloadSpec(_message.Message):
-    __slots__ = ("catalog_size", "exponents", "powerlaw_fits", "total_clicks", "seed", "max_session_length", "sessions_per_batch")
+    __slots__ = ("catalog_size", "exponents", "powerlaw_fits", "total_clicks", "seed", "max_session_length", "sessions_per_batch", "session_partition")
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
     EXPONENTS_FIELD_NUMBER: _ClassVar[int]
     POWERLAW_FITS_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class WorkloadSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSION_LENGTH_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    SESSION_PARTITION_FIELD_NUMBER: _ClassVar[int]
     catalog_size: int
     exponents: PowerLawExponents
     powerlaw_fits: PowerLawFits
@@ -48,7 +49,8 @@ class WorkloadSpec(_message.Message):
     seed: int
     max_session_length: int
     sessions_per_batch: int
-    def __init__(self, catalog_size: _Optional[int] = ..., exponents: _Optional[_Union[PowerLawExponents, _Mapping]] = ..., powerlaw_fits: _Optional[_Union[PowerLawFits, _Mapping]] = ..., total_clicks: _Optional[int] = ..., seed: _Optional[int] = ..., max_session_length: _Optional[int] = ..., sessions_per_batch: _Optional[int] = ...) -> None: ...
+    session_partition: int
+    def __init__(self, catalog_size: _Optional[int] = ..., exponents: _Optional[_Union[PowerLawExponents, _Mapping]] = ..., powerlaw_fits: _Optional[_Union[PowerLawFits, _Mapping]] = ..., total_clicks: _Optional[int] = ..., seed: _Optional[int] = ..., max_session_length: _Optional[int] = ..., sessions_per_batch: _Optional[int] = ..., session_partition: _Optional[int] = ...) -> None: ...
 
 class SessionBatch(_message.Message):
     __slots__ = ("first_session_id", "session_lengths", "item_ids")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from etude.v1 import (
 )
 from services.controller.drivers.processes import ServiceStartError
 from services.controller.matrix import expand_trials
+from services.controller.merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
 from services.controller.options import workload_spec
 from services.controller.search import SearchSettings, search_max_rate
 from services.controller.slo import RATE_TOLERANCE, evaluate_slo
@@ -57,11 +58,23 @@ class Driver(Protocol):
     # Optional: `loadgen_records(local_dir)` yields the records folder to name in the LoadSpec (a
     # path on the load generator's file system) and on exit leaves its files in `local_dir`. A
     # driver whose load generator shares the controller's file system (local) need not have it.
+    # For spec.loadgen_instances > 1 both take an `instance=i` keyword as well (i from 0): the
+    # driver then runs that many load generators side by side.
 
 
-def _loadgen_records(driver: Driver, local_dir: Path) -> AbstractAsyncContextManager[str]:
+def _loadgen_service(driver: Driver, log_dir: Path, instance: int | None) -> AbstractAsyncContextManager[str]:
+    if instance is None:  # the only one: drivers without the `instance` keyword serve it too
+        return driver.loadgen_service(log_dir)
+    return driver.loadgen_service(log_dir, instance=instance)  # type: ignore[call-arg]
+
+
+def _loadgen_records(
+    driver: Driver, local_dir: Path, instance: int | None = None
+) -> AbstractAsyncContextManager[str]:
     records = getattr(driver, "loadgen_records", None)
-    return records(local_dir) if records is not None else nullcontext(str(local_dir))
+    if records is None:
+        return nullcontext(str(local_dir))
+    return records(local_dir) if instance is None else records(local_dir, instance=instance)
 
 
 def new_experiment(spec: experiment_pb2.ExperimentSpec, store: ResultStore) -> controller_pb2.Experiment:
@@ -110,15 +123,23 @@ class ExperimentRunner:
         self._save()
         log_dir = self.store.local_dir(f"{experiment.experiment_id}/logs")
         self._syncing = asyncio.create_task(self._sync_periodically(), name="sync-results")
+        instances = max(1, experiment.spec.loadgen_instances)
         try:
-            async with self.driver.loadgen_service(log_dir) as loadgen_endpoint:
-                async with grpc.aio.insecure_channel(
-                    loadgen_endpoint,
-                    options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
-                ) as channel:
-                    loadgen = loadgen_pb2_grpc.LoadGeneratorServiceStub(channel)
-                    for result in experiment.trials:
-                        await self._run_trial(result, loadgen)
+            async with AsyncExitStack() as stack:
+                loadgens = []
+                for index in range(instances):
+                    loadgen_endpoint = await stack.enter_async_context(
+                        _loadgen_service(self.driver, log_dir, index if instances > 1 else None)
+                    )
+                    channel = await stack.enter_async_context(
+                        grpc.aio.insecure_channel(
+                            loadgen_endpoint,
+                            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+                        )
+                    )
+                    loadgens.append(loadgen_pb2_grpc.LoadGeneratorServiceStub(channel))
+                for result in experiment.trials:
+                    await self._run_trial(result, loadgens)
         except asyncio.CancelledError:
             if self.interrupted:
                 await self._finish(controller_pb2.EXPERIMENT_STATE_INTERRUPTED, INTERRUPTED_ERROR)
@@ -137,7 +158,7 @@ class ExperimentRunner:
         return experiment
 
     async def _run_trial(
-        self, result: experiment_pb2.TrialResult, loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub
+        self, result: experiment_pb2.TrialResult, loadgens: list[loadgen_pb2_grpc.LoadGeneratorServiceStub]
     ) -> None:
         experiment, trial = self.experiment, result.trial
         trial_dir = f"{experiment.experiment_id}/trials/{trial.trial_id}"
@@ -149,12 +170,12 @@ class ExperimentRunner:
                 self._set_state(result, State.TRIAL_STATE_RUNNING)
                 if self.search is None:
                     summary = await self._drive_load(
-                        trial, endpoint, records_dir, loadgen, experiment.spec.load, trial.trial_id
+                        trial, endpoint, records_dir, loadgens, experiment.spec.load, trial.trial_id
                     )
                     result.summary.CopyFrom(summary)
                     result.slo_met, result.slo_verdict = evaluate_slo(experiment.spec, summary, records_dir)
                 else:
-                    await self._search(self.search, result, endpoint, trial_dir, loadgen)
+                    await self._search(self.search, result, endpoint, trial_dir, loadgens)
             result.state = State.TRIAL_STATE_SUCCEEDED
         except asyncio.CancelledError:
             if self.interrupted:
@@ -177,7 +198,7 @@ class ExperimentRunner:
         result: experiment_pb2.TrialResult,
         endpoint: str,
         trial_dir: str,
-        loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub,
+        loadgens: list[loadgen_pb2_grpc.LoadGeneratorServiceStub],
     ) -> None:
         """Probes constant rates against the deployed service; keeps every probe's records."""
         spec, trial = self.experiment.spec, result.trial
@@ -189,7 +210,7 @@ class ExperimentRunner:
             probe_spec.load.target_rate_per_s = probe_spec.slo.rate_per_s = rate_per_s
             probe_dir = self.store.local_dir(f"{trial_dir}/probes/{len(probed) + 1:02d}-{rate_per_s:g}")
             run_id = f"{trial.trial_id}@{rate_per_s:g}/s"
-            summary = await self._drive_load(trial, endpoint, probe_dir, loadgen, probe_spec.load, run_id)
+            summary = await self._drive_load(trial, endpoint, probe_dir, loadgens, probe_spec.load, run_id)
             met, verdict = evaluate_slo(probe_spec, summary, probe_dir)
             probed.append(
                 experiment_pb2.SearchProbe(
@@ -215,12 +236,55 @@ class ExperimentRunner:
         trial: experiment_pb2.Trial,
         endpoint: str,
         records_dir: Path,
-        loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub,
+        loadgens: list[loadgen_pb2_grpc.LoadGeneratorServiceStub],
         profile: loadgen_pb2.LoadProfile,
         run_id: str,
     ) -> loadgen_pb2.LoadSummary:
-        async with _loadgen_records(self.driver, records_dir) as loadgen_records_dir:
-            return await self._run_load(trial, endpoint, loadgen_records_dir, loadgen, profile, run_id)
+        if len(loadgens) == 1:
+            async with _loadgen_records(self.driver, records_dir) as loadgen_records_dir:
+                return await self._run_load(
+                    trial, endpoint, loadgen_records_dir, loadgens[0], profile, run_id
+                )
+        return await self._drive_instances(trial, endpoint, records_dir, loadgens, profile, run_id)
+
+    async def _drive_instances(
+        self,
+        trial: experiment_pb2.Trial,
+        endpoint: str,
+        records_dir: Path,
+        loadgens: list[loadgen_pb2_grpc.LoadGeneratorServiceStub],
+        profile: loadgen_pb2.LoadProfile,
+        run_id: str,
+    ) -> loadgen_pb2.LoadSummary:
+        """Runs the load on every instance at once, each at the rate / N (same ramp, so the sum
+        follows the profile) on sessions of its own, and merges their files into `records_dir`."""
+        instances = len(loadgens)
+        share = loadgen_pb2.LoadProfile()
+        share.CopyFrom(profile)
+        share.target_rate_per_s = profile.target_rate_per_s / instances
+        merger = ProgressMerger(instances, run_id, self._progress)
+        folders = [instance_dir(records_dir, index) for index in range(instances)]
+
+        async def run_instance(index: int) -> loadgen_pb2.LoadSummary:
+            try:
+                async with _loadgen_records(self.driver, folders[index], index) as loadgen_records_dir:
+                    return await self._run_load(
+                        trial, endpoint, loadgen_records_dir, loadgens[index], share,
+                        instance_run_id(run_id, index), session_partition=index,
+                        on_progress=lambda progress: merger.add(index, progress),
+                    )  # fmt: skip
+            finally:
+                merger.finish(index)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(run_instance(index)) for index in range(instances)]
+        except* Exception as errors:
+            # The first failure fails the trial as it would with one instance (the rest are
+            # cancelled by it); _run_trial knows its type, not an ExceptionGroup's.
+            raise errors.exceptions[0] from None
+        summaries = [task.result() for task in tasks]
+        return await asyncio.to_thread(merge_runs, folders, summaries, records_dir, run_id)
 
     async def _run_load(
         self,
@@ -230,11 +294,16 @@ class ExperimentRunner:
         loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub,
         profile: loadgen_pb2.LoadProfile,
         run_id: str,
+        session_partition: int = 0,
+        on_progress: Callable[[loadgen_pb2.TickProgress], None] | None = None,
     ) -> loadgen_pb2.LoadSummary:
+        workload = workload_spec(trial, self.experiment.spec)
+        # Instances of one run replay different sessions over the same catalog popularity.
+        workload.session_partition = session_partition
         load_spec = loadgen_pb2.LoadSpec(
             target=endpoint,
             profile=profile,
-            workload=workload_spec(trial, self.experiment.spec),
+            workload=workload,
             records_dir=records_dir,
             run_id=run_id,
         )
@@ -247,16 +316,17 @@ class ExperimentRunner:
         summary = None
         async for update in loadgen.Run(load_spec, timeout=deadline_s):
             if update.HasField("progress"):
-                self.on_event(
-                    controller_pb2.ExperimentEvent(
-                        experiment_id=self.experiment.experiment_id, progress=update.progress
-                    )
-                )
+                (on_progress or self._progress)(update.progress)
             elif update.HasField("summary"):
                 summary = update.summary
         if summary is None:
             raise ValueError("the load generator ended without a summary")
         return summary
+
+    def _progress(self, progress: loadgen_pb2.TickProgress) -> None:
+        self.on_event(
+            controller_pb2.ExperimentEvent(experiment_id=self.experiment.experiment_id, progress=progress)
+        )
 
     def _set_state(self, result: experiment_pb2.TrialResult, state: int) -> None:
         result.state = state  # type: ignore[assignment]

@@ -50,8 +50,10 @@ class InvalidWorkloadSpec(ValueError):
         self.field = field
 
 
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(stream,))))
+def _rng(seed: int, stream: int, partition: int = 0) -> np.random.Generator:
+    # Partition 0 keeps the original spawn key, so its sessions do not change with partitions.
+    key = (stream,) if partition == 0 else (stream, partition)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
 def _require_exponent(field: str, alpha: float) -> None:
@@ -126,6 +128,8 @@ class SyntheticWorkload:
     max_session_length: int = DEFAULT_MAX_SESSION_LENGTH
     length_fit: ScipyPowerLaw | None = None
     clicks_fit: ScipyPowerLaw | None = None
+    # Independent session streams over one catalog and popularity (see WorkloadSpec).
+    session_partition: int = 0
 
     def __post_init__(self) -> None:
         _require_int("catalog_size", self.catalog_size, 1, MAX_CATALOG_SIZE)
@@ -146,6 +150,7 @@ class SyntheticWorkload:
             else:
                 _require_exponent(f"exponents.alpha_{quantity}", alpha)  # type: ignore[arg-type]
         _require_int("seed", self.seed, 0, 2**64 - 1)
+        _require_int("session_partition", self.session_partition, 0, 2**32 - 1)
         _require_int(
             "max_session_length",
             self.max_session_length,
@@ -189,6 +194,7 @@ class SyntheticWorkload:
             return cls(
                 catalog_size=spec.catalog_size,
                 seed=spec.seed,
+                session_partition=spec.session_partition,
                 max_session_length=max_session_length,
                 length_fit=ScipyPowerLaw(
                     fits.session_lengths.a, fits.session_lengths.loc, fits.session_lengths.scale
@@ -200,6 +206,7 @@ class SyntheticWorkload:
             alpha_length=spec.exponents.alpha_length,
             alpha_clicks=spec.exponents.alpha_clicks,
             seed=spec.seed,
+            session_partition=spec.session_partition,
             max_session_length=max_session_length,
         )
 
@@ -440,8 +447,8 @@ class SessionGenerator:
             )
         self.workload = workload
         self.popularity = popularity
-        self._length_rng = _rng(workload.seed, _LENGTH_STREAM)
-        self._item_rng = _rng(workload.seed, _ITEM_STREAM)
+        self._length_rng = _rng(workload.seed, _LENGTH_STREAM, workload.session_partition)
+        self._item_rng = _rng(workload.seed, _ITEM_STREAM, workload.session_partition)
         self.next_session_id = 1
 
     def next_batch(self, num_sessions: int) -> SessionBatch:

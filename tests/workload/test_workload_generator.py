@@ -328,3 +328,18 @@ def test_numpy_numbers_are_accepted_and_bools_are_not() -> None:
     with pytest.raises(InvalidWorkloadSpec) as error:
         SyntheticWorkload(True, 2.0, 2.0)
     assert error.value.field == "catalog_size"
+
+
+def test_session_partitions_share_the_popularity_but_not_the_sessions() -> None:
+    base = SyntheticWorkload(5_000, alpha_length=2.2, alpha_clicks=1.8, seed=11)
+    first = SessionGenerator(base)
+    default_again = SessionGenerator(
+        SyntheticWorkload(5_000, alpha_length=2.2, alpha_clicks=1.8, seed=11, session_partition=0)
+    )
+    other = SessionGenerator(
+        SyntheticWorkload(5_000, alpha_length=2.2, alpha_clicks=1.8, seed=11, session_partition=1)
+    )
+    np.testing.assert_array_equal(first.popularity.click_counts, other.popularity.click_counts)
+    batch, same, different = first.next_batch(200), default_again.next_batch(200), other.next_batch(200)
+    np.testing.assert_array_equal(batch.item_ids, same.item_ids)
+    assert not np.array_equal(batch.lengths, different.lengths)

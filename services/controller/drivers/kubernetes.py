@@ -2,7 +2,8 @@
 through the Kubernetes API, watched until ready, and deleted when the trial ends (also on failure).
 
 The inference service is a Deployment behind a headless Service (one per trial, named after the
-trial); the load generator is a Job behind a headless Service (one per experiment). The records
+trial); the load generator is a Job behind a headless Service (one per experiment, or one per
+instance when spec.loadgen_instances asks for several). The records
 the load generator writes in its pod are copied back through `exec` after each run.
 """
 
@@ -319,7 +320,8 @@ class KubernetesDriver:
         self.apps = client.AppsV1Api(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
         self._rendered: dict[str, list[dict[str, Any]]] = {}
-        self._loadgen_pod = ""
+        # The pod of each running load generator, by instance (several: spec.loadgen_instances).
+        self._loadgen_pods: dict[int, str] = {}
 
     # -- the Driver protocol -------------------------------------------------------------------
 
@@ -347,8 +349,9 @@ class KubernetesDriver:
             await _to_completion(self._tear_down(created, name, log_dir, "inference"))
 
     @asynccontextmanager
-    async def loadgen_service(self, log_dir: Path) -> AsyncIterator[str]:
-        """Yields an endpoint of the experiment's load generator (a Job's pod) once it is ready."""
+    async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
+        """Yields an endpoint of the experiment's load generator (a Job's pod) once it is ready;
+        each `instance` of several is a Job and Service of its own, its log saved as loadgen-i.log."""
         rendered = await self._render("base")
         name = f"etude-loadgen-{secrets.token_hex(4)}"
         job, service = loadgen_objects(rendered, name, self.namespace, self.image)
@@ -358,28 +361,31 @@ class KubernetesDriver:
             await self._create(_SERVICE, service, created)
             await self._create(_JOB, job, created)
             what = f"load generator (Job {self.namespace}/{name})"
-            await self._wait_until_ready(what, name, lambda: self._job_ready(name))
+            await self._wait_until_ready(what, name, lambda: self._job_ready(name, instance))
             if self.loadgen_access == "service":
                 endpoint = f"{name}.{self.namespace}.svc.cluster.local:{defaults.LOADGEN_PORT}"
             else:
-                forward, endpoint = await self._port_forward(self._loadgen_pod, defaults.LOADGEN_PORT)
+                forward, endpoint = await self._port_forward(
+                    self._loadgen_pods[instance], defaults.LOADGEN_PORT
+                )
             yield endpoint
         finally:
             if forward is not None and forward.returncode is None:
                 forward.terminate()
                 await forward.wait()
-            await _to_completion(self._tear_down(created, name, log_dir, "loadgen"))
-            self._loadgen_pod = ""
+            service_name = f"loadgen-{instance}" if instance else "loadgen"
+            await _to_completion(self._tear_down(created, name, log_dir, service_name))
+            self._loadgen_pods.pop(instance, None)
 
     @asynccontextmanager
-    async def loadgen_records(self, local_dir: Path) -> AsyncIterator[str]:
+    async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         """Yields the records folder inside the load generator's pod; on exit its files are
         copied into `local_dir` (the result store's folder for the run) and removed from the pod."""
         remote = f"{RECORDS_MOUNT}/{secrets.token_hex(6)}"
         try:
             yield remote
         finally:
-            await _to_completion(self._copy_records(remote, local_dir))
+            await _to_completion(self._copy_records(remote, local_dir, instance))
 
     # -- API calls -----------------------------------------------------------------------------
 
@@ -524,7 +530,7 @@ class KubernetesDriver:
         status = deployment.status
         return status is not None and (status.ready_replicas or 0) >= replicas
 
-    async def _job_ready(self, name: str) -> bool:
+    async def _job_ready(self, name: str, instance: int = 0) -> bool:
         job = await self._read(_JOB, name)
         if job.status is not None and (job.status.failed or 0) > 0:
             raise PodFailed(f"load generator Job {self.namespace}/{name} failed")
@@ -534,7 +540,7 @@ class KubernetesDriver:
                 and pod.status.phase == "Running"
                 and _condition(pod, "Ready") == "True"
             ):
-                self._loadgen_pod = pod.metadata.name
+                self._loadgen_pods[instance] = pod.metadata.name
                 return True
         return False
 
@@ -594,11 +600,12 @@ class KubernetesDriver:
 
     # -- records and port-forward --------------------------------------------------------------
 
-    async def _copy_records(self, remote: str, local_dir: Path) -> None:
-        if not self._loadgen_pod:
+    async def _copy_records(self, remote: str, local_dir: Path, instance: int = 0) -> None:
+        pod = self._loadgen_pods.get(instance, "")
+        if not pod:
             _log.warning("k8s_records_not_copied", reason="no load generator pod", remote=remote)
             return
-        archive = await asyncio.to_thread(self._exec_copy_out, self._loadgen_pod, remote)
+        archive = await asyncio.to_thread(self._exec_copy_out, pod, remote)
         await asyncio.to_thread(extract_records, archive, local_dir)
 
     def _exec_copy_out(self, pod: str, remote: str) -> str:

@@ -40,10 +40,13 @@ class LocalDriver:
             await child.stop(self.grace_s)
 
     @asynccontextmanager
-    async def loadgen_service(self, log_dir: Path) -> AsyncIterator[str]:
-        """Yields the host:port of a healthy load generator."""
+    async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
+        """Yields the host:port of a healthy load generator (`instance` of several: its own log
+        and trace files; instance 0 keeps the names of the only one)."""
+        suffix = f"-{instance}" if instance else ""
+        trace_file = LOADGEN_TRACE_FILE.replace(".jsonl", f"{suffix}.jsonl")
         child = ChildService(
-            "loadgen", [], log_dir / "loadgen.log", env={TRACE_FILE_ENV: str(log_dir / LOADGEN_TRACE_FILE)}
+            "loadgen", [], log_dir / f"loadgen{suffix}.log", env={TRACE_FILE_ENV: str(log_dir / trace_file)}
         )
         try:
             yield await child.start(self.startup_timeout_s)

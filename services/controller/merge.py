@@ -1,0 +1,251 @@
+"""Merges the files of several load generators that drove one run together into the files one
+load generator would have written (records.csv, series.csv, run.json, summary.json).
+
+Each instance times its records with its own time.perf_counter_ns(); its run.json maps that
+clock to the wall clock, through which every instance's times are moved onto instance 0's
+clock. Instance 0's rows keep their values (and so still join its traces); session ids of the
+other instances get a "#i" suffix, since every instance numbers its sessions from 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from etude.v1 import loadgen_pb2
+from services.loadgen.generator import OK
+from services.loadgen.records import (
+    RECORD_FIELDS,
+    RECORDS_FILE,
+    RUN_FILE,
+    SERIES_FIELDS,
+    SERIES_FILE,
+    SUMMARY_FILE,
+)
+from services.loadgen.stats import LatencyHistogram
+
+_TIME_FIELDS = ("intended_send_ns", "actual_send_ns", "completion_ns")
+# series.csv columns that add up across instances (the rest: tick, and recomputed percentiles).
+_SUMMED_SERIES_FIELDS = ("sent", "completed", "ok", "errors", "not_sent", "in_flight")
+
+
+class MergeError(ValueError):
+    """An instance's files are missing or do not fit together; the message names the file."""
+
+
+def instance_run_id(run_id: str, instance: int) -> str:
+    """The run id of one instance of a run: "<run>#i"."""
+    return f"{run_id}#{instance}"
+
+
+def instance_dir(folder: Path, instance: int) -> Path:
+    """Where instance `instance` of the run kept in `folder` writes its files."""
+    return folder / f"loadgen-{instance}"
+
+
+@dataclass
+class _Tick:
+    target_rate_per_s: float = 0.0
+    counts: Counter[str] = field(default_factory=Counter)
+    from_intended: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+def merge_runs(
+    folders: Sequence[Path], summaries: Sequence[loadgen_pb2.LoadSummary], out_dir: Path, run_id: str
+) -> loadgen_pb2.LoadSummary:
+    """Writes the merged records.csv, series.csv, run.json and summary.json of the instances whose
+    files are in `folders` (instance i in folders[i], its summary in summaries[i]) into `out_dir`,
+    and returns the merged summary. Blocking file I/O: call it off the event loop."""
+    if not folders or len(folders) != len(summaries):
+        raise MergeError(f"{len(folders)} folders and {len(summaries)} summaries: need as many of each, >= 1")
+    run_infos = [_read_json(folder / RUN_FILE) for folder in folders]
+    reference = run_infos[0]
+    ticks: dict[int, _Tick] = {}
+    records: list[tuple[int, int, list[Any]]] = []  # (intended send ns, instance, row)
+    for instance, (folder, run_info) in enumerate(zip(folders, run_infos, strict=True)):
+        clock_offset_ns = _clock_offset_ns(run_info, reference, folder)
+        series = _read_csv(folder / SERIES_FILE, SERIES_FIELDS)
+        for row in series:
+            tick = ticks.setdefault(int(row["tick"]), _Tick())
+            tick.target_rate_per_s += float(row["target_rate_per_s"])
+            tick.counts.update({name: int(row[name]) for name in _SUMMED_SERIES_FIELDS})
+        # Rows are appended in completion order and handed over once per tick: the first
+        # `completed` rows of tick 0, then those of tick 1, ...; the rest completed in the drain.
+        completion_ticks = [int(row["tick"]) for row in series for _ in range(int(row["completed"]))]
+        rows = _read_csv(folder / RECORDS_FILE, RECORD_FIELDS)
+        for position, row in enumerate(rows):
+            if position < len(completion_ticks) and row["status"] == OK:
+                ticks[completion_ticks[position]].from_intended.record_us(
+                    int(row["latency_from_intended_us"])
+                )
+            for name in _TIME_FIELDS:
+                row[name] = str(int(row[name]) + clock_offset_ns)
+            if instance > 0:
+                row["session_id"] = f"{row['session_id']}#{instance}"
+            records.append((int(row["intended_send_ns"]), instance, [row[name] for name in RECORD_FIELDS]))
+    records.sort(key=lambda entry: (entry[0], entry[1]))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / RECORDS_FILE).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(RECORD_FIELDS)
+        writer.writerows(row for _, _, row in records)
+    with (out_dir / SERIES_FILE).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SERIES_FIELDS)
+        for index in sorted(ticks):
+            tick = ticks[index]
+            p50_ms, p90_ms, p99_ms = tick.from_intended.percentiles_ms([50, 90, 99])
+            counts = [tick.counts[name] for name in _SUMMED_SERIES_FIELDS]
+            writer.writerow([index, tick.target_rate_per_s, *counts, p50_ms, p90_ms, p99_ms])
+    run_info = {
+        **reference,
+        "run_id": run_id,
+        "tick_rates_per_s": [ticks[index].target_rate_per_s for index in sorted(ticks)],
+        "instances": [
+            {**info, "folder": folder.name} for info, folder in zip(run_infos, folders, strict=True)
+        ],
+    }
+    (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    summary = merged_summary(summaries, [row for _, _, row in records], run_id, str(out_dir))
+    (out_dir / SUMMARY_FILE).write_text(
+        json_format.MessageToJson(
+            summary, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+        )
+        + "\n"
+    )
+    return summary
+
+
+def merged_summary(
+    summaries: Sequence[loadgen_pb2.LoadSummary],
+    records: Sequence[Sequence[Any]],
+    run_id: str,
+    records_dir: str,
+) -> loadgen_pb2.LoadSummary:
+    """One LoadSummary for instances that ran together: counts and rates add up, the latency
+    distributions are rebuilt from every instance's records (RECORD_FIELDS rows) as one
+    generator builds them, the mean batch size is over every OK answer that reported one."""
+    column = {name: index for index, name in enumerate(RECORD_FIELDS)}
+    from_intended, from_actual = LatencyHistogram(), LatencyHistogram()
+    queue, inference, network = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    batch_size_sum = batch_size_count = 0
+    for row in records:
+        if row[column["status"]] != OK:
+            continue
+        actual_us = int(row[column["latency_from_actual_us"]])
+        from_intended.record_us(int(row[column["latency_from_intended_us"]]))
+        from_actual.record_us(actual_us)
+        queue.record_us(int(row[column["queue_us"]]))
+        inference.record_us(int(row[column["inference_us"]]))
+        network.record_us(max(0, actual_us - int(row[column["server_total_us"]])))
+        batch_size = int(row[column["batch_size"]])
+        if batch_size > 0:
+            batch_size_sum += batch_size
+            batch_size_count += 1
+    errors_by_status: Counter[str] = Counter()
+    for summary in summaries:
+        errors_by_status.update(dict(summary.errors_by_status))
+    return loadgen_pb2.LoadSummary(
+        run_id=run_id,
+        requests_sent=sum(s.requests_sent for s in summaries),
+        requests_ok=sum(s.requests_ok for s in summaries),
+        requests_failed=sum(s.requests_failed for s in summaries),
+        errors_by_status=dict(errors_by_status),
+        requests_not_sent=sum(s.requests_not_sent for s in summaries),
+        requests_offered=sum(s.requests_offered for s in summaries),
+        duration_s=max(s.duration_s for s in summaries),
+        achieved_rate_per_s=sum(s.achieved_rate_per_s for s in summaries),
+        achieved_hold_rate_per_s=sum(s.achieved_hold_rate_per_s for s in summaries),
+        latency_from_intended=from_intended.summary(),
+        latency_from_actual=from_actual.summary(),
+        server_queue=queue.summary(),
+        server_inference=inference.summary(),
+        network_and_overhead=network.summary(),
+        mean_batch_size=batch_size_sum / batch_size_count if batch_size_count else 0.0,
+        ticks=max(s.ticks for s in summaries),
+        records_dir=records_dir,
+    )
+
+
+class ProgressMerger:
+    """Turns the TickProgress streams of several instances into one per tick: a tick is passed
+    on once every instance still running has reported it. Counts add up; the percentiles are
+    the highest of the instances' (an upper bound: the exact ones are in the merged series.csv)."""
+
+    def __init__(self, instances: int, run_id: str, emit: Callable[[loadgen_pb2.TickProgress], None]) -> None:
+        self._run_id = run_id
+        self._emit = emit
+        self._running = set(range(instances))
+        self._last_tick = dict.fromkeys(range(instances), -1)
+        self._pending: dict[int, list[loadgen_pb2.TickProgress]] = {}
+
+    def add(self, instance: int, progress: loadgen_pb2.TickProgress) -> None:
+        self._pending.setdefault(progress.tick, []).append(progress)
+        self._last_tick[instance] = max(self._last_tick[instance], progress.tick)
+        self._flush()
+
+    def finish(self, instance: int) -> None:
+        """The instance sends no more ticks (its run ended, or failed)."""
+        self._running.discard(instance)
+        self._flush()
+
+    def _flush(self) -> None:
+        complete = min((self._last_tick[i] for i in self._running), default=None)
+        for tick in sorted(self._pending):
+            if complete is not None and tick > complete:
+                break
+            parts = self._pending.pop(tick)
+            self._emit(
+                loadgen_pb2.TickProgress(
+                    run_id=self._run_id,
+                    tick=tick,
+                    target_rate_per_s=sum(p.target_rate_per_s for p in parts),
+                    sent=sum(p.sent for p in parts),
+                    completed=sum(p.completed for p in parts),
+                    errors=sum(p.errors for p in parts),
+                    not_sent=sum(p.not_sent for p in parts),
+                    in_flight=sum(p.in_flight for p in parts),
+                    p50_ms=max(p.p50_ms for p in parts),
+                    p90_ms=max(p.p90_ms for p in parts),
+                    p99_ms=max(p.p99_ms for p in parts),
+                )
+            )
+
+
+def _clock_offset_ns(run_info: dict[str, Any], reference: dict[str, Any], folder: Path) -> int:
+    """What to add to this instance's perf_counter_ns() values to put them on the reference's."""
+    try:
+        own = int(run_info["wall_clock_epoch_ns"]) - int(run_info["perf_counter_ns"])
+        return own - (int(reference["wall_clock_epoch_ns"]) - int(reference["perf_counter_ns"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise MergeError(f"{folder / RUN_FILE}: no clock anchor ({error})") from error
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise MergeError(f"{path}: {error}") from error
+    if not isinstance(value, dict):
+        raise MergeError(f"{path}: not a JSON object")
+    return value
+
+
+def _read_csv(path: Path, fields: Sequence[str]) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [name for name in fields if name not in (reader.fieldnames or [])]
+            if missing:
+                raise MergeError(f"{path}: missing columns {missing}")
+            return list(reader)
+    except OSError as error:
+        raise MergeError(f"{path}: {error}") from error
