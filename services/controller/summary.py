@@ -51,10 +51,18 @@ def _row(result: experiment_pb2.TrialResult, target_rate: float) -> list[str]:
     ]
 
 
+def _shown_rate(result: experiment_pb2.TrialResult, target_rate_per_s: float) -> float:
+    """The rate the row's figures were measured at: a searched trial shows its best passing
+    probe (the last probe when none passed), as the runner keeps that probe's summary."""
+    if not result.probes:
+        return target_rate_per_s
+    return result.max_sustained_rate_per_s or result.probes[-1].rate_per_s
+
+
 def summary_table(experiment: controller_pb2.Experiment) -> str:
     """A Markdown table, one row per trial: latency from the intended send time, split, verdict."""
     spec = experiment.spec
-    rows = [_row(result, spec.load.target_rate_per_s) for result in experiment.trials]
+    rows = [_row(result, _shown_rate(result, spec.load.target_rate_per_s)) for result in experiment.trials]
     widths = [max(len(str(cell)) for cell in column) for column in zip(_HEADER, *rows, strict=True)]
 
     def line(cells: tuple[str, ...] | list[str]) -> str:

@@ -52,3 +52,25 @@ async def test_search_never_exceeds_its_probe_budget() -> None:
 def test_bad_settings_are_refused(field: dict) -> None:
     with pytest.raises(ValueError):
         SearchSettings(**field)
+
+
+def test_the_summary_of_a_searched_trial_shows_the_rate_its_figures_were_measured_at() -> None:
+    from etude.v1 import controller_pb2
+    from services.controller.summary import summary_table
+
+    experiment = controller_pb2.Experiment(experiment_id="x")
+    experiment.spec.load.target_rate_per_s = 250
+    searched = experiment.trials.add(max_sustained_rate_per_s=1125)
+    searched.trial.trial_id = "searched"
+    searched.probes.add(rate_per_s=1125, slo_met=True)
+    searched.summary.requests_sent = 1
+    failed = experiment.trials.add()
+    failed.trial.trial_id = "never-passed"
+    failed.probes.add(rate_per_s=8, slo_met=False)
+    failed.summary.requests_sent = 1
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[3].strip()
+        for line in summary_table(experiment).splitlines()
+        if line.startswith("| ") and "---" not in line
+    }
+    assert rows["searched"] == "1125" and rows["never-passed"] == "8"
