@@ -181,6 +181,9 @@ def run_command(args: argparse.Namespace) -> int:
         print("\ninterrupted: services stopped, finished trials kept", file=sys.stderr)
     print()
     print(summary_table(experiment))
+    report = f"{experiment.experiment_id}/report.html"
+    if store.exists(report):
+        print(f"Report: {store.uri(report)}")
     return 0 if experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED else 1
 
 

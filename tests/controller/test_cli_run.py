@@ -56,6 +56,7 @@ def test_run_prints_the_summary_and_exits_zero(tmp_path: Path) -> None:
     assert "noop-c1000-cpu-eager" in output and "| met |" in output
     (experiment_dir,) = (tmp_path / "results").iterdir()
     assert (experiment_dir / "summary.md").read_text().strip() in output
+    assert f"Report: {experiment_dir / 'report.html'}" in output
 
 
 def test_invalid_spec_exits_two_naming_the_field(tmp_path: Path) -> None:
