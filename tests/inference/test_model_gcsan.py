@@ -5,17 +5,21 @@ written out per position), padding, odd widths with two heads, and its options.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 from torch import Tensor
 
+from inference.batches import pad_sessions
+from inference.batches import random_sessions as sessions_in_range
 from services.inference.models import build_model
 from services.inference.models.base import MAX_SESSION_LENGTH
 from services.inference.models.gcsan import GCSAN
 from services.inference.models.transformer import TransformerLayer
 
 CATALOG_SIZE = 60
+random_sessions = partial(sessions_in_range, item_range=CATALOG_SIZE)
 
 # Repeats, self-loops (a -> a), a one-item session and a long loop.
 HAND_WRITTEN_SESSIONS = [
@@ -25,19 +29,6 @@ HAND_WRITTEN_SESSIONS = [
     [1, 2, 1, 2, 1, 2, 3],
     [5, 4, 3, 2, 1, 1, 2, 3, 4, 5] * 5,
 ]
-
-
-def pad(sessions: list[list[int]], length: int = MAX_SESSION_LENGTH) -> tuple[Tensor, Tensor]:
-    seq = torch.zeros(len(sessions), length, dtype=torch.int64)
-    for row, session in enumerate(sessions):
-        seq[row, : len(session)] = torch.tensor(session)
-    return seq, torch.tensor([len(session) for session in sessions])
-
-
-def random_sessions(count: int, seed: int, item_range: int = CATALOG_SIZE) -> list[list[int]]:
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, MAX_SESSION_LENGTH + 1, (count,), generator=generator).tolist()
-    return [torch.randint(1, item_range + 1, (n,), generator=generator).tolist() for n in lengths]
 
 
 def reference_node_states(model: GCSAN, session: list[int]) -> list[Tensor]:
@@ -119,7 +110,7 @@ def test_matches_a_per_session_reference_on_the_distinct_items_graph(dim: int, o
     model = build_model("gcsan", CATALOG_SIZE, dim, seed=dim, **options)
     assert isinstance(model, GCSAN)
     sessions = HAND_WRITTEN_SESSIONS + random_sessions(4, seed=1) + random_sessions(4, seed=2, item_range=5)
-    seq, lengths = pad(sessions)
+    seq, lengths = pad_sessions(sessions)
     with torch.inference_mode():
         batched = model(seq, lengths)
     for row, session in enumerate(sessions):
@@ -133,9 +124,9 @@ def test_padding_and_what_follows_the_session_do_not_change_it() -> None:
     session = [7, 7, 12, 7, 30]
     sessions = random_sessions(9, seed=4)
     sessions[4] = session
-    seq, lengths = pad(sessions)
+    seq, lengths = pad_sessions(sessions)
     with torch.inference_mode():
-        alone = model(*pad([session], length=len(session)))[0]
+        alone = model(*pad_sessions([session], length=len(session)))[0]
         in_batch = model(seq, lengths)[4]
         seq[4, len(session) :] = torch.randint(1, CATALOG_SIZE + 1, (MAX_SESSION_LENGTH - len(session),))
         with_garbage = model(seq, lengths)[4]
@@ -148,7 +139,7 @@ def test_shape_zero_padding_row_defaults_and_refused_options() -> None:
     table = model.item_embeddings()
     assert table.shape == (CATALOG_SIZE + 1, 18)
     assert torch.count_nonzero(table[0]) == 0
-    assert model(*pad(random_sessions(4, seed=5))).shape == (4, 18)
+    assert model(*pad_sessions(random_sessions(4, seed=5))).shape == (4, 18)
     details = model.details()
     assert (details["layers"], details["heads"], details["weight"]) == ("1", "1", "0.6")
     assert isinstance(model, GCSAN)

@@ -6,11 +6,13 @@ attended as in the reference; shapes.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import cast
 
 import torch
 from torch import Tensor
 
+from inference.batches import random_padded_batch
 from inference.reference_maths import layer_norm, linear
 from services.inference.models import build_model
 from services.inference.models.lightsans import LightLayer, LightSANs
@@ -20,17 +22,7 @@ CATALOG_SIZE = 300
 LENGTH = 50
 
 
-def padded_batch(
-    batch_size: int, seed: int, lengths: list[int] | None = None, width: int = LENGTH
-) -> tuple[Tensor, Tensor]:
-    """Random sessions, right-padded with 0 to `width`; random lengths unless given."""
-    generator = torch.Generator().manual_seed(seed)
-    if lengths is None:
-        lengths = torch.randint(1, width + 1, (batch_size,), generator=generator).tolist()
-    seq = torch.randint(1, CATALOG_SIZE + 1, (batch_size, width), generator=generator)
-    seq_len = torch.tensor(lengths)
-    seq[torch.arange(width)[None, :] >= seq_len[:, None]] = 0
-    return seq, seq_len
+padded_batch = partial(random_padded_batch, catalog_size=CATALOG_SIZE)
 
 
 def sharpen(model: LightSANs, seed: int) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from inference.batches import random_padded_batch
 from services.inference.models import MODELS, build_model
 from services.inference.models.base import MAX_SESSION_LENGTH
 from services.inference.models.repeatnet import RepeatNet, RepeatNetScorer
@@ -16,16 +18,7 @@ CATALOG_SIZE = 200
 HIDDEN = 16
 
 
-def padded_batch(
-    batch_size: int, seed: int, catalog_size: int = CATALOG_SIZE, max_item: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random sessions right-padded to L = 50; a small `max_item` makes repeated items common."""
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, MAX_SESSION_LENGTH + 1, (batch_size,), generator=generator)
-    high = (max_item or catalog_size) + 1
-    seq = torch.randint(1, high, (batch_size, MAX_SESSION_LENGTH), generator=generator)
-    seq[torch.arange(MAX_SESSION_LENGTH)[None, :] >= lengths[:, None]] = 0
-    return seq, lengths
+padded_batch = partial(random_padded_batch, catalog_size=CATALOG_SIZE)
 
 
 def model(catalog_size: int = CATALOG_SIZE, seed: int = 3) -> RepeatNet:

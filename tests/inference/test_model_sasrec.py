@@ -4,11 +4,13 @@ float64; padding; the last-layer saving against the full transformer; shapes.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import cast
 
 import torch
 from torch import Tensor
 
+from inference.batches import random_padded_batch
 from inference.reference_maths import layer_norm, reference_layer
 from services.inference.models import build_model
 from services.inference.models.sasrec import SASRec
@@ -18,15 +20,7 @@ CATALOG_SIZE = 300
 LENGTH = 50
 
 
-def padded_batch(batch_size: int, seed: int, lengths: list[int] | None = None) -> tuple[Tensor, Tensor]:
-    """Random sessions, right-padded with 0; random lengths in 1..L unless given."""
-    generator = torch.Generator().manual_seed(seed)
-    if lengths is None:
-        lengths = torch.randint(1, LENGTH + 1, (batch_size,), generator=generator).tolist()
-    seq = torch.randint(1, CATALOG_SIZE + 1, (batch_size, LENGTH), generator=generator)
-    seq_len = torch.tensor(lengths)
-    seq[torch.arange(LENGTH)[None, :] >= seq_len[:, None]] = 0
-    return seq, seq_len
+padded_batch = partial(random_padded_batch, catalog_size=CATALOG_SIZE)
 
 
 def sharpened_sasrec(embedding_dim: int, seed: int, **options: object) -> SASRec:

@@ -5,24 +5,20 @@ padding semantics, and the absence of the reference's process-wide anomaly detec
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 
 import pytest
 import torch
 from torch import Tensor
 
+from inference.batches import random_padded_batch
 from services.inference.models import build_model
-from services.inference.models.base import MAX_SESSION_LENGTH
 from services.inference.models.sine import SINE
 
 CATALOG_SIZE = 200
 
 
-def padded_batch(batch_size: int, seed: int, length: int = MAX_SESSION_LENGTH) -> tuple[Tensor, Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, length + 1, (batch_size,), generator=generator)
-    seq = torch.randint(1, CATALOG_SIZE + 1, (batch_size, length), generator=generator)
-    seq[torch.arange(length)[None, :] >= lengths[:, None]] = 0
-    return seq, lengths
+padded_batch = partial(random_padded_batch, catalog_size=CATALOG_SIZE)
 
 
 def total(terms: Iterable[Tensor]) -> Tensor:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
+from inference.batches import random_padded_batch
 from services.inference.models import build_model
 from services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder
 from services.inference.models.stamp import STAMP
@@ -11,12 +14,7 @@ from services.inference.models.stamp import STAMP
 CATALOG_SIZE = 300
 
 
-def padded_batch(batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, MAX_SESSION_LENGTH + 1, (batch_size,), generator=generator)
-    seq = torch.randint(1, CATALOG_SIZE + 1, (batch_size, MAX_SESSION_LENGTH), generator=generator)
-    seq[torch.arange(MAX_SESSION_LENGTH)[None, :] >= lengths[:, None]] = 0
-    return seq, lengths
+padded_batch = partial(random_padded_batch, catalog_size=CATALOG_SIZE)
 
 
 def scaled_up(model: SessionEncoder) -> STAMP:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
+from inference.batches import random_padded_batch
 from services.inference.models import MODEL_NAMES, MODELS, build_model
 from services.inference.models.base import (
-    MAX_SESSION_LENGTH,
     fourth_root_dim,
     resolve_embedding_dim,
 )
@@ -17,15 +19,7 @@ from services.inference.runtime import prepare_encoder
 CATALOG_SIZE = 500
 
 
-def padded_batch(
-    batch_size: int, seed: int, max_length: int = MAX_SESSION_LENGTH
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random sessions in 1..C, right-padded with 0 to MAX_SESSION_LENGTH."""
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, max_length + 1, (batch_size,), generator=generator)
-    seq = torch.randint(1, CATALOG_SIZE + 1, (batch_size, MAX_SESSION_LENGTH), generator=generator)
-    seq[torch.arange(MAX_SESSION_LENGTH)[None, :] >= lengths[:, None]] = 0
-    return seq, lengths
+padded_batch = partial(random_padded_batch, catalog_size=CATALOG_SIZE)
 
 
 def reference_gru4rec(model: GRU4Rec, session: list[int]) -> torch.Tensor:

@@ -74,8 +74,9 @@ class GatedGraphStep(nn.Module):
         self.linear_edge_out = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, adjacency_in: Tensor, adjacency_out: Tensor, hidden: Tensor) -> Tensor:
-        message_in = torch.bmm(adjacency_in, self.linear_edge_in(hidden))
-        message_out = torch.bmm(adjacency_out, self.linear_edge_out(hidden))
+        # The graph is built in float32; a model cast to another precision steps in its own.
+        message_in = torch.bmm(adjacency_in.to(hidden.dtype), self.linear_edge_in(hidden))
+        message_out = torch.bmm(adjacency_out.to(hidden.dtype), self.linear_edge_out(hidden))
         bias_in = self.b_iah
         if bias_in is not None:
             message_in = message_in + bias_in
