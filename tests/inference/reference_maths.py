@@ -43,3 +43,15 @@ def reference_layer(
         gelu = inner * 0.5 * (1.0 + torch.erf(inner / math.sqrt(2.0)))
         outputs.append(layer_norm(attended + linear(gelu, feed.dense_2), feed.layer_norm))
     return outputs
+
+
+def sharpen(model: nn.Module, seed: int) -> None:
+    """Spreads every weight as N(0, 0.5), much wider than RecBole's initialisations, so that
+    attention and softmaxes are far from uniform and a wrong mask or head split shows in a
+    comparison; keeps the padding row at 0. Derived buffers (LightSANs' position attention) are
+    not recomputed."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+        model.item_embedding.weight[0].zero_()  # type: ignore[union-attr, operator, index]

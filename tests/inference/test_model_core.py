@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from inference.batches import random_padded_batch
-from inference.reference_maths import layer_norm, linear, reference_layer
+from inference.reference_maths import layer_norm, linear, reference_layer, sharpen
 from services.inference.models import MODELS, build_model
 from services.inference.models.core import CORE, CosineScorer, core_scorer
 from services.inference.models.transformer import TransformerLayer
@@ -32,11 +32,7 @@ def sharpened_core(embedding_dim: int, seed: int) -> CORE:
     """
     model = build_model("core", CATALOG_SIZE, embedding_dim, seed=seed)
     assert isinstance(model, CORE)
-    generator = torch.Generator().manual_seed(seed + 1000)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-        model.item_embedding.weight[0].zero_()
+    sharpen(model, seed + 1000)
     return model
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from inference.batches import random_padded_batch
-from inference.reference_maths import layer_norm, linear
+from inference.reference_maths import layer_norm, linear, sharpen
 from services.inference.models import build_model
 from services.inference.models.lightsans import LightLayer, LightSANs
 from services.inference.runtime import prepare_encoder
@@ -23,17 +23,6 @@ LENGTH = 50
 
 
 padded_batch = partial(random_padded_batch, catalog_size=CATALOG_SIZE)
-
-
-def sharpen(model: LightSANs, seed: int) -> None:
-    """Spreads every weight wider than RecBole's N(0, 0.02) so that the softmaxes are far from
-    uniform, keeps the padding row at 0, and does NOT recompute the position attention.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-        model.item_embedding.weight[0].zero_()
 
 
 def sharpened_lightsans(embedding_dim: int, seed: int, **options: object) -> LightSANs:

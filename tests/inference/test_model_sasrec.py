@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from inference.batches import random_padded_batch
-from inference.reference_maths import layer_norm, reference_layer
+from inference.reference_maths import layer_norm, reference_layer, sharpen
 from services.inference.models import build_model
 from services.inference.models.sasrec import SASRec
 from services.inference.models.transformer import TransformerLayer
@@ -29,11 +29,7 @@ def sharpened_sasrec(embedding_dim: int, seed: int, **options: object) -> SASRec
     """
     model = build_model("sasrec", CATALOG_SIZE, embedding_dim, seed=seed, **options)
     assert isinstance(model, SASRec)
-    generator = torch.Generator().manual_seed(seed + 1000)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-        model.item_embedding.weight[0].zero_()
+    sharpen(model, seed + 1000)
     return model
 
 
