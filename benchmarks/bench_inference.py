@@ -19,9 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import structlog
 import torch
-
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.recommender import Recommender, RecommenderConfig, SessionQuery
+from etude.services.inference.models.base import MAX_SESSION_LENGTH
+from etude.services.inference.recommender import Recommender, RecommenderConfig, SessionQuery
 
 
 def median_ms(run: Callable[[], object], min_runs: int, budget_s: float) -> float:

@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+from etude.services.loadgen.client import GrpcRecommendClient, open_channel, wait_until_ready
+from etude.services.loadgen.generator import LoadGenerator, Session
 
 from etude.v1 import loadgen_pb2, recommender_pb2, recommender_pb2_grpc
-from services.loadgen.client import GrpcRecommendClient, open_channel, wait_until_ready
-from services.loadgen.generator import LoadGenerator, Session
 
 
 class NoopRecommender(recommender_pb2_grpc.RecommenderServiceServicer):

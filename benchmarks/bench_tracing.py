@@ -50,7 +50,7 @@ def run_mode(name: str, ratio: float | None, args: argparse.Namespace) -> dict[s
         port_file = folder / "port"
         log = (folder / "inf.log").open("w")
         inference = subprocess.Popen(
-            [sys.executable, "-m", "etude.cli", "serve", "inference", "--model", "noop",
+            [sys.executable, "-m", "etude.services.cli", "serve", "inference", "--model", "noop",
              "--catalog-size", str(args.catalog_size), "--max-batch-delay-ms", str(args.max_batch_delay_ms),
              "--port", "0", "--port-file", str(port_file), "--log-format", "json"],
             env=trace_env(ratio, folder, "inference"), stdout=subprocess.DEVNULL, stderr=log,
@@ -75,8 +75,8 @@ def run_mode(name: str, ratio: float | None, args: argparse.Namespace) -> dict[s
             inference.wait(30)
             log.close()
         result = json.loads(loadgen.stdout.strip().splitlines()[-1])
-        from services.controller.slo import hold_phase_latencies_ms
-        from services.controller.traces import parse_spans, trace_split
+        from etude.services.controller.slo import hold_phase_latencies_ms
+        from etude.services.controller.traces import parse_spans, trace_split
 
         hold = hold_phase_latencies_ms(folder / "records.csv", args.ramp_s)
         traced = 0
@@ -102,11 +102,12 @@ def run_mode(name: str, ratio: float | None, args: argparse.Namespace) -> dict[s
 
 async def loadgen_main(args: argparse.Namespace) -> None:
     """The load-generator process of one mode: configures tracing from its environment."""
+    from etude.services.loadgen.client import GrpcRecommendClient, open_channel, wait_until_ready
+    from etude.services.loadgen.generator import LoadGenerator
+    from etude.services.loadgen.sessions import in_process_sessions
+
     from etude.telemetry import configure_tracing
     from etude.v1 import loadgen_pb2, workload_pb2
-    from services.loadgen.client import GrpcRecommendClient, open_channel, wait_until_ready
-    from services.loadgen.generator import LoadGenerator
-    from services.loadgen.sessions import in_process_sessions
 
     configure_tracing("etude-loadgen")
     workload = workload_pb2.WorkloadSpec(

@@ -24,7 +24,7 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
-from services.workload.generator import (  # noqa: E402
+from etude.services.workload.generator import (  # noqa: E402
     ItemPopularity,
     SessionGenerator,
     SyntheticWorkload,
@@ -85,11 +85,11 @@ async def _grpc_rate(workload: SyntheticWorkload, args: argparse.Namespace) -> f
     Timed from the first batch received, so the server's own table build is left out.
     """
     import grpc
+    from etude.services.workload.server import PopularityCache, WorkloadServicer
 
     from etude.logs import configure_logging
     from etude.serving import MAX_MESSAGE_BYTES, ServiceHost, service_full_name
     from etude.v1 import workload_pb2, workload_pb2_grpc
-    from services.workload.server import PopularityCache, WorkloadServicer
 
     configure_logging("bench-workload", level="warning")
     servicer = WorkloadServicer(PopularityCache(max_entries=1))

@@ -14,8 +14,8 @@ import yaml
 from google.protobuf import json_format
 
 from etude import defaults
+from etude.services.inference.options import EMBEDDING_POLICIES, RUNTIMES
 from etude.v1 import experiment_pb2
-from services.inference.options import EMBEDDING_POLICIES, RUNTIMES
 
 DEVICES = ("cpu", "cuda")
 WORKLOAD_SOURCES = ("synthetic",)
@@ -81,7 +81,7 @@ def _field_of_parse_error(message: str) -> str:
 
 def validate(spec: experiment_pb2.ExperimentSpec) -> None:
     """Raises SpecError for the first invalid field, naming its path and the allowed values."""
-    from services.inference.models import MODELS
+    from etude.services.inference.models import MODELS
 
     if not _NAME_PATTERN.match(spec.name):
         raise SpecError(
@@ -137,7 +137,7 @@ def _check_choice(field: str, value: str, allowed: tuple[str, ...], *, allow_emp
 
 
 def _validate_workload(workload: experiment_pb2.WorkloadStats) -> None:
-    from services.workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
+    from etude.services.workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
 
     _check_choice("workload.source", workload.source, WORKLOAD_SOURCES)
     given = [
@@ -213,7 +213,7 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
     full.embedding_policy = full.embedding_policy or defaults.EMBEDDING_POLICY
     full.workload.source = full.workload.source or "synthetic"
     if full.workload.preset:
-        from services.workload.generator import PRESETS
+        from etude.services.workload.generator import PRESETS
 
         lengths, clicks = PRESETS[full.workload.preset]
         fits = full.workload.powerlaw_fits

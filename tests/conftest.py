@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-
-from services.controller.drivers.processes import ChildService
+from etude.services.controller.drivers.processes import ChildService
 
 
 @pytest.fixture

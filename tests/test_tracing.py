@@ -18,6 +18,19 @@ from pathlib import Path
 import grpc
 import pytest
 import structlog
+from etude.services.inference import server as inference_server
+from etude.services.inference.batcher import BATCH_SPAN, DynamicBatcher
+from etude.services.inference.models.base import MAX_SESSION_LENGTH
+from etude.services.inference.recommender import Recommendation, Recommender, RecommenderConfig, SessionQuery
+from etude.services.inference.server import (
+    MODEL_SPAN,
+    QUEUED_SPAN,
+    RPC_SERVICE,
+    RecommenderServicer,
+    batch_span_attributes,
+)
+from etude.services.loadgen.client import SPAN_NAME, GrpcRecommendClient
+from etude.services.loadgen.generator import INTENDED_SEND_NS, OK
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
@@ -28,19 +41,6 @@ from etude.logs import configure_logging
 from etude.serving import ServiceHost, service_full_name
 from etude.telemetry import RequestTracing, build_tracer_provider
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
-from services.inference import server as inference_server
-from services.inference.batcher import BATCH_SPAN, DynamicBatcher
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.recommender import Recommendation, Recommender, RecommenderConfig, SessionQuery
-from services.inference.server import (
-    MODEL_SPAN,
-    QUEUED_SPAN,
-    RPC_SERVICE,
-    RecommenderServicer,
-    batch_span_attributes,
-)
-from services.loadgen.client import SPAN_NAME, GrpcRecommendClient
-from services.loadgen.generator import INTENDED_SEND_NS, OK
 
 CATALOG_SIZE = 100
 SERVICE = service_full_name(recommender_pb2, "RecommenderService")
@@ -357,7 +357,7 @@ def test_an_unsampled_traceparent_is_valid_w3c_context_with_the_sampled_flag_cle
 async def test_otlp_json_lines_file_holds_hex_ids_the_controller_reads_back(
     recommender: Recommender, tmp_path: Path
 ) -> None:
-    from services.controller.traces import parse_spans, traced_requests
+    from etude.services.controller.traces import parse_spans, traced_requests
 
     client_file, server_file = tmp_path / "client.jsonl", tmp_path / "server.jsonl"
     client_provider = build_tracer_provider("etude-loadgen", [telemetry.OtlpJsonLinesExporter(client_file)])

@@ -10,14 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-
-from etude.telemetry import TRACE_FILE_ENV, TRACE_SAMPLE_RATIO_ENV
-from etude.v1 import experiment_pb2, recommender_pb2, recommender_pb2_grpc
-from services.controller.drivers.processes import ChildService
-from services.controller.report import Bullets, Table, TrialReport, _trace_split_blocks
-from services.controller.report_analysis import SPLIT_PARTS
-from services.controller.store import LocalResultStore
-from services.controller.traces import (
+from etude.services.controller.drivers.processes import ChildService
+from etude.services.controller.report import Bullets, Table, TrialReport, _trace_split_blocks
+from etude.services.controller.report_analysis import SPLIT_PARTS
+from etude.services.controller.store import LocalResultStore
+from etude.services.controller.traces import (
     INFERENCE_TRACE_FILE,
     LOADGEN_TRACE_FILE,
     analyse_trial_traces,
@@ -25,7 +22,10 @@ from services.controller.traces import (
     trace_split,
     traced_requests,
 )
-from services.loadgen.records import RECORD_FIELDS
+from etude.services.loadgen.records import RECORD_FIELDS
+
+from etude.telemetry import TRACE_FILE_ENV, TRACE_SAMPLE_RATIO_ENV
+from etude.v1 import experiment_pb2, recommender_pb2, recommender_pb2_grpc
 
 SEND_DELAY, NETWORK, SERVER_OTHER, QUEUEING, INFERENCE = SPLIT_PARTS
 EPOCH = 1_700_000_000_000_000_000

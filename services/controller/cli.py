@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from etude import defaults
 
 if TYPE_CHECKING:
-    from services.controller.runner import Driver
+    from .runner import Driver
 
 DEFAULT_PORT = defaults.CONTROLLER_PORT
 
@@ -52,12 +52,12 @@ def _add_target_arguments(parser: argparse.ArgumentParser, default_target: str |
 def make_driver(target: str, args: argparse.Namespace) -> Driver:
     """The driver of a target; both share the trial logic of ExperimentRunner."""
     if target == "kubernetes":
-        from services.controller.drivers.kubernetes import KubernetesDriver
+        from .drivers.kubernetes import KubernetesDriver
 
         return KubernetesDriver(
             namespace=args.namespace, image=args.image, startup_timeout_s=args.startup_timeout_s
         )
-    from services.controller.drivers.local import LocalDriver
+    from .drivers.local import LocalDriver
 
     return LocalDriver(args.startup_timeout_s)
 
@@ -66,9 +66,10 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.spec import SpecError
     from etude.v1 import controller_pb2, controller_pb2_grpc
-    from services.controller.experiments import ExperimentManager
-    from services.controller.server import ControllerServicer
-    from services.controller.stores import open_store
+
+    from .experiments import ExperimentManager
+    from .server import ControllerServicer
+    from .stores import open_store
 
     if args.max_concurrent_experiments < 1:
         raise SystemExit(
@@ -146,12 +147,13 @@ def run_command(args: argparse.Namespace) -> int:
     from etude.logs import configure_logging
     from etude.spec import SpecError, load_spec
     from etude.v1 import controller_pb2
-    from services.controller.drivers.processes import ServiceStartError
-    from services.controller.progress import ProgressPrinter
-    from services.controller.runner import ExperimentRunner, new_experiment
-    from services.controller.search import SearchSettings
-    from services.controller.stores import open_store
-    from services.controller.summary import summary_table
+
+    from .drivers.processes import ServiceStartError
+    from .progress import ProgressPrinter
+    from .runner import ExperimentRunner, new_experiment
+    from .search import SearchSettings
+    from .stores import open_store
+    from .summary import summary_table
 
     configure_logging("etude-controller", "console", args.log_level)
     try:
@@ -190,8 +192,9 @@ def run_command(args: argparse.Namespace) -> int:
 def report_command(args: argparse.Namespace) -> int:
     """`etude report`: rebuild the report of one experiment, or of every one in a results folder."""
     from etude.logs import configure_logging
-    from services.controller.report import REPORT_HTML, REPORT_MARKDOWN, experiments_at, write_report
-    from services.controller.report_analysis import ReportInputError
+
+    from .report import REPORT_HTML, REPORT_MARKDOWN, experiments_at, write_report
+    from .report_analysis import ReportInputError
 
     configure_logging("etude-controller", "console", "warning")
     try:
@@ -216,9 +219,9 @@ def compare_command(args: argparse.Namespace) -> int:
     """`etude compare`: print (and optionally write) the side-by-side table of two experiments."""
     from pathlib import Path
 
-    from services.controller.report import experiments_at
-    from services.controller.report_analysis import ReportInputError, load_experiment
-    from services.controller.report_compare import compare_experiments, comparison_markdown
+    from .report import experiments_at
+    from .report_analysis import ReportInputError, load_experiment
+    from .report_compare import compare_experiments, comparison_markdown
 
     loaded = []
     for folder in (args.results_a, args.results_b):

@@ -26,9 +26,10 @@ import structlog
 from google.protobuf import json_format
 
 from etude.v1 import controller_pb2, experiment_pb2
-from services.controller.runner import INTERRUPTED_ERROR, Driver, ExperimentRunner, new_experiment
-from services.controller.store import ResultStore, write_json
-from services.controller.summary import summary_table
+
+from .runner import INTERRUPTED_ERROR, Driver, ExperimentRunner, new_experiment
+from .store import ResultStore, write_json
+from .summary import summary_table
 
 _log = structlog.get_logger()
 EXPERIMENT_FILE = "experiment.json"

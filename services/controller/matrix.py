@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 
 from etude.v1 import experiment_pb2
-from services.inference.options import resolve_embedding_dim
+
+from ..inference.options import resolve_embedding_dim
 
 
 def expand_trials(spec: experiment_pb2.ExperimentSpec) -> list[experiment_pb2.Trial]:

@@ -20,8 +20,9 @@ from typing import Any
 from google.protobuf import json_format
 
 from etude.v1 import loadgen_pb2
-from services.loadgen.generator import OK
-from services.loadgen.records import (
+
+from ..loadgen.generator import OK
+from ..loadgen.records import (
     RECORD_FIELDS,
     RECORDS_FILE,
     RUN_FILE,
@@ -29,7 +30,7 @@ from services.loadgen.records import (
     SERIES_FILE,
     SUMMARY_FILE,
 )
-from services.loadgen.stats import LatencyHistogram
+from ..loadgen.stats import LatencyHistogram
 
 _TIME_FIELDS = ("intended_send_ns", "actual_send_ns", "completion_ns")
 # series.csv columns that add up across instances (the rest: tick, and recomputed percentiles).

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from services.controller.report_analysis import (
+from .report_analysis import (
     SPLIT_PARTS,
     LatencySplit,
     SeriesTick,

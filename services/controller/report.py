@@ -19,9 +19,12 @@ import structlog
 
 from etude import defaults
 from etude.v1 import controller_pb2, experiment_pb2
-from services.controller import plots
-from services.controller.options import workload_spec
-from services.controller.report_analysis import (
+
+from ..loadgen.records import RECORDS_FILE, SERIES_FILE
+from ..workload.generator import InvalidWorkloadSpec, SyntheticWorkload
+from . import plots
+from .options import workload_spec
+from .report_analysis import (
     EXPERIMENT_FILE,
     REFERENCE_DRAWS,
     SPLIT_PARTS,
@@ -46,10 +49,8 @@ from services.controller.report_analysis import (
     session_lengths,
     tick_verdicts,
 )
-from services.controller.store import LocalResultStore, ResultStore
-from services.controller.traces import TraceSplit, analyse_trial_traces
-from services.loadgen.records import RECORDS_FILE, SERIES_FILE
-from services.workload.generator import InvalidWorkloadSpec, SyntheticWorkload
+from .store import LocalResultStore, ResultStore
+from .traces import TraceSplit, analyse_trial_traces
 
 _log = structlog.get_logger()
 
@@ -188,7 +189,8 @@ def _experiments_in(store: ResultStore) -> list[tuple[ResultStore, str]]:
 
 def _gcs_experiments_at(uri: str) -> list[tuple[ResultStore, str]]:
     from etude.spec import SpecError
-    from services.controller.stores import open_store
+
+    from .stores import open_store
 
     parent, _, name = uri.rpartition("/")
     try:
@@ -680,7 +682,7 @@ def _blocks(
         blocks += [
             Paragraph(
                 "Maximum-likelihood fits of the classic exponent alpha of floor(Pareto(alpha)) "
-                "(services.workload.generator.fit_power_law_exponent), values at the generator's "
+                "(etude.services.workload.generator.fit_power_law_exponent), values at the generator's "
                 "caps read as censored (x_max). Session lengths are the clicks replayed per session "
                 "in records.csv (sessions still being replayed when the run ended count as shorter). "
                 "records.csv holds no item ids, so item popularity is fitted on the click counts "

@@ -17,15 +17,16 @@ import numpy as np
 from google.protobuf import json_format
 
 from etude.v1 import controller_pb2, experiment_pb2
-from services.controller.slo import RATE_TOLERANCE
-from services.controller.store import ResultStore
-from services.workload.generator import (
+
+from ..workload.generator import (
     MAX_CLICK_COUNT,
     ItemPopularity,
     ScipyPowerLaw,
     SyntheticWorkload,
     fit_power_law_exponent,
 )
+from .slo import RATE_TOLERANCE
+from .store import ResultStore
 
 EXPERIMENT_FILE = "experiment.json"
 OK = "OK"

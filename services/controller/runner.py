@@ -24,14 +24,15 @@ from etude.v1 import (
     loadgen_pb2,
     loadgen_pb2_grpc,
 )
-from services.controller.drivers.processes import ServiceStartError
-from services.controller.matrix import expand_trials
-from services.controller.merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
-from services.controller.options import workload_spec
-from services.controller.search import SearchSettings, search_max_rate
-from services.controller.slo import RATE_TOLERANCE, evaluate_slo
-from services.controller.store import ResultStore, write_json
-from services.controller.summary import summary_table
+
+from .drivers.processes import ServiceStartError
+from .matrix import expand_trials
+from .merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
+from .options import workload_spec
+from .search import SearchSettings, search_max_rate
+from .slo import RATE_TOLERANCE, evaluate_slo
+from .store import ResultStore, write_json
+from .summary import summary_table
 
 _log = structlog.get_logger()
 
@@ -378,7 +379,7 @@ class ExperimentRunner:
         results are already stored and the report can be rebuilt with `etude report`."""
         experiment_id = self.experiment.experiment_id
         try:
-            from services.controller.report import write_report
+            from .report import write_report
 
             await asyncio.to_thread(write_report, self.store, experiment_id)
         except Exception:

@@ -8,7 +8,8 @@ import grpc
 
 from etude.spec import SpecError, resolve
 from etude.v1 import controller_pb2, controller_pb2_grpc
-from services.controller.experiments import ExperimentManager, UnknownExperiment
+
+from .experiments import ExperimentManager, UnknownExperiment
 
 
 class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):

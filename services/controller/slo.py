@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from etude.v1 import experiment_pb2, loadgen_pb2
-from services.loadgen.records import RECORDS_FILE
+
+from ..loadgen.records import RECORDS_FILE
 
 # The hold phase must deliver this share of the required rate (the loadgen's own tolerance).
 RATE_TOLERANCE = 0.02

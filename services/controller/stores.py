@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from etude.spec import SpecError
-from services.controller.store import LocalResultStore, ResultStore
+
+from .store import LocalResultStore, ResultStore
 
 
 def open_store(uri: str) -> ResultStore:
@@ -14,7 +15,7 @@ def open_store(uri: str) -> ResultStore:
     Any other URI scheme is refused; everything else is a local folder.
     """
     if uri.startswith("gs://"):
-        from services.controller.store_gcs import GcsResultStore, GcsStoreError
+        from .store_gcs import GcsResultStore, GcsStoreError
 
         try:
             store = GcsResultStore(uri)

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from services.controller.report_analysis import OK, SPLIT_PARTS, LatencySplit
-from services.controller.store import ResultStore
-from services.loadgen.records import RECORDS_FILE
+from ..loadgen.records import RECORDS_FILE
+from .report_analysis import OK, SPLIT_PARTS, LatencySplit
+from .store import ResultStore
 
 INFERENCE_TRACE_FILE = "traces-inference.jsonl"  # in each trial's folder
 LOADGEN_TRACE_FILE = "traces-loadgen.jsonl"  # in the experiment's logs/ folder

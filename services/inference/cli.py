@@ -11,13 +11,14 @@ from typing import Any
 import structlog
 
 from etude import defaults
-from services.inference.batcher import (
+
+from .batcher import (
     DEFAULT_MAX_BATCH_DELAY_MS,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE_SIZE,
 )
-from services.inference.models import MODEL_NAMES
-from services.inference.options import (
+from .models import MODEL_NAMES
+from .options import (
     DEFAULT_EMBEDDING_POLICY,
     DEFAULT_K,
     DEFAULT_MAX_REQUEST_ITEMS,
@@ -112,10 +113,11 @@ async def serve(args: argparse.Namespace) -> None:
 
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import recommender_pb2, recommender_pb2_grpc
-    from services.inference.batcher import DynamicBatcher
-    from services.inference.model_file import ModelFileError
-    from services.inference.recommender import Recommender, RecommenderConfig
-    from services.inference.server import RecommenderServicer, batch_span_attributes
+
+    from .batcher import DynamicBatcher
+    from .model_file import ModelFileError
+    from .recommender import Recommender, RecommenderConfig
+    from .server import RecommenderServicer, batch_span_attributes
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from services.inference.models import MODEL_NAMES
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.options import DEFAULT_EMBEDDING_POLICY, DEFAULT_K, EMBEDDING_POLICIES, RUNTIMES
-from services.inference.recommender import Recommender, RecommenderConfig, SessionQuery
-from services.workload.generator import SessionBatch, SessionGenerator, SyntheticWorkload
+from ..workload.generator import SessionBatch, SessionGenerator, SyntheticWorkload
+from .models import MODEL_NAMES
+from .models.base import MAX_SESSION_LENGTH
+from .options import DEFAULT_EMBEDDING_POLICY, DEFAULT_K, EMBEDDING_POLICIES, RUNTIMES
+from .recommender import Recommender, RecommenderConfig, SessionQuery
 
 ALL_MODELS = "all"
 DEFAULT_CATALOG_SIZES = (10_000, 100_000, 1_000_000)

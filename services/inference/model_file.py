@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from services.inference.models import MODELS, build_model
-from services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder
-from services.inference.options import DEFAULT_EMBEDDING_POLICY, resolve_embedding_dim
-from services.inference.runtime import EncoderFn
+from .models import MODELS, build_model
+from .models.base import MAX_SESSION_LENGTH, SessionEncoder
+from .options import DEFAULT_EMBEDDING_POLICY, resolve_embedding_dim
+from .runtime import EncoderFn
 
 if TYPE_CHECKING:
     from google.cloud import storage
@@ -36,7 +36,7 @@ MODEL_FILE_RUNTIMES = ("eager", "jit")
 # Lengths of the two probe sessions run at load: one full, one short (the padding must not
 # change the output's shape).
 PROBE_SESSION_LENGTHS = (MAX_SESSION_LENGTH, 3)
-_SHARED_SCORER = "services.inference.scoring:catalog_scorer"
+_SHARED_SCORER = "etude.services.inference.scoring:catalog_scorer"
 
 
 class ModelFileError(ValueError):

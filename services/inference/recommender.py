@@ -14,28 +14,28 @@ import structlog
 import torch
 from torch import nn
 
-from services.inference.model_file import (
+from .model_file import (
     MODEL_FILE_RUNTIMES,
     LoadedModelFile,
     ModelFileError,
     load_model_file,
     prepare_model_file,
 )
-from services.inference.models import MODELS, build_model
-from services.inference.models.base import (
+from .models import MODELS, build_model
+from .models.base import (
     MAX_SESSION_LENGTH,
     SessionEncoder,
     resolve_embedding_dim,
 )
-from services.inference.options import (
+from .options import (
     DEFAULT_EMBEDDING_POLICY,
     DEFAULT_K,
     DEFAULT_MAX_REQUEST_ITEMS,
     EMBEDDING_POLICIES,
     RUNTIMES,
 )
-from services.inference.runtime import prepare_encoder
-from services.inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, PRECISIONS, CatalogScorer, Scorer
+from .runtime import prepare_encoder
+from .scoring import DEFAULT_MAX_SCORE_ELEMENTS, PRECISIONS, CatalogScorer, Scorer
 
 _log = structlog.get_logger()
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from services.inference.options import RUNTIMES
+from .options import RUNTIMES
 
 EncoderFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -12,13 +12,13 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from services.inference.models.base import SessionEncoder
+    from .models.base import SessionEncoder
 
 # Above this many scores per matrix product the catalog is scored in chunks: at B = 256 and
 # C = 20M an unchunked fp32 score buffer would take 20 GB.
 DEFAULT_MAX_SCORE_ELEMENTS = 1 << 25
 
-# Keys match services.inference.options.PRECISION_NAMES.
+# Keys match etude.services.inference.options.PRECISION_NAMES.
 PRECISIONS: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "bf16": torch.bfloat16,

@@ -20,15 +20,16 @@ from opentelemetry.util.types import AttributeValue
 
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, traceparent_sampled
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
-from services.inference.batcher import (
+
+from .batcher import (
     Batched,
     BatcherStopped,
     DeadlineExpired,
     DynamicBatcher,
     QueueFull,
 )
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.recommender import (
+from .models.base import MAX_SESSION_LENGTH
+from .recommender import (
     InvalidRequest,
     Recommendation,
     Recommender,

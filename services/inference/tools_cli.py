@@ -1,6 +1,6 @@
 """`etude microbench` and `etude export-model`: the inference service's offline tools.
 
-Only argparse and torch-free option lists at import time (etude/cli.py builds every parser on
+Only argparse and torch-free option lists at import time (services/cli.py builds every parser on
 each start); the handlers import torch and the cores.
 """
 
@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from etude import defaults
-from services.inference.models import MODEL_NAMES
-from services.inference.options import DEFAULT_EMBEDDING_POLICY, EMBEDDING_POLICIES, RUNTIMES
+
+from .models import MODEL_NAMES
+from .options import DEFAULT_EMBEDDING_POLICY, EMBEDDING_POLICIES, RUNTIMES
 
 
 def _names(text: str) -> list[str]:
@@ -111,7 +112,8 @@ def microbench_command(args: argparse.Namespace) -> int:
     import torch
 
     from etude.logs import configure_logging
-    from services.inference.microbench import (
+
+    from .microbench import (
         CSV_NAME,
         PLOT_NAME,
         CellResult,
@@ -159,7 +161,8 @@ def microbench_command(args: argparse.Namespace) -> int:
 def export_model_command(args: argparse.Namespace) -> int:
     """Writes the model file and says how to serve it."""
     from etude.logs import configure_logging
-    from services.inference.model_file import export_model
+
+    from .model_file import export_model
 
     configure_logging("etude-export-model", "console", "warning")
     try:

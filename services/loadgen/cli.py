@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import loadgen_pb2, loadgen_pb2_grpc
-    from services.loadgen.server import LoadGeneratorServicer
+
+    from .server import LoadGeneratorServicer
 
     servicer = LoadGeneratorServicer(
         connect_timeout_s=args.connect_timeout_s, request_spans=not args.no_request_spans

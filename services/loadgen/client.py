@@ -22,7 +22,8 @@ from opentelemetry.util.types import AttributeValue
 from etude.serving import MAX_MESSAGE_BYTES
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, unsampled_traceparent
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
-from services.loadgen.generator import INTENDED_SEND_NS, OK, Outcome
+
+from .generator import INTENDED_SEND_NS, OK, Outcome
 
 RPC_SERVICE = "etude.v1.RecommenderService"
 RPC_METHOD = "Recommend"

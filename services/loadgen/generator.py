@@ -23,10 +23,11 @@ import structlog
 from google.protobuf import json_format
 
 from etude.v1 import loadgen_pb2
-from services.loadgen import spec as load_spec
-from services.loadgen.ramp import Tick, ramp_ticks
-from services.loadgen.records import Row, RunFiles
-from services.loadgen.stats import LatencyHistogram
+
+from . import spec as load_spec
+from .ramp import Tick, ramp_ticks
+from .records import Row, RunFiles
+from .stats import LatencyHistogram
 
 _log = structlog.get_logger()
 

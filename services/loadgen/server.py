@@ -15,15 +15,16 @@ import grpc
 import structlog
 
 from etude.v1 import loadgen_pb2, loadgen_pb2_grpc, workload_pb2
-from services.loadgen.client import (
+
+from .client import (
     GrpcRecommendClient,
     TargetUnavailable,
     open_channel,
     wait_until_ready,
 )
-from services.loadgen.generator import LoadGenerator, Session
-from services.loadgen.sessions import WorkloadSourceError, in_process_sessions, remote_sessions
-from services.loadgen.spec import InvalidLoadSpec, validate_load_spec
+from .generator import LoadGenerator, Session
+from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
+from .spec import InvalidLoadSpec, validate_load_spec
 
 _log = structlog.get_logger()
 

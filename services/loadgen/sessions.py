@@ -1,5 +1,5 @@
 """Session sources for the load generator: columnar session batches turned into sessions, either
-generated in-process (services.workload.generator) or streamed from a WorkloadService.
+generated in-process (etude.services.workload.generator) or streamed from a WorkloadService.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import grpc
 
 from etude import defaults
 from etude.v1 import workload_pb2, workload_pb2_grpc
-from services.loadgen.generator import Session
-from services.loadgen.spec import InvalidLoadSpec
+
+from .generator import Session
+from .spec import InvalidLoadSpec
 
 DEFAULT_MAX_SESSION_LENGTH = defaults.MAX_SESSION_LENGTH
 DEFAULT_SESSIONS_PER_BATCH = defaults.SESSIONS_PER_BATCH
@@ -60,9 +61,9 @@ async def _limit_clicks(sessions: AsyncIterator[Session], total_clicks: int) -> 
 
 
 async def in_process_sessions(workload: workload_pb2.WorkloadSpec) -> AsyncGenerator[Session, None]:
-    """Sessions generated in this process by services.workload.generator (imported lazily)."""
+    """Sessions generated in this process by etude.services.workload.generator (imported lazily)."""
     try:
-        from services.workload.generator import (  # type: ignore[import-not-found,unused-ignore]
+        from ..workload.generator import (  # type: ignore[import-not-found,unused-ignore]
             SessionGenerator,
             SyntheticWorkload,
         )

@@ -31,7 +31,8 @@ async def serve(args: argparse.Namespace) -> None:
     # Imported here so `etude serve --help` does not load numpy and the generated stubs.
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import workload_pb2, workload_pb2_grpc
-    from services.workload.server import PopularityCache, WorkloadServicer
+
+    from .server import PopularityCache, WorkloadServicer
 
     servicer = WorkloadServicer(PopularityCache(args.popularity_cache_size))
     host = ServiceHost(
@@ -67,7 +68,7 @@ def fit_command(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from services.workload.fit import ClickLogError, fit_click_log, read_click_log
+    from .fit import ClickLogError, fit_click_log, read_click_log
 
     try:
         sessions, items = read_click_log(

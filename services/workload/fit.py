@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.workload.generator import ScipyPowerLaw, fit_power_law_exponent
+from .generator import ScipyPowerLaw, fit_power_law_exponent
 
 
 class ClickLogError(ValueError):

@@ -15,8 +15,9 @@ import grpc
 import structlog
 
 from etude.v1 import workload_pb2, workload_pb2_grpc
-from services.workload.cli import DEFAULT_POPULARITY_CACHE_SIZE
-from services.workload.generator import (
+
+from .cli import DEFAULT_POPULARITY_CACHE_SIZE
+from .generator import (
     InvalidWorkloadSpec,
     ItemPopularity,
     ScipyPowerLaw,

@@ -25,7 +25,7 @@ load: {target_rate_per_s: 20, ramp_duration_s: 1, hold_duration_s: %d}
 
 def _etude_run(spec_path: Path, results: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "etude.cli", "run", str(spec_path), "--results", str(results)],
+        [sys.executable, "-m", "etude.services.cli", "run", str(spec_path), "--results", str(results)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from etude.services.controller.drivers.local import LocalDriver
+from etude.services.controller.runner import ExperimentRunner, new_experiment
+from etude.services.controller.store import LocalResultStore
 
 from etude.spec import parse_spec_text, resolve
 from etude.v1 import controller_pb2, experiment_pb2
-from services.controller.drivers.local import LocalDriver
-from services.controller.runner import ExperimentRunner, new_experiment
-from services.controller.store import LocalResultStore
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ async def test_a_trial_whose_service_cannot_start_fails_with_its_reason_and_the_
 
 
 async def test_search_probes_one_deployment_and_reports_the_highest_passing_rate(tmp_path: Path) -> None:
-    from services.controller.search import SearchSettings
+    from etude.services.controller.search import SearchSettings
 
     spec = resolve(
         parse_spec_text(

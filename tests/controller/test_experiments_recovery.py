@@ -11,17 +11,17 @@ from pathlib import Path
 
 import grpc
 import pytest
+from etude.services.controller.drivers.processes import ServiceStartError
+from etude.services.controller.experiments import ExperimentManager
+from etude.services.controller.runner import new_experiment
+from etude.services.controller.server import ControllerServicer
+from etude.services.controller.store import LocalResultStore, ResultStore, write_json
+from etude.services.controller.stores import open_store
 from gcs_emulator import fake_gcs_server, new_bucket
 
 from etude.serving import ServiceHost
 from etude.spec import parse_spec_dict, resolve
 from etude.v1 import controller_pb2, controller_pb2_grpc, experiment_pb2
-from services.controller.drivers.processes import ServiceStartError
-from services.controller.experiments import ExperimentManager
-from services.controller.runner import new_experiment
-from services.controller.server import ControllerServicer
-from services.controller.store import LocalResultStore, ResultStore, write_json
-from services.controller.stores import open_store
 
 
 @pytest.fixture(scope="module")

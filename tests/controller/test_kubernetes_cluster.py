@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from etude.services.controller.drivers.kubernetes import KubernetesDriver
+from etude.services.controller.matrix import expand_trials
+from etude.services.controller.runner import ExperimentRunner, new_experiment
+from etude.services.controller.store import LocalResultStore
 
 from etude.spec import parse_spec_text, resolve
 from etude.v1 import experiment_pb2
-from services.controller.drivers.kubernetes import KubernetesDriver
-from services.controller.matrix import expand_trials
-from services.controller.runner import ExperimentRunner, new_experiment
-from services.controller.store import LocalResultStore
 
 KUBECONFIG = os.environ.get("ETUDE_TEST_KUBECONFIG")
 pytestmark = pytest.mark.skipif(

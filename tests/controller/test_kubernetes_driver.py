@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-
-from etude.spec import parse_spec_text, resolve
-from etude.v1 import experiment_pb2
-from services.controller.drivers import kubernetes as k8s
-from services.controller.drivers.kubernetes import (
+from etude.services.controller.drivers import kubernetes as k8s
+from etude.services.controller.drivers.kubernetes import (
     DeployConflict,
     DeployForbidden,
     KubernetesDeployError,
     KubernetesDriver,
     PodFailed,
 )
-from services.controller.matrix import expand_trials
+from etude.services.controller.matrix import expand_trials
+from kubernetes import client
+
+from etude.spec import parse_spec_text, resolve
+from etude.v1 import experiment_pb2
 from tests.controller.kubernetes_fake import FakeApiServer, fake_api_server, pod, waiting_container
 
 NAMESPACE = "etude-test"

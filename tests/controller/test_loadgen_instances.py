@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from etude.services.controller.drivers import kubernetes as k8s
+from etude.services.controller.drivers.local import LocalDriver
+from etude.services.controller.runner import ExperimentRunner, new_experiment
+from etude.services.controller.store import LocalResultStore
 from kubernetes import client
 
 from etude.spec import parse_spec_text, resolve
 from etude.v1 import controller_pb2, experiment_pb2
-from services.controller.drivers import kubernetes as k8s
-from services.controller.drivers.local import LocalDriver
-from services.controller.runner import ExperimentRunner, new_experiment
-from services.controller.store import LocalResultStore
 from tests.controller.kubernetes_fake import FakeApiServer, fake_api_server, pod
 
 SPEC = """

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from etude.services.controller.merge import MergeError, ProgressMerger, merge_runs
+from etude.services.loadgen.records import RECORD_FIELDS, SERIES_FIELDS
+from etude.services.loadgen.stats import LatencyHistogram
 
 from etude.v1 import loadgen_pb2
-from services.controller.merge import MergeError, ProgressMerger, merge_runs
-from services.loadgen.records import RECORD_FIELDS, SERIES_FIELDS
-from services.loadgen.stats import LatencyHistogram
 
 WALL_NS = 1_700_000_000_000_000_000
 

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf import json_format
-
-from etude.spec import parse_spec_text, resolve
-from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2
-from services.controller.cli import report_command
-from services.controller.matrix import expand_trials
-from services.controller.report import Report, TrialReport, build_report, write_report
-from services.controller.report_analysis import (
+from etude.services.controller.cli import report_command
+from etude.services.controller.matrix import expand_trials
+from etude.services.controller.report import Report, TrialReport, build_report, write_report
+from etude.services.controller.report_analysis import (
     HardwareOutcome,
     Records,
     Scenario,
@@ -32,8 +28,12 @@ from services.controller.report_analysis import (
     replicas_needed,
     session_lengths,
 )
-from services.controller.store import LocalResultStore
-from services.loadgen.records import RECORD_FIELDS, SERIES_FIELDS
+from etude.services.controller.store import LocalResultStore
+from etude.services.loadgen.records import RECORD_FIELDS, SERIES_FIELDS
+from google.protobuf import json_format
+
+from etude.spec import parse_spec_text, resolve
+from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2
 
 SPEC = """
 name: synthetic

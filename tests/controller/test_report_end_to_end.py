@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from etude.services.cli import main
+from etude.services.controller.drivers.local import LocalDriver
+from etude.services.controller.drivers.processes import ServiceStartError
+from etude.services.controller.runner import ExperimentRunner, new_experiment
+from etude.services.controller.store import LocalResultStore
 
-from etude.cli import main
 from etude.spec import parse_spec_text, resolve
 from etude.v1 import controller_pb2, experiment_pb2
-from services.controller.drivers.local import LocalDriver
-from services.controller.drivers.processes import ServiceStartError
-from services.controller.runner import ExperimentRunner, new_experiment
-from services.controller.store import LocalResultStore
 
 SPEC = """
 name: e2e-report
@@ -85,7 +85,7 @@ async def test_a_report_that_fails_is_logged_and_loses_no_result(
     def broken_report(*_: object) -> None:
         raise RuntimeError("plotting broke")
 
-    monkeypatch.setattr("services.controller.report.write_report", broken_report)
+    monkeypatch.setattr("etude.services.controller.report.write_report", broken_report)
     store = LocalResultStore(tmp_path)
     experiment = new_experiment(resolve(parse_spec_text(SPEC)), store)
     events: list[controller_pb2.ExperimentEvent] = []

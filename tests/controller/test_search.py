@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from etude.services.controller.search import SearchSettings, search_max_rate
 
 from etude.v1 import experiment_pb2
-from services.controller.search import SearchSettings, search_max_rate
 
 
 def capacity_probe(capacity_per_s: float, probed: list[float]):
@@ -55,8 +55,9 @@ def test_bad_settings_are_refused(field: dict) -> None:
 
 
 def test_the_summary_of_a_searched_trial_shows_the_rate_its_figures_were_measured_at() -> None:
+    from etude.services.controller.summary import summary_table
+
     from etude.v1 import controller_pb2
-    from services.controller.summary import summary_table
 
     experiment = controller_pb2.Experiment(experiment_id="x")
     experiment.spec.load.target_rate_per_s = 250

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from etude.services.controller.drivers.local import LocalDriver
+from etude.services.controller.experiments import ExperimentManager
+from etude.services.controller.server import ControllerServicer
+from etude.services.controller.store import LocalResultStore
 
 from etude.serving import ServiceHost
 from etude.spec import parse_spec_dict
 from etude.v1 import controller_pb2, controller_pb2_grpc, experiment_pb2
-from services.controller.drivers.local import LocalDriver
-from services.controller.experiments import ExperimentManager
-from services.controller.server import ControllerServicer
-from services.controller.store import LocalResultStore
 
 
 def tiny_spec(results: Path, hold_duration_s: int = 1) -> experiment_pb2.ExperimentSpec:

@@ -10,15 +10,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from etude.services.controller.drivers.processes import ServiceStartError
+from etude.services.controller.runner import ExperimentRunner, new_experiment
+from etude.services.controller.store_gcs import GcsResultStore, GcsStoreError, parse_gcs_uri
+from etude.services.controller.stores import open_store
 from gcs_emulator import fake_gcs_server, new_bucket
 from google.cloud import storage
 
 from etude.spec import SpecError, parse_spec_dict, resolve
 from etude.v1 import controller_pb2, experiment_pb2
-from services.controller.drivers.processes import ServiceStartError
-from services.controller.runner import ExperimentRunner, new_experiment
-from services.controller.store_gcs import GcsResultStore, GcsStoreError, parse_gcs_uri
-from services.controller.stores import open_store
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +215,8 @@ def test_a_staging_folder_of_its_own_is_removed_only_once_everything_is_uploaded
 
 
 def test_reports_are_found_under_a_gs_experiment_or_results_prefix(bucket: str) -> None:
-    from services.controller.report import experiments_at
-    from services.controller.report_analysis import ReportInputError
+    from etude.services.controller.report import experiments_at
+    from etude.services.controller.report_analysis import ReportInputError
 
     store = open_store(f"gs://{bucket}/results")
     for experiment_id in ("first", "second"):

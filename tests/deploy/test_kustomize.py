@@ -9,9 +9,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from etude.services.controller.drivers.kubernetes import kubectl_path, render_manifests
 
 from etude import defaults
-from services.controller.drivers.kubernetes import kubectl_path, render_manifests
 
 KUSTOMIZE = Path(__file__).resolve().parents[2] / "deploy" / "kustomize"
 HARDWARE_OVERLAYS = ["cpu", "gpu-t4", "gpu-a100", "gpu-h100"]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 
 import torch
+from etude.services.inference.models.transformer import TransformerLayer
 from torch import Tensor, nn
-
-from services.inference.models.transformer import TransformerLayer
 
 
 def layer_norm(x: Tensor, module: nn.LayerNorm) -> Tensor:

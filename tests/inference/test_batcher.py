@@ -7,8 +7,7 @@ import threading
 import time
 
 import pytest
-
-from services.inference.batcher import (
+from etude.services.inference.batcher import (
     BatcherStopped,
     DeadlineExpired,
     DynamicBatcher,

@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from etude.services.inference import cli
+from etude.services.inference.models import MODEL_NAMES
 
 from etude.config import apply_env_defaults
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
-from services.inference import cli
-from services.inference.models import MODEL_NAMES
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -51,7 +51,7 @@ def test_catalog_size_is_required_unless_the_environment_gives_it(
 
 
 def test_importing_the_cli_does_not_import_torch() -> None:
-    code = "import sys, services.inference.cli; print('torch' in sys.modules)"
+    code = "import sys, etude.services.inference.cli; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-
-from etude.cli import main as etude_main
-from services.inference.microbench import (
+from etude.services.cli import main as etude_main
+from etude.services.inference.microbench import (
     CSV_COLUMNS,
     CellResult,
     MicrobenchSettings,
@@ -20,7 +19,7 @@ from services.inference.microbench import (
     run_microbench,
     write_csv,
 )
-from services.inference.models import MODEL_NAMES, MODELS, ModelEntry
+from etude.services.inference.models import MODEL_NAMES, MODELS, ModelEntry
 
 TINY = MicrobenchSettings(
     models=("gru4rec", "noop"),
@@ -72,14 +71,14 @@ def test_a_failing_model_is_reported_with_its_reason_and_the_bench_goes_on(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setitem(
-        MODELS, "broken", ModelEntry("cannot be built", "services.inference.models.nothing:build")
+        MODELS, "broken", ModelEntry("cannot be built", "etude.services.inference.models.nothing:build")
     )
     settings = MicrobenchSettings(
         models=("broken", "gru4rec"), catalog_sizes=(50,), runtimes=("eager",), requests=3
     )
     broken, gru4rec = run_microbench(settings)
     assert not broken.ok
-    assert broken.error == "ModuleNotFoundError: No module named 'services.inference.models.nothing'"
+    assert broken.error == "ModuleNotFoundError: No module named 'etude.services.inference.models.nothing'"
     assert math.isnan(broken.p90_ms)
     assert gru4rec.ok and gru4rec.p90_ms > 0
     table = format_table([broken, gru4rec])

@@ -11,13 +11,13 @@ from typing import cast
 import pytest
 import torch
 import torch.nn.functional as F
+from etude.services.inference.models import MODELS, build_model
+from etude.services.inference.models.core import CORE, CosineScorer, core_scorer
+from etude.services.inference.models.transformer import TransformerLayer
 from torch import Tensor
 
 from inference.batches import random_padded_batch
 from inference.reference_maths import layer_norm, linear, reference_layer, sharpen
-from services.inference.models import MODELS, build_model
-from services.inference.models.core import CORE, CosineScorer, core_scorer
-from services.inference.models.transformer import TransformerLayer
 
 CATALOG_SIZE = 400
 LENGTH = 50

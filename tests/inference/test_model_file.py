@@ -12,20 +12,20 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
-
-from etude.cli import main as etude_main
-from etude.config import apply_env_defaults
-from etude.v1 import recommender_pb2, recommender_pb2_grpc
-from services.controller.drivers.processes import ServiceStartError
-from services.inference import cli as inference_cli
-from services.inference.model_file import (
+from etude.services.cli import main as etude_main
+from etude.services.controller.drivers.processes import ServiceStartError
+from etude.services.inference import cli as inference_cli
+from etude.services.inference.model_file import (
     ModelFileError,
     export_model,
     load_model_file,
     prepare_model_file,
 )
-from services.inference.recommender import Recommender, RecommenderConfig
+from etude.services.inference.recommender import Recommender, RecommenderConfig
+from torch import Tensor, nn
+
+from etude.config import apply_env_defaults
+from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
 CATALOG_SIZE = 120
 EMBEDDING_DIM = 8

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from etude.services.cli import main as etude_main
+from etude.services.controller.drivers.processes import ServiceStartError
+from etude.services.inference.model_file import ModelFileError, load_model_file
+from etude.services.inference.recommender import Recommender, RecommenderConfig
 from gcs_emulator import fake_gcs_server, new_bucket
 from google.cloud import storage
 
-from etude.cli import main as etude_main
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
-from services.controller.drivers.processes import ServiceStartError
-from services.inference.model_file import ModelFileError, load_model_file
-from services.inference.recommender import Recommender, RecommenderConfig
 
 CATALOG_SIZE = 150
 SESSION = [3, 14, 15, 92]

@@ -9,14 +9,14 @@ from functools import partial
 
 import pytest
 import torch
+from etude.services.inference.models import build_model
+from etude.services.inference.models.base import MAX_SESSION_LENGTH
+from etude.services.inference.models.gcsan import GCSAN
+from etude.services.inference.models.transformer import TransformerLayer
 from torch import Tensor
 
 from inference.batches import pad_sessions
 from inference.batches import random_sessions as sessions_in_range
-from services.inference.models import build_model
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.models.gcsan import GCSAN
-from services.inference.models.transformer import TransformerLayer
 
 CATALOG_SIZE = 60
 random_sessions = partial(sessions_in_range, item_range=CATALOG_SIZE)

@@ -10,13 +10,13 @@ from functools import partial
 from typing import cast
 
 import torch
+from etude.services.inference.models import build_model
+from etude.services.inference.models.lightsans import LightLayer, LightSANs
+from etude.services.inference.runtime import prepare_encoder
 from torch import Tensor
 
 from inference.batches import random_padded_batch
 from inference.reference_maths import layer_norm, linear, sharpen
-from services.inference.models import build_model
-from services.inference.models.lightsans import LightLayer, LightSANs
-from services.inference.runtime import prepare_encoder
 
 CATALOG_SIZE = 300
 LENGTH = 50

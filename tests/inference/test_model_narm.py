@@ -5,11 +5,11 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from etude.services.inference.models import build_model
+from etude.services.inference.models.base import MAX_SESSION_LENGTH
+from etude.services.inference.models.narm import NARM
 
 from inference.batches import random_padded_batch
-from services.inference.models import build_model
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.models.narm import NARM
 
 CATALOG_SIZE = 300
 

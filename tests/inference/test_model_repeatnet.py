@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 import torch
+from etude.services.inference.models import MODELS, build_model
+from etude.services.inference.models.base import MAX_SESSION_LENGTH
+from etude.services.inference.models.repeatnet import RepeatNet, RepeatNetScorer
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from inference.batches import random_padded_batch
-from services.inference.models import MODELS, build_model
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.models.repeatnet import RepeatNet, RepeatNetScorer
 
 CATALOG_SIZE = 200
 HIDDEN = 16

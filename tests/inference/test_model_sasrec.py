@@ -8,13 +8,13 @@ from functools import partial
 from typing import cast
 
 import torch
+from etude.services.inference.models import build_model
+from etude.services.inference.models.sasrec import SASRec
+from etude.services.inference.models.transformer import TransformerLayer
 from torch import Tensor
 
 from inference.batches import random_padded_batch
 from inference.reference_maths import layer_norm, reference_layer, sharpen
-from services.inference.models import build_model
-from services.inference.models.sasrec import SASRec
-from services.inference.models.transformer import TransformerLayer
 
 CATALOG_SIZE = 300
 LENGTH = 50

@@ -9,11 +9,11 @@ from functools import partial
 
 import pytest
 import torch
+from etude.services.inference.models import build_model
+from etude.services.inference.models.sine import SINE
 from torch import Tensor
 
 from inference.batches import random_padded_batch
-from services.inference.models import build_model
-from services.inference.models.sine import SINE
 
 CATALOG_SIZE = 200
 

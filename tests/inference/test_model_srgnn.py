@@ -8,14 +8,14 @@ from functools import partial
 
 import pytest
 import torch
+from etude.services.inference.models import build_model
+from etude.services.inference.models.base import MAX_SESSION_LENGTH
+from etude.services.inference.models.session_graph import session_graph
+from etude.services.inference.models.srgnn import SRGNN
 from torch import Tensor
 
 from inference.batches import pad_sessions
 from inference.batches import random_sessions as sessions_in_range
-from services.inference.models import build_model
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.models.session_graph import session_graph
-from services.inference.models.srgnn import SRGNN
 
 CATALOG_SIZE = 60
 random_sessions = partial(sessions_in_range, item_range=CATALOG_SIZE)

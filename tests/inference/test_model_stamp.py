@@ -5,11 +5,11 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from etude.services.inference.models import build_model
+from etude.services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder
+from etude.services.inference.models.stamp import STAMP
 
 from inference.batches import random_padded_batch
-from services.inference.models import build_model
-from services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder
-from services.inference.models.stamp import STAMP
 
 CATALOG_SIZE = 300
 

@@ -6,15 +6,15 @@ from functools import partial
 
 import pytest
 import torch
-
-from inference.batches import random_padded_batch
-from services.inference.models import MODEL_NAMES, MODELS, build_model
-from services.inference.models.base import (
+from etude.services.inference.models import MODEL_NAMES, MODELS, build_model
+from etude.services.inference.models.base import (
     fourth_root_dim,
     resolve_embedding_dim,
 )
-from services.inference.models.gru4rec import GRU4Rec
-from services.inference.runtime import prepare_encoder
+from etude.services.inference.models.gru4rec import GRU4Rec
+from etude.services.inference.runtime import prepare_encoder
+
+from inference.batches import random_padded_batch
 
 CATALOG_SIZE = 500
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from services.inference.models.base import MAX_SESSION_LENGTH
-from services.inference.recommender import (
+from etude.services.inference.models.base import MAX_SESSION_LENGTH
+from etude.services.inference.recommender import (
     InvalidK,
     InvalidRequest,
     InvalidSession,
     Recommender,
     RecommenderConfig,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 CATALOG_SIZE = 40
 MAX_REQUEST_ITEMS = 60

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from services.inference.scoring import CatalogScorer, FirstItemsScorer
+from etude.services.inference.scoring import CatalogScorer, FirstItemsScorer
 
 
 def random_catalog(catalog_size: int, dim: int, seed: int = 0) -> torch.Tensor:

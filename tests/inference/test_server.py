@@ -9,18 +9,18 @@ from contextlib import asynccontextmanager
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from etude.serving import ServiceHost, service_full_name
-from etude.v1 import recommender_pb2, recommender_pb2_grpc
-from services.inference.batcher import DynamicBatcher
-from services.inference.recommender import (
+from etude.services.inference.batcher import DynamicBatcher
+from etude.services.inference.recommender import (
     Recommendation,
     Recommender,
     RecommenderConfig,
     SessionQuery,
 )
-from services.inference.server import RecommenderServicer
+from etude.services.inference.server import RecommenderServicer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from etude.serving import ServiceHost, service_full_name
+from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
 CATALOG_SIZE = 200
 SERVICE = service_full_name(recommender_pb2, "RecommenderService")

@@ -10,9 +10,9 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 
 import grpc
+from etude.services.loadgen.generator import OK, Outcome, Session
 
 from etude.v1 import recommender_pb2, recommender_pb2_grpc, workload_pb2, workload_pb2_grpc
-from services.loadgen.generator import OK, Outcome, Session
 
 
 class FakeClient:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from loadgen_fakes import FakeRecommender
-
-from etude.serving import ServiceHost, service_full_name
-from etude.v1 import recommender_pb2, recommender_pb2_grpc
-from services.loadgen.client import (
+from etude.services.loadgen.client import (
     GrpcRecommendClient,
     TargetUnavailable,
     open_channel,
     wait_until_ready,
 )
+from loadgen_fakes import FakeRecommender
+
+from etude.serving import ServiceHost, service_full_name
+from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from etude.services.loadgen.generator import CANCELLED, CLIENT_ERROR, LoadGenerator, Outcome, Session
+from etude.services.loadgen.records import RECORDS_FILE, RUN_FILE, SERIES_FILE, SUMMARY_FILE
+from etude.services.loadgen.spec import InvalidLoadSpec
+from etude.services.loadgen.stats import SIGNIFICANT_DIGITS
 from loadgen_fakes import FakeClient, endless_sessions, sessions_from
 
 from etude.v1 import loadgen_pb2
-from services.loadgen.generator import CANCELLED, CLIENT_ERROR, LoadGenerator, Outcome, Session
-from services.loadgen.records import RECORDS_FILE, RUN_FILE, SERIES_FILE, SUMMARY_FILE
-from services.loadgen.spec import InvalidLoadSpec
-from services.loadgen.stats import SIGNIFICANT_DIGITS
 
 
 def profile(rate: float, ramp_s: int = 0, hold_s: int = 1, timeout_ms: int = 0) -> loadgen_pb2.LoadProfile:

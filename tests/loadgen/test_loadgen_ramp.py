@@ -6,10 +6,9 @@ import itertools
 import math
 
 import pytest
+from etude.services.loadgen.ramp import ramp_ticks, tick_rates
 from hypothesis import given
 from hypothesis import strategies as st
-
-from services.loadgen.ramp import ramp_ticks, tick_rates
 
 
 def test_ramp_starts_one_step_up_and_reaches_the_target_on_its_last_tick() -> None:

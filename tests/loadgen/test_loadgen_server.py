@@ -11,6 +11,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from etude.services.loadgen.generator import Session
+from etude.services.loadgen.records import RECORDS_FILE, SUMMARY_FILE
+from etude.services.loadgen.server import LoadGeneratorServicer
 from loadgen_fakes import FakeRecommender, FakeWorkload
 
 from etude.serving import ServiceHost, service_full_name
@@ -22,9 +25,6 @@ from etude.v1 import (
     workload_pb2,
     workload_pb2_grpc,
 )
-from services.loadgen.generator import Session
-from services.loadgen.records import RECORDS_FILE, SUMMARY_FILE
-from services.loadgen.server import LoadGeneratorServicer
 
 
 @dataclass

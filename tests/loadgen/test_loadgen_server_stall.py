@@ -8,11 +8,11 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from etude.services.loadgen.client import GrpcRecommendClient, open_channel
+from etude.services.loadgen.generator import LoadGenerator, Session
 
 from etude.serving import ServiceHost
 from etude.v1 import loadgen_pb2, recommender_pb2, recommender_pb2_grpc
-from services.loadgen.client import GrpcRecommendClient, open_channel
-from services.loadgen.generator import LoadGenerator, Session
 
 STALL_S = 0.2
 

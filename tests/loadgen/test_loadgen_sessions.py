@@ -11,18 +11,18 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from loadgen_fakes import FakeWorkload
-
-from etude.serving import ServiceHost, service_full_name
-from etude.v1 import workload_pb2, workload_pb2_grpc
-from services.loadgen.generator import Session
-from services.loadgen.sessions import (
+from etude.services.loadgen.generator import Session
+from etude.services.loadgen.sessions import (
     WorkloadSourceError,
     in_process_sessions,
     remote_sessions,
     split_batch,
 )
-from services.loadgen.spec import InvalidLoadSpec
+from etude.services.loadgen.spec import InvalidLoadSpec
+from loadgen_fakes import FakeWorkload
+
+from etude.serving import ServiceHost, service_full_name
+from etude.v1 import workload_pb2, workload_pb2_grpc
 
 
 def workload_spec(**fields: Any) -> workload_pb2.WorkloadSpec:
@@ -75,7 +75,7 @@ class _FakeSyntheticWorkload:
 
 
 class _FakeSessionGenerator:
-    """The future services.workload.generator API: next_batch(n) -> SessionBatch."""
+    """The future etude.services.workload.generator API: next_batch(n) -> SessionBatch."""
 
     def __init__(self, workload: _FakeSyntheticWorkload) -> None:
         self.workload = workload
@@ -91,10 +91,10 @@ class _FakeSessionGenerator:
 
 @pytest.fixture
 def fake_workload_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("services.workload.generator")
+    module = types.ModuleType("etude.services.workload.generator")
     module.SessionGenerator = _FakeSessionGenerator  # type: ignore[attr-defined]
     module.SyntheticWorkload = _FakeSyntheticWorkload  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "services.workload.generator", module)
+    monkeypatch.setitem(sys.modules, "etude.services.workload.generator", module)
 
 
 @pytest.mark.usefixtures("fake_workload_module")
@@ -158,7 +158,7 @@ async def test_an_unreachable_workload_service_is_a_source_error() -> None:
 
 
 async def test_the_real_in_process_generator_yields_sessions_within_the_catalog() -> None:
-    pytest.importorskip("services.workload.generator")
+    pytest.importorskip("etude.services.workload.generator")
     spec = workload_spec(catalog_size=1_000, max_session_length=7, total_clicks=500)
     sessions = [s async for s in in_process_sessions(spec)]
     assert sum(len(s.item_ids) for s in sessions) == 500
@@ -168,7 +168,7 @@ async def test_the_real_in_process_generator_yields_sessions_within_the_catalog(
 
 
 async def test_a_workload_the_real_generator_rejects_is_an_invalid_spec() -> None:
-    pytest.importorskip("services.workload.generator")
+    pytest.importorskip("etude.services.workload.generator")
     with pytest.raises(InvalidLoadSpec, match="sessions_per_batch") as raised:
         await take(in_process_sessions(workload_spec(sessions_per_batch=10**9)), 1)
     assert raised.value.field.startswith("workload")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from etude.services.loadgen.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, LatencyHistogram
 from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from services.loadgen.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, LatencyHistogram
 
 
 @settings(max_examples=50, deadline=None)

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from etude.services.workload.generator import MAX_CATALOG_SIZE, MAX_CLICKS_PER_BATCH
+from etude.services.workload.server import PopularityCache, WorkloadServicer
 
 from etude.serving import MAX_MESSAGE_BYTES, ServiceHost, service_full_name
 from etude.v1 import workload_pb2, workload_pb2_grpc
-from services.workload.generator import MAX_CATALOG_SIZE, MAX_CLICKS_PER_BATCH
-from services.workload.server import PopularityCache, WorkloadServicer
 
 
 def _spec(alpha_length: float = 2.0, alpha_clicks: float = 1.5, **fields: int) -> object:

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from etude.services.workload import cli
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from etude.v1 import workload_pb2, workload_pb2_grpc
-from services.workload import cli
 
-# The common flags as etude/cli.py adds them, then the service's own: what `etude serve
+# The common flags as services/cli.py adds them, then the service's own: what `etude serve
 # workload` runs, without importing the other services.
 SERVE_SCRIPT = """
 import argparse, asyncio, sys
-from services.workload import cli
+from etude.services.workload import cli
 parser = argparse.ArgumentParser()
 parser.add_argument("--host", default="127.0.0.1")
 parser.add_argument("--port", type=int, default=cli.DEFAULT_PORT)
@@ -41,7 +41,7 @@ def test_cli_module_has_the_serve_contract_and_imports_no_numpy() -> None:
     assert parser.parse_args(["--popularity-cache-size", "0"]).popularity_cache_size == 0
     with pytest.raises(argparse.ArgumentError, match="must be an integer >= 0"):
         parser.parse_args(["--popularity-cache-size", "-1"])
-    probe = "import sys, services.workload.cli; print('numpy' in sys.modules)"
+    probe = "import sys, etude.services.workload.cli; print('numpy' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert loaded.stdout.strip() == "False", loaded.stderr
 

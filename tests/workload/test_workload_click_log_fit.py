@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from services.workload.fit import ClickLogError, fit_click_log, read_click_log
-from services.workload.generator import ScipyPowerLaw, SessionGenerator, SyntheticWorkload
+from etude.services.workload.fit import ClickLogError, fit_click_log, read_click_log
+from etude.services.workload.generator import ScipyPowerLaw, SessionGenerator, SyntheticWorkload
 
 
 def write_log(path: Path, workload: SyntheticWorkload, num_sessions: int, header: bool = True) -> None:
@@ -91,7 +90,7 @@ def test_missing_file_and_unknown_column_are_refused(tmp_path: Path) -> None:
 def test_etude_workload_fit_prints_a_spec_block_and_fails_clearly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from etude.cli import main
+    from etude.services.cli import main
 
     workload = SyntheticWorkload(1_000, alpha_length=2.5, alpha_clicks=2.0, seed=1)
     write_log(tmp_path / "clicks.csv", workload, 2_000)

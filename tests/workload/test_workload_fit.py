@@ -10,8 +10,7 @@ import math
 
 import numpy as np
 import pytest
-
-from services.workload.generator import (
+from etude.services.workload.generator import (
     MAX_CLICK_COUNT,
     ItemPopularity,
     SessionGenerator,

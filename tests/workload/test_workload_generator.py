@@ -8,11 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from etude.v1 import workload_pb2
-from services.workload.generator import (
+from etude.services.workload.generator import (
     DEFAULT_MAX_SESSION_LENGTH,
     DEFAULT_SESSIONS_PER_BATCH,
     MAX_CATALOG_SIZE,
@@ -25,6 +21,10 @@ from services.workload.generator import (
     SyntheticWorkload,
     draw_power_law,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from etude.v1 import workload_pb2
 
 WORKLOAD = SyntheticWorkload(catalog_size=5_000, alpha_length=2.0, alpha_clicks=1.6, seed=11)
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from etude.v1 import workload_pb2
-from services.workload.generator import (
+from etude.services.workload.generator import (
     PRESETS,
     InvalidWorkloadSpec,
     ScipyPowerLaw,
@@ -14,6 +12,8 @@ from services.workload.generator import (
     SyntheticWorkload,
     _rng,
 )
+
+from etude.v1 import workload_pb2
 
 
 @pytest.mark.parametrize("law", [ScipyPowerLaw(0.07004, 2, 277), ScipyPowerLaw(0.5, 1, 40)])

@@ -8,17 +8,17 @@ import itertools
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from etude.v1 import workload_pb2, workload_pb2_grpc
-from services.workload import server as workload_server
-from services.workload.generator import (
+from etude.services.workload import server as workload_server
+from etude.services.workload.generator import (
     DEFAULT_SESSIONS_PER_BATCH,
     SessionBatch,
     SessionGenerator,
     SyntheticWorkload,
 )
-from services.workload.server import PopularityCache
+from etude.services.workload.server import PopularityCache
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from etude.v1 import workload_pb2, workload_pb2_grpc
 
 
 def _spec(**fields: object) -> workload_pb2.WorkloadSpec:

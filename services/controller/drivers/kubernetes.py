@@ -34,8 +34,9 @@ import yaml
 
 from etude import defaults
 from etude.v1 import experiment_pb2
-from services.controller.drivers.processes import ServiceStartError
-from services.controller.options import inference_options
+
+from ..options import inference_options
+from .processes import ServiceStartError
 
 _log = structlog.get_logger()
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from etude.telemetry import TRACE_FILE_ENV
 from etude.v1 import experiment_pb2
-from services.controller.drivers.processes import ChildService
-from services.controller.options import as_flags, inference_options
-from services.controller.traces import INFERENCE_TRACE_FILE, LOADGEN_TRACE_FILE
+
+from ..options import as_flags, inference_options
+from ..traces import INFERENCE_TRACE_FILE, LOADGEN_TRACE_FILE
+from .processes import ChildService
 
 
 class LocalDriver:

@@ -45,7 +45,7 @@ class ChildService:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         port_file = Path(tempfile.mkdtemp(prefix="etude-port-")) / "port"
         argv = [
-            sys.executable, "-m", "etude.cli", "serve", self.service,
+            sys.executable, "-m", "etude.services.cli", "serve", self.service,
             "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
             "--log-format", "json", *self.flags,
         ]  # fmt: skip

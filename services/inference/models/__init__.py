@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from services.inference.models.base import SessionEncoder
-    from services.inference.scoring import Scorer
+    from ..scoring import Scorer
+    from .base import SessionEncoder
 
-_PACKAGE = "services.inference.models"
+_PACKAGE = "etude.services.inference.models"
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ModelEntry:
     builder: str
     # "module:function" returning a Scorer from (encoder, compute_dtype=, max_score_elements=):
     # the shared exact MIPS head unless the model scores differently.
-    scorer: str = "services.inference.scoring:catalog_scorer"
+    scorer: str = "etude.services.inference.scoring:catalog_scorer"
 
     def build(self, catalog_size: int, embedding_dim: int, **options: Any) -> SessionEncoder:
         return _resolve(self.builder)(catalog_size, embedding_dim, **options)  # type: ignore[no-any-return]
@@ -46,7 +46,7 @@ MODELS: dict[str, ModelEntry] = {
     "noop": ModelEntry(
         "computes nothing: measures the serving infrastructure alone",
         f"{_PACKAGE}.noop:build_noop",
-        scorer="services.inference.scoring:first_items_scorer",
+        scorer="etude.services.inference.scoring:first_items_scorer",
     ),
     "gru4rec": ModelEntry(
         "GRU4Rec: one GRU layer (hidden 128, no bias), dense back to d",

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from etude.defaults import MAX_SESSION_LENGTH
-from services.inference.options import fourth_root_dim, resolve_embedding_dim
+
+from ..options import fourth_root_dim, resolve_embedding_dim
 
 __all__ = [
     "MAX_SESSION_LENGTH",

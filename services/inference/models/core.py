@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.inference.models.base import MAX_SESSION_LENGTH, SessionEncoder, zero_padding_row
-from services.inference.models.transformer import TransformerEncoder, causal_padding_mask
-from services.inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, CatalogScorer, Scorer
+from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, CatalogScorer, Scorer
+from .base import MAX_SESSION_LENGTH, SessionEncoder, zero_padding_row
+from .transformer import TransformerEncoder, causal_padding_mask
 
 DEFAULT_TEMPERATURE = 0.07
 

@@ -9,9 +9,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from services.inference.models.base import SessionEncoder, bert_style_init, zero_padding_row
-from services.inference.models.session_graph import GatedGraphStep, gather_nodes, session_graph
-from services.inference.models.transformer import TransformerEncoder, causal_padding_mask
+from .base import SessionEncoder, bert_style_init, zero_padding_row
+from .session_graph import GatedGraphStep, gather_nodes, session_graph
+from .transformer import TransformerEncoder, causal_padding_mask
 
 # RecBole's initializer_range for the normal initialisation of embeddings and linear layers.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from services.inference.models.base import SessionEncoder, zero_padding_row
+from .base import SessionEncoder, zero_padding_row
 
 
 class GRU4Rec(SessionEncoder):

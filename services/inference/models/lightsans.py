@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from services.inference.models.base import (
+from .base import (
     MAX_SESSION_LENGTH,
     SessionEncoder,
     bert_style_init,
     zero_padding_row,
 )
-from services.inference.models.transformer import FeedForward
+from .transformer import FeedForward
 
 # RecBole's initializer_range; the reference's position query is scaled by (2 dh)^-1/2 as well.
 POSITION_SCALE_FACTOR = 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from services.inference.models.base import SessionEncoder, zero_padding_row
+from .base import SessionEncoder, zero_padding_row
 
 
 class NARM(SessionEncoder):

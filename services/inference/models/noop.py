@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from services.inference.models.base import SessionEncoder
+from .base import SessionEncoder
 
 
 class NoopEncoder(SessionEncoder):

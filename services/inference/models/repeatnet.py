@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from services.inference.models.base import SessionEncoder, zero_padding_row
-from services.inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, Scorer
+from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, Scorer
+from .base import SessionEncoder, zero_padding_row
 
 
 class RepeatNet(SessionEncoder):

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.inference.models.base import (
+from .base import (
     MAX_SESSION_LENGTH,
     SessionEncoder,
     bert_style_init,
     zero_padding_row,
 )
-from services.inference.models.transformer import (
+from .transformer import (
     TransformerEncoder,
     TransformerLayer,
     causal_padding_mask,

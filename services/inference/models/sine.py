@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from services.inference.models.base import SessionEncoder, zero_padding_row
+from .base import SessionEncoder, zero_padding_row
 
 # RecBole's SINE draws its matrices from normal(0, 0.01).
 INITIALIZER_RANGE = 0.01

@@ -9,8 +9,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from services.inference.models.base import SessionEncoder, zero_padding_row
-from services.inference.models.session_graph import GatedGraphStep, gather_nodes, session_graph
+from .base import SessionEncoder, zero_padding_row
+from .session_graph import GatedGraphStep, gather_nodes, session_graph
 
 
 class SRGNN(SessionEncoder):

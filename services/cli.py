@@ -5,20 +5,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from collections.abc import Sequence
 
 from etude.config import apply_env_defaults
 
-SERVICES = ("workload", "inference", "loadgen", "controller")
+from .controller import cli as controller_cli
+from .inference import cli as inference_cli
+from .inference import tools_cli as inference_tools
+from .loadgen import cli as loadgen_cli
+from .workload import cli as workload_cli
+
+# Each service's cli module: its docstring, DEFAULT_PORT, add_arguments(parser) and serve(args).
+SERVICES = {
+    "workload": workload_cli,
+    "inference": inference_cli,
+    "loadgen": loadgen_cli,
+    "controller": controller_cli,
+}
 
 
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run one Etude service as a gRPC server")
     services = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
-    for name in SERVICES:
-        module = importlib.import_module(f"services.{name}.cli")
+    for name, module in SERVICES.items():
         parser = services.add_parser(name, help=module.__doc__)
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in containers)")
         parser.add_argument("--port", type=int, default=module.DEFAULT_PORT, help="0 picks a free port")
@@ -37,10 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etude", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve_parser(commands)
-    from services.controller import cli as controller_cli
-    from services.inference import tools_cli as inference_tools
-    from services.workload import cli as workload_cli
-
     controller_cli.add_commands(commands)
     inference_tools.add_commands(commands)
     workload_cli.add_commands(commands)
