@@ -1,6 +1,6 @@
 # Etude, CPU image: every service, the service chosen by the command
-#   docker build -t etude .
-#   docker run --rm -p 50052:50052 etude serve inference --host 0.0.0.0 --model gru4rec --catalog-size 100000
+#   docker build -t etude:0.1.0 .   (the tag deploy/kustomize/components/images names)
+#   docker run --rm -p 50052:50052 etude:0.1.0 serve inference --host 0.0.0.0 --model gru4rec --catalog-size 100000
 # Multi-stage: the build stage installs into a virtual environment; the runtime stage copies only
 # that environment (no compiler, no pip cache) and runs as a non-root user (uid 10001, the uid the
 # manifests in deploy/kustomize require).

@@ -5,13 +5,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
+# Where pip looks for torch. Empty: pip's configured index (on the development machines that
+# holds the CPU wheel). Elsewhere plain PyPI serves a multi-GB CUDA build for torch==2.13.0: pass
+# the CPU wheel index, `make run TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX_URL ?=
+TORCH_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 .PHONY: setup dev run test protos lint bench clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet $(TORCH_SPEC)
+	$(PIP) install --quiet $(TORCH_INDEX_ARGS) $(TORCH_SPEC)
 	$(PIP) install --quiet -e .
 	touch $@
 

@@ -136,3 +136,60 @@ def test_platform_runs_the_controller_with_a_namespaced_least_privilege_role() -
         ("", "pods/exec", "create"),
         ("", "pods/exec", "get"),
     }
+
+
+def _pod_templates(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (document["metadata"]["name"], document["spec"]["template"]["spec"])
+        for document in objects
+        if document["kind"] in ("Deployment", "Job")
+    ]
+
+
+ALL_RENDERED = ["base", *[f"overlays/{name}" for name in [*HARDWARE_OVERLAYS, "platform"]]]
+# Volume types the "restricted" Pod Security profile allows (no hostPath, no host namespaces).
+RESTRICTED_VOLUME_TYPES = {"emptyDir", "configMap", "secret", "projected", "downwardAPI", "ephemeral"}
+
+
+@pytest.mark.parametrize("overlay", ALL_RENDERED)
+def test_every_pod_passes_the_restricted_pod_security_profile_with_a_read_only_root(overlay: str) -> None:
+    pods = _pod_templates(_render(overlay))
+    assert pods
+    for name, pod in pods:
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True, name
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert not any(key in pod for key in ("hostNetwork", "hostPID", "hostIPC")), name
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= RESTRICTED_VOLUME_TYPES, (name, volume)
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            # Scratch space stays writable: /tmp is an emptyDir in every pod.
+            assert any(mount["mountPath"] == "/tmp" for mount in container["volumeMounts"]), name
+
+
+@pytest.mark.parametrize("overlay", HARDWARE_OVERLAYS)
+def test_every_inference_overlay_gives_a_slow_model_build_a_startup_probe(overlay: str) -> None:
+    probe = _inference_container(_render(f"overlays/{overlay}"))["startupProbe"]
+    assert probe["grpc"]["port"] == defaults.INFERENCE_PORT
+    # A 20-million-item catalog takes minutes to build: at least 5 minutes before liveness counts.
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 300
+
+
+@pytest.mark.parametrize("overlay", ALL_RENDERED)
+def test_images_carry_the_package_version_as_their_tag_never_latest(overlay: str) -> None:
+    import tomllib
+
+    version = tomllib.loads((KUSTOMIZE.parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    for name, pod in _pod_templates(_render(overlay)):
+        for container in pod["containers"]:
+            image, _, tag = container["image"].rpartition(":")
+            assert image in ("etude", "etude-cuda") and tag == version, (name, container["image"])
+
+
+def test_the_platform_namespace_enforces_the_restricted_pod_security_level() -> None:
+    namespace = _by_kind_and_name(_render("overlays/platform"))[("Namespace", "etude")]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
