@@ -35,8 +35,9 @@ test: $(VENV)/.dev
 
 # Regenerates etude/v1 from protos/; tests/test_protos.py fails when they disagree.
 protos: $(VENV)/.dev
-	rm -f etude/v1/*_pb2*.py etude/v1/*_pb2*.pyi
-	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/etude/v1/*.proto
+	rm -f etude/v1/*_pb2*.py etude/v1/*_pb2*.pyi etude/v1/etude.protoset
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. \
+		--descriptor_set_out=etude/v1/etude.protoset --include_source_info protos/etude/v1/*.proto
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -17,6 +17,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from etude.reflection import DocumentedPool
+
 _log = structlog.get_logger()
 
 # Enough for a session batch or a large top-k answer; gRPC's default is 4 MiB.
@@ -45,7 +47,9 @@ class ServiceHost:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
         self._service_names = list(service_names)
         reflection.enable_server_reflection(
-            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME],
+            self.server,
+            pool=DocumentedPool(),
         )
         self._address = f"{host}:{port}"
         self.port = 0

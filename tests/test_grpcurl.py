@@ -52,3 +52,13 @@ async def test_reflection_lists_every_service_and_recommend_answers_json(child_s
 
         code, health = await grpcurl(endpoint, "grpc.health.v1.Health/Check")
         assert code == 0 and "SERVING" in health
+
+
+async def test_describe_shows_the_field_documentation_of_the_protos(child_service) -> None:
+    async with child_service("workload", []) as endpoint:
+        code, described = await grpcurl(endpoint, "describe", "etude.v1.WorkloadSpec")
+        assert code == 0, described
+        # The comment above `catalog_size` in protos/etude/v1/workload.proto.
+        assert "Number of real items; generated ids are in 1..catalog_size." in described, described
+        code, service = await grpcurl(endpoint, "describe", "etude.v1.WorkloadService")
+        assert code == 0 and "Deterministic for a" in service, service
