@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
+        from etude.lifetime import die_with_parent
         from etude.logs import configure_logging
+
+        die_with_parent()
         from etude.telemetry import configure_tracing
 
         configure_logging(f"etude-{args.service}", args.log_format, args.log_level)

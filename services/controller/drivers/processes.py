@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -18,6 +19,8 @@ from pathlib import Path
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from etude.lifetime import child_environment
 
 _log = structlog.get_logger()
 
@@ -43,7 +46,13 @@ class ChildService:
     async def start(self, startup_timeout_s: float) -> str:
         """Starts the process and returns host:port once it serves; raises ServiceStartError."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        port_file = Path(tempfile.mkdtemp(prefix="etude-port-")) / "port"
+        port_dir = Path(tempfile.mkdtemp(prefix="etude-port-"))
+        try:
+            return await self._start(port_dir / "port", startup_timeout_s)
+        finally:
+            shutil.rmtree(port_dir, ignore_errors=True)
+
+    async def _start(self, port_file: Path, startup_timeout_s: float) -> str:
         argv = [
             sys.executable, "-m", "etude.services.cli", "serve", self.service,
             "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
@@ -52,7 +61,7 @@ class ChildService:
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **child_environment(), **self.env},
             )  # fmt: skip
         _log.info("child_started", service=self.service, pid=self._process.pid, log=str(self.log_path))
         deadline = time.monotonic() + startup_timeout_s
