@@ -14,6 +14,7 @@ from contextlib import aclosing
 import grpc
 import structlog
 
+from etude.limits import WORKLOAD_SPEC_LIMITS, LimitExceeded, check_limits
 from etude.v1 import workload_pb2, workload_pb2_grpc
 
 from .cli import DEFAULT_POPULARITY_CACHE_SIZE
@@ -100,7 +101,7 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
             async with aclosing(self._stream(request)) as messages:
                 async for message in messages:
                     yield message
-        except InvalidWorkloadSpec as error:
+        except (InvalidWorkloadSpec, LimitExceeded) as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except MemoryError:
             await context.abort(
@@ -112,6 +113,8 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
         self, request: workload_pb2.WorkloadSpec
     ) -> AsyncGenerator[workload_pb2.SessionBatch, None]:
         stream = StreamRequest.from_proto(request)
+        # The core checks what makes a spec meaningful; the limits what keeps it affordable.
+        check_limits(request, WORKLOAD_SPEC_LIMITS)
         log = _log.bind(
             catalog_size=stream.workload.catalog_size,
             statistics=stream.workload.describe(),

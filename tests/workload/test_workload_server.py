@@ -150,3 +150,15 @@ async def test_popularity_cache_keeps_the_most_recent_workloads() -> None:
     assert await uncached.get(small) is not await uncached.get(small)
     with pytest.raises(ValueError, match="max_entries"):
         PopularityCache(max_entries=-1)
+
+
+async def test_a_catalog_beyond_the_limit_is_refused_naming_the_field_and_the_server_keeps_serving(
+    workload_stub: workload_pb2_grpc.WorkloadServiceStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _collect(workload_stub, _spec(catalog_size=10**9, total_clicks=10))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert details.startswith("catalog_size: ") and "100,000,000" in details
+    batches = await _collect(workload_stub, _spec(total_clicks=10))
+    assert sum(batch.num_clicks for batch in batches) == 10
