@@ -126,6 +126,24 @@ def from_flags(
     return server, client
 
 
+def client_from_flags(
+    *,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    auth_token_file: str | None = None,
+) -> ClientSecurity:
+    """A command-line client's settings (`etude submit --tls-ca ... --auth-token-file ...`)."""
+    if bool(tls_cert) != bool(tls_key):
+        raise SecurityConfigError("--tls-cert and --tls-key go together: give both or neither")
+    return ClientSecurity(
+        ca_pem=_read(tls_ca, "--tls-ca"),
+        cert_pem=_read(tls_cert, "--tls-cert"),
+        key_pem=_read(tls_key, "--tls-key"),
+        auth_token=_token(None, auth_token_file),
+    )
+
+
 def server_credentials(security: ServerSecurity) -> grpc.ServerCredentials:
     assert security.tls_cert_pem is not None and security.tls_key_pem is not None
     return grpc.ssl_server_credentials(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from etude.config import apply_env_defaults
 
 from .controller import cli as controller_cli
+from .controller import client_cli as controller_client_cli
 from .inference import cli as inference_cli
 from .inference import tools_cli as inference_tools
 from .loadgen import cli as loadgen_cli
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve_parser(commands)
     controller_cli.add_commands(commands)
+    controller_client_cli.add_commands(commands)
     inference_tools.add_commands(commands)
     workload_cli.add_commands(commands)
     return parser

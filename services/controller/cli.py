@@ -106,6 +106,9 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--startup-timeout-s", type=float, default=300.0)
     parser.add_argument("--log-level", default="warning", help="controller log level on stderr")
+    parser.add_argument(
+        "--fail-on-slo-miss", action="store_true", help="exit 3 when every trial ran but one missed its SLO"
+    )
     _add_target_arguments(parser, default_target=None)
 
 
@@ -143,12 +146,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """`etude run` and `etude search`: validate, run every trial locally with live progress,
-    print the summary. Exit status 0 when every trial ran, 1 when one failed, 2 for bad input."""
+    print the summary. Exit status as exit_status.py says (0 ran, 1 failed, 2 bad input, 3 SLO
+    missed with --fail-on-slo-miss)."""
     from etude.logs import configure_logging
     from etude.spec import SpecError, load_spec
-    from etude.v1 import controller_pb2
 
     from .drivers.processes import ServiceStartError
+    from .exit_status import experiment_exit_status
     from .progress import ProgressPrinter
     from .runner import ExperimentRunner, new_experiment
     from .search import SearchSettings
@@ -186,7 +190,7 @@ def run_command(args: argparse.Namespace) -> int:
     report = f"{experiment.experiment_id}/report.html"
     if store.exists(report):
         print(f"Report: {store.uri(report)}")
-    return 0 if experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED else 1
+    return experiment_exit_status(experiment, args.fail_on_slo_miss)
 
 
 def report_command(args: argparse.Namespace) -> int:
