@@ -39,6 +39,11 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
         parser.add_argument("--log-format", choices=("console", "json"), default="console")
         parser.add_argument("--log-level", default="info")
+        parser.add_argument(
+            "--metrics-port", type=int, default=None,
+            help="serve Prometheus metrics over HTTP on this port (0 picks a free one); off when absent",
+        )  # fmt: skip
+        parser.add_argument("--metrics-port-file", default=None, help="write the metrics port to this file")
         _add_security_arguments(parser)
         module.add_arguments(parser)
         apply_env_defaults(parser)
@@ -111,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         configure_logging(f"etude-{args.service}", args.log_format, args.log_level)
         configure_tracing(f"etude-{args.service}")
+        if args.metrics_port is not None:
+            from etude.metrics import start_metrics_server
+
+            start_metrics_server(args.service, args.metrics_port, args.host, args.metrics_port_file)
         try:
             asyncio.run(args.service_module.serve(args))
         except KeyboardInterrupt:

@@ -220,3 +220,16 @@ def test_the_tls_platform_serves_tls_and_probes_health_on_its_plaintext_port() -
     assert container["readinessProbe"]["grpc"]["port"] == health_port
     assert container["livenessProbe"]["grpc"]["port"] == health_port
     assert "ETUDE_AUTH_TOKEN_FILE" in env
+
+
+@pytest.mark.parametrize("overlay", ALL_RENDERED)
+def test_every_pod_declares_its_metrics_port_for_prometheus(overlay: str) -> None:
+    for document in _render(overlay):
+        if document["kind"] not in ("Deployment", "Job"):
+            continue
+        template = document["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        port = {item["name"]: item.get("value") for item in container["env"]}["ETUDE_METRICS_PORT"]
+        assert {"name": "metrics", "containerPort": int(port)} in container["ports"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == port
