@@ -23,7 +23,7 @@ def _scrape(port: int) -> str:
 
 
 @pytest.mark.parametrize("service", sorted(SERVICE_FLAGS))
-async def test_every_service_serves_its_metrics_over_http(child_service, tmp_path: Path, service: str) -> None:
+async def test_every_service_serves_its_metrics_over_http(child_service, tmp_path: Path, service: str):
     port_file = tmp_path / "metrics-port"
     flags = [flag.format(tmp=tmp_path) for flag in SERVICE_FLAGS[service]]
     async with child_service(service, [*flags, "--metrics-port", "0", "--metrics-port-file", str(port_file)]):

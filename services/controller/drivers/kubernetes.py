@@ -123,14 +123,17 @@ def render_manifests(directory: Path) -> list[dict[str, Any]]:
 
 
 def overlays(base_dir: Path) -> list[str]:
-    """Hardware overlays in deploy/kustomize/overlays (every one but `platform`)."""
+    """Hardware overlays in deploy/kustomize/overlays (every one but the platform's: `platform`,
+    `platform-tls`)."""
     folder = base_dir / "overlays"
     if not folder.is_dir():
         raise KubernetesDeployError(
             f"no kustomize overlays at {folder}: point {KUSTOMIZE_DIR_ENV} at a copy of deploy/kustomize"
         )
     return sorted(
-        p.name for p in folder.iterdir() if (p / "kustomization.yaml").exists() and p.name != "platform"
+        p.name
+        for p in folder.iterdir()
+        if (p / "kustomization.yaml").exists() and not p.name.startswith("platform")
     )
 
 
