@@ -233,3 +233,16 @@ def test_every_pod_declares_its_metrics_port_for_prometheus(overlay: str) -> Non
         assert {"name": "metrics", "containerPort": int(port)} in container["ports"]
         annotations = template["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == port
+
+
+@pytest.mark.parametrize(
+    "example", sorted((KUSTOMIZE.parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_example_hardware_option_deploys_with_an_overlay(example: Path) -> None:
+    from etude.services.controller.drivers.kubernetes import overlay_for, overlays
+
+    from etude.spec import load_spec
+
+    available = overlays(KUSTOMIZE)
+    for option in load_spec(example).hardware:
+        assert overlay_for(option, available) in available
