@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from etude import defaults
+from etude.limits import LOAD_SPEC_LIMITS, LimitExceeded, check_limits
 from etude.v1 import loadgen_pb2, workload_pb2
 
 DEFAULT_REQUEST_TIMEOUT_MS = defaults.REQUEST_TIMEOUT_MS
@@ -96,6 +97,11 @@ def validate_load_spec(spec: loadgen_pb2.LoadSpec) -> None:
     if not spec.HasField("profile"):
         raise InvalidLoadSpec("profile", "is required (target_rate_per_s and durations)")
     validate_profile(spec.profile)
+    try:
+        # Upper bounds: a run of 2^31 s would build a list with one entry per second.
+        check_limits(spec, LOAD_SPEC_LIMITS)
+    except LimitExceeded as error:
+        raise InvalidLoadSpec(error.field, error.reason) from None
     if spec.workload_endpoint:
         # The workload service validates its own spec and answers INVALID_ARGUMENT itself.
         return

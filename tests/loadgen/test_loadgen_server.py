@@ -167,6 +167,10 @@ async def test_without_workload_endpoint_sessions_are_generated_in_process(
             "workload.sessions_per_batch",
         ),
         ({"workload__catalog_size": 0}, "workload: catalog_size"),
+        # Upper bounds (etude/limits.py): a run of 2^31 s, a rate of a billion, a trillion items.
+        ({"profile__hold_duration_s": 2**31 - 1}, "profile.hold_duration_s"),
+        ({"profile__target_rate_per_s": 1e9}, "profile.target_rate_per_s"),
+        ({"workload_endpoint": "", "workload__catalog_size": 10**9}, "workload.catalog_size"),
     ],
 )
 async def test_an_invalid_spec_is_refused_naming_the_field(
