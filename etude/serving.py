@@ -17,6 +17,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from etude import defaults
+
 _log = structlog.get_logger()
 
 # Enough for a session batch or a large top-k answer; gRPC's default is 4 MiB.
@@ -59,7 +61,7 @@ class ServiceHost:
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    async def stop(self, grace_s: float = defaults.GRACE_S) -> None:
         """Marks every service NOT_SERVING, then lets in-flight calls finish for `grace_s`."""
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)

@@ -17,7 +17,7 @@ DEFAULT_PORT = defaults.CONTROLLER_PORT
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--startup-timeout-s", type=float, default=300.0,
+        "--startup-timeout-s", type=float, default=defaults.STARTUP_TIMEOUT_S,
         help="how long a deployed service may take to report SERVING",
     )  # fmt: skip
     parser.add_argument(
@@ -104,7 +104,7 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="result store (folder or gs://bucket/prefix); overrides the spec's `results`",
     )
-    parser.add_argument("--startup-timeout-s", type=float, default=300.0)
+    parser.add_argument("--startup-timeout-s", type=float, default=defaults.STARTUP_TIMEOUT_S)
     parser.add_argument("--log-level", default="warning", help="controller log level on stderr")
     _add_target_arguments(parser, default_target=None)
 
@@ -144,8 +144,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """`etude run` and `etude search`: validate, run every trial locally with live progress,
     print the summary. Exit status 0 when every trial ran, 1 when one failed, 2 for bad input."""
-    from etude.logs import configure_logging
-    from etude.spec import SpecError, load_spec
+    from etude.spec import SpecError
     from etude.v1 import controller_pb2
 
     from .drivers.processes import ServiceStartError
@@ -154,8 +153,8 @@ def run_command(args: argparse.Namespace) -> int:
     from .search import SearchSettings
     from .stores import open_store
     from .summary import summary_table
+    from .validation import load_spec
 
-    configure_logging("etude-controller", "console", args.log_level)
     try:
         spec = load_spec(args.spec, target=args.target or "")
         if args.results:
@@ -191,12 +190,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """`etude report`: rebuild the report of one experiment, or of every one in a results folder."""
-    from etude.logs import configure_logging
-
     from .report import REPORT_HTML, REPORT_MARKDOWN, experiments_at, write_report
     from .report_analysis import ReportInputError
 
-    configure_logging("etude-controller", "console", "warning")
     try:
         experiments = experiments_at(args.results)
     except ReportInputError as error:

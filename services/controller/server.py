@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from etude.spec import SpecError, resolve
+from etude.spec import SpecError
 from etude.v1 import controller_pb2, controller_pb2_grpc
 
 from .experiments import ExperimentManager, UnknownExperiment
+from .validation import resolve
 
 
 class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):

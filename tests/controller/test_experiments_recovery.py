@@ -17,10 +17,11 @@ from etude.services.controller.runner import new_experiment
 from etude.services.controller.server import ControllerServicer
 from etude.services.controller.store import LocalResultStore, ResultStore, write_json
 from etude.services.controller.stores import open_store
+from etude.services.controller.validation import resolve
 from gcs_emulator import fake_gcs_server, new_bucket
 
 from etude.serving import ServiceHost
-from etude.spec import parse_spec_dict, resolve
+from etude.spec import parse_spec_dict
 from etude.v1 import controller_pb2, controller_pb2_grpc, experiment_pb2
 
 

@@ -21,9 +21,10 @@ from etude.services.controller.drivers.kubernetes import (
     PodFailed,
 )
 from etude.services.controller.matrix import expand_trials
+from etude.services.controller.validation import resolve
 from kubernetes import client
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import experiment_pb2
 from tests.controller.kubernetes_fake import FakeApiServer, fake_api_server, pod, waiting_container
 
@@ -322,7 +323,9 @@ def test_records_copied_out_of_the_pod_arrive_intact_and_leave_the_pod(tmp_path:
 
 
 def test_the_target_flag_replaces_the_spec_target_before_validation(tmp_path: Path) -> None:
-    from etude.spec import SpecError, load_spec
+    from etude.services.controller.validation import load_spec
+
+    from etude.spec import SpecError
 
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.replace("target: kubernetes", ""))

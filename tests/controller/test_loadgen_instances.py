@@ -14,9 +14,10 @@ from etude.services.controller.drivers import kubernetes as k8s
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.runner import ExperimentRunner, new_experiment
 from etude.services.controller.store import LocalResultStore
+from etude.services.controller.validation import resolve
 from kubernetes import client
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import controller_pb2, experiment_pb2
 from tests.controller.kubernetes_fake import FakeApiServer, fake_api_server, pod
 

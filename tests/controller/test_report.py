@@ -29,10 +29,11 @@ from etude.services.controller.report_analysis import (
     session_lengths,
 )
 from etude.services.controller.store import LocalResultStore
+from etude.services.controller.validation import resolve
 from etude.services.loadgen.records import RECORD_FIELDS, SERIES_FIELDS
 from google.protobuf import json_format
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2
 
 SPEC = """

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from etude.services.controller.validation import load_spec, resolve
 
-from etude.spec import SpecError, load_spec, parse_spec_text, resolve
+from etude.spec import SpecError, parse_spec_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,10 +14,11 @@ from etude.services.controller.drivers.processes import ServiceStartError
 from etude.services.controller.runner import ExperimentRunner, new_experiment
 from etude.services.controller.store_gcs import GcsResultStore, GcsStoreError, parse_gcs_uri
 from etude.services.controller.stores import open_store
+from etude.services.controller.validation import resolve
 from gcs_emulator import fake_gcs_server, new_bucket
 from google.cloud import storage
 
-from etude.spec import SpecError, parse_spec_dict, resolve
+from etude.spec import SpecError, parse_spec_dict
 from etude.v1 import controller_pb2, experiment_pb2
 
 

@@ -297,7 +297,7 @@ class KubernetesDriver:
         api_client: Any = None,
         kubeconfig: str | None = None,
         base_dir: Path | None = None,
-        startup_timeout_s: float = 600.0,
+        startup_timeout_s: float = defaults.STARTUP_TIMEOUT_S,
         poll_interval_s: float = 2.0,
         request_timeout_s: float = 30.0,
         on_conflict: Literal["replace", "fail"] = "replace",

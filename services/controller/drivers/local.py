@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from etude import defaults
 from etude.telemetry import TRACE_FILE_ENV
 from etude.v1 import experiment_pb2
 
@@ -19,7 +20,9 @@ class LocalDriver:
 
     name = "local"
 
-    def __init__(self, startup_timeout_s: float = 300.0, grace_s: float = 10.0) -> None:
+    def __init__(
+        self, startup_timeout_s: float = defaults.STARTUP_TIMEOUT_S, grace_s: float = defaults.GRACE_S
+    ) -> None:
         self.startup_timeout_s = startup_timeout_s
         self.grace_s = grace_s
 
