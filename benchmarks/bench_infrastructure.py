@@ -16,8 +16,8 @@ import tempfile
 
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.runner import ExperimentRunner, new_experiment
-from etude.services.controller.store import LocalResultStore
 from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore
 
 from etude.spec import parse_spec_dict
 

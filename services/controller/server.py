@@ -22,7 +22,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     ) -> controller_pb2.Experiment:
         try:
             spec = resolve(request.spec)
-            return self._manager.submit(spec)
+            return await self._manager.submit(spec)
         except SpecError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spec.{error}")
             raise  # unreachable: abort raises

@@ -13,8 +13,8 @@ import pytest
 from etude.services.controller.drivers import kubernetes as k8s
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.runner import ExperimentRunner, new_experiment
-from etude.services.controller.store import LocalResultStore
 from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore
 from kubernetes import client
 
 from etude.spec import parse_spec_text
