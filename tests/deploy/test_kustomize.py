@@ -9,7 +9,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from etude.services.controller.drivers.kubernetes import kubectl_path, render_manifests
+from etude.services.controller.drivers.manifests import kubectl_path, render_manifests
 
 from etude import defaults
 
