@@ -19,7 +19,7 @@ from ..inference.options import EMBEDDING_POLICIES, RUNTIMES
 from ..workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
 
 DEVICES = ("cpu", "cuda")
-WORKLOAD_SOURCES = ("synthetic",)
+WORKLOAD_SOURCES = (defaults.WORKLOAD_SOURCE,)
 TARGETS = ("local", "kubernetes")
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
@@ -125,7 +125,7 @@ def _validate_workload(workload: experiment_pb2.WorkloadStats) -> None:
 
 def _validate_batching(batching: experiment_pb2.Batching) -> None:
     if batching.max_batch_size < 0:
-        raise SpecError("batching.max_batch_size", "must be >= 0 (0 means 1024)")
+        raise SpecError("batching.max_batch_size", f"must be >= 0 (0 means {defaults.MAX_BATCH_SIZE})")
     if batching.max_batch_delay_ms < 0:
         raise SpecError("batching.max_batch_delay_ms", "must be >= 0")
     if batching.max_queue_size < 0:
@@ -142,12 +142,12 @@ def _validate_load(spec: experiment_pb2.ExperimentSpec) -> None:
     if load.ramp_duration_s + load.hold_duration_s < 1:
         raise SpecError("load.hold_duration_s", "ramp_duration_s + hold_duration_s must be >= 1 second")
     if load.request_timeout_ms < 0:
-        raise SpecError("load.request_timeout_ms", "must be >= 0 (0 means 1000)")
+        raise SpecError("load.request_timeout_ms", f"must be >= 0 (0 means {defaults.REQUEST_TIMEOUT_MS})")
     smallest_catalog = min(spec.catalog_sizes)
     if not 0 <= load.k <= smallest_catalog:
         raise SpecError(
             "load.k",
-            f"{load.k} must be in 1..{smallest_catalog} (the smallest catalog), or 0 for 21",
+            f"{load.k} must be in 1..{smallest_catalog} (the smallest catalog), or 0 for {defaults.TOP_K}",
         )
     if load.k == 0 and smallest_catalog < defaults.TOP_K:
         raise SpecError("load.k", f"the default k = {defaults.TOP_K} exceeds catalog size {smallest_catalog}")

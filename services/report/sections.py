@@ -78,7 +78,7 @@ def _describeworkload_of(experiment: controller_pb2.Experiment) -> str:
     """Source, seed and which parameterisation of the two distributions the sessions used."""
     spec = experiment.spec
     workload = spec.workload
-    text = f"{workload.source or 'synthetic'} (Algorithm 1), seed {workload.seed}"
+    text = f"{workload.source or defaults.WORKLOAD_SOURCE} (Algorithm 1), seed {workload.seed}"
     if workload.preset:
         text += f", preset {workload.preset}"
     generator = workload_of(experiment.trials[0].trial, spec) if experiment.trials else None

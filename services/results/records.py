@@ -135,7 +135,7 @@ class RecordsWriter:
     generator makes them from its writer thread)."""
 
     def __init__(self, path: Path) -> None:
-        self._file: IO[str] = open(path, "w", newline="")  # noqa: SIM115 (closed by close())
+        self._file: IO[str] = open(path, "w", newline="")  # closed by close()
         self._csv = csv.writer(self._file)
         self._csv.writerow(RECORD_FIELDS)
         self._file.flush()

@@ -88,7 +88,7 @@ class SeriesWriter:
     """Writes series.csv: the header at once, then a row per tick, flushed (blocking calls)."""
 
     def __init__(self, path: Path) -> None:
-        self._file: IO[str] = open(path, "w", newline="")  # noqa: SIM115 (closed by close())
+        self._file: IO[str] = open(path, "w", newline="")  # closed by close()
         self._csv = csv.writer(self._file)
         self._csv.writerow(SERIES_FIELDS)
         self._file.flush()
