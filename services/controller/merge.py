@@ -5,6 +5,10 @@ Each instance times its records with its own time.perf_counter_ns(); its run.jso
 clock to the wall clock, through which every instance's times are moved onto instance 0's
 clock. Instance 0's rows keep their values (and so still join its traces); session ids of the
 other instances get a "#i" suffix, since every instance numbers its sessions from 0.
+
+It reads and writes every file through the results layer, but lives with the runner that drives
+the instances: it rebuilds percentiles with the load generator's own HDR histogram (loadgen/
+stats.py), which the results layer, a floor below the load generator, cannot import.
 """
 
 from __future__ import annotations
