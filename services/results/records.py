@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +93,10 @@ class RecordColumns:
 if tuple(field.name for field in dataclasses.fields(RecordColumns)) != RECORD_FIELDS:
     raise TypeError("RecordColumns must name the fields of Record, in order")
 
-# The numpy type of each column, from Record's annotations.
+# The numpy type of each column, from Record's annotations (text as Python str objects: no
+# fixed width to truncate a long session id).
 _DTYPES: dict[str, Any] = {
-    name: {int: np.int64, str: str, float: np.float64}[annotation]
+    name: {int: np.int64, str: object, float: np.float64}[annotation]
     for name, annotation in get_type_hints(Record).items()
 }
 # The columns that hold durations: the report tabulates each of them.
@@ -102,23 +104,32 @@ TIMING_COLUMNS: tuple[str, ...] = tuple(name for name in RECORD_FIELDS if name.e
 
 
 def parse_records(text: str, source: str = RECORDS_FILE) -> RecordColumns:
-    """Parses records.csv text into columns; raises ResultsError naming missing columns."""
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    """Parses records.csv text into columns; raises ResultsError naming missing columns.
+
+    numpy's C parser fills every column in one pass (about 10x faster than csv rows in Python)."""
+    stream = io.StringIO(text, newline=None)  # universal newlines: csv writes \r\n
+    header = next(csv.reader([stream.readline()]), None)
     if header is None:
         raise ResultsError(f"{source}: empty file (no header)")
     missing = [name for name in RECORD_FIELDS if name not in header]
     if missing:
         raise ResultsError(f"{source}: missing columns {missing}")
-    rows = list(reader)
-    columns: list[tuple[str, ...]] = list(zip(*rows, strict=True)) if rows else [()] * len(header)
-    position = {name: index for index, name in enumerate(header)}
+    row_type = np.dtype([(name, _DTYPES[name]) for name in RECORD_FIELDS])
     try:
-        return RecordColumns(
-            **{name: np.array(columns[position[name]], dtype=_DTYPES[name]) for name in RECORD_FIELDS}
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": no request
+            table = np.loadtxt(
+                stream,
+                delimiter=",",
+                quotechar='"',
+                comments=None,  # a session id may hold "#" (instance i of several: "17#1")
+                dtype=row_type,
+                usecols=[header.index(name) for name in RECORD_FIELDS],
+                ndmin=1,
+            )
     except ValueError as error:
         raise ResultsError(f"{source}: {error}") from error
+    return RecordColumns(**{name: np.ascontiguousarray(table[name]) for name in RECORD_FIELDS})
 
 
 def read_records(path: Path) -> RecordColumns:

@@ -101,3 +101,17 @@ async def test_the_run_writer_writes_every_file_of_a_run(tmp_path: Path) -> None
     assert read_run_info(folder)["run_id"] == "r"
     assert parse_summary((folder / SUMMARY_FILE).read_text()).requests_sent == 3
     assert (folder / RUN_FILE).read_text().endswith("}\n")
+
+
+def test_text_as_the_csv_writer_wrote_it_parses_whatever_its_line_ends_and_quoting(tmp_path: Path) -> None:
+    long_id = "session, with a comma and " + "x" * 200
+    rows = [
+        *RECORDS,
+        Record(2, long_id, 0, 4_000, 4_000, 5_000, OK, 1, 1, 0, 0, 1, 0),
+        Record(2, "17#1", 0, 4_000, 4_000, 5_000, OK, 1, 1, 0, 0, 1, 0),  # instance 1's session
+    ]
+    path = tmp_path / RECORDS_FILE
+    write_records(path, rows)
+    raw = path.read_bytes().decode()  # as a GCS download gives it: \r\n kept
+    assert "\r\n" in raw
+    assert list(parse_records(raw).rows()) == rows
