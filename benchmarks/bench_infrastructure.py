@@ -16,9 +16,10 @@ import tempfile
 
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.runner import ExperimentRunner, new_experiment
-from etude.services.controller.store import LocalResultStore
+from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore
 
-from etude.spec import parse_spec_dict, resolve
+from etude.spec import parse_spec_dict
 
 ANCHOR = "bare grpc.aio, 2 cores: 1,000 req/s at p50 0.6 ms / p90 0.85 ms; 2,000 req/s at p90 1.5 ms"
 

@@ -75,10 +75,12 @@ def run_mode(name: str, ratio: float | None, args: argparse.Namespace) -> dict[s
             inference.wait(30)
             log.close()
         result = json.loads(loadgen.stdout.strip().splitlines()[-1])
-        from etude.services.controller.slo import hold_phase_latencies_ms
-        from etude.services.controller.traces import parse_spans, trace_split
+        from etude.services.report.slo import hold_phase_latencies_ms
+        from etude.services.report.traces import parse_spans, trace_split
+        from etude.services.results.records import read_records
 
-        hold = hold_phase_latencies_ms(folder / "records.csv", args.ramp_s)
+        records = read_records(folder / "records.csv")
+        hold = hold_phase_latencies_ms(records, args.ramp_s)
         traced = 0
         if ratio is not None:
             spans = []
@@ -86,7 +88,7 @@ def run_mode(name: str, ratio: float | None, args: argparse.Namespace) -> dict[s
                 path = folder / f"traces-{service}.jsonl"
                 if path.exists():
                     spans += parse_spans(path.read_text())[0]
-            split = trace_split(spans, (folder / "records.csv").read_text())
+            split = trace_split(spans, records)
             traced = split.matched
         sent = max(1, result["sent"])
         return {

@@ -20,11 +20,22 @@ MAX_BATCH_SIZE = 1024
 MAX_BATCH_DELAY_MS = 2.0
 QUEUE_SIZE_PER_BATCH = 4  # max_queue_size = 4 x max_batch_size unless given
 
+# Workload service: item popularity tables kept for repeated workloads.
+POPULARITY_CACHE_SIZE = 2
+
+# Service processes: drain time on SIGTERM (`etude serve --grace-s`; the controller gives a child
+# service this long to stop before it kills it), and how long a run waits for its target.
+GRACE_S = 5.0
+CONNECT_TIMEOUT_S = 10.0
+
 # Load profile.
 REQUEST_TIMEOUT_MS = 1000
 SESSIONS_PER_BATCH = 1024
 
 # Experiment.
+WORKLOAD_SOURCE = "synthetic"
+# How long a deployed service (a child process, a pod pulling its image) may take to serve.
+STARTUP_TIMEOUT_S = 300.0
 EMBEDDING_POLICY = "fourth_root"
 RUNTIME = "eager"
 HARDWARE_NAME = "cpu"

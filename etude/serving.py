@@ -17,7 +17,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from etude import security
+from etude import defaults, security
 from etude.reflection import DocumentedPool
 
 _log = structlog.get_logger()
@@ -83,7 +83,7 @@ class ServiceHost:
         await self._set_status(health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    async def stop(self, grace_s: float = defaults.GRACE_S) -> None:
         """Marks every service NOT_SERVING, then lets in-flight calls finish for `grace_s`."""
         await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)

@@ -8,6 +8,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from etude import defaults
 from etude.config import apply_env_defaults
 
 from .controller import cli as controller_cli
@@ -36,7 +37,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "--port-file", default=None, help="write the bound port to this file once serving"
         )
-        parser.add_argument("--grace-s", type=float, default=5.0, help="drain time on SIGTERM")
+        parser.add_argument("--grace-s", type=float, default=defaults.GRACE_S, help="drain time on SIGTERM")
         parser.add_argument("--log-format", choices=("console", "json"), default="console")
         parser.add_argument("--log-level", default="info")
         parser.add_argument(
@@ -89,6 +90,15 @@ def _configure_security(args: argparse.Namespace) -> None:
     security.configure(server, client)
 
 
+# The service name a command's log lines carry (the experiment commands are the controller's).
+COMMAND_LOG_NAMES = {
+    "run": "etude-controller",
+    "search": "etude-controller",
+    "report": "etude-controller",
+    "compare": "etude-controller",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etude", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -97,14 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
     controller_client_cli.add_commands(commands)
     inference_tools.add_commands(commands)
     workload_cli.add_commands(commands)
+    for name, command in commands.choices.items():
+        if name != "serve" and "log_level" not in {action.dest for action in command._actions}:
+            command.set_defaults(log_level="warning")
     return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Logging is configured here, once per process: a served service as its flags say; any other
+    command logs warnings and worse readably on stderr (`etude run --log-level` changes that)."""
+    from etude.logs import configure_logging
+
+    if args.command == "serve":
+        configure_logging(f"etude-{args.service}", args.log_format, args.log_level)
+    else:
+        configure_logging(
+            COMMAND_LOG_NAMES.get(args.command, f"etude-{args.command}"), "console", args.log_level
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_logging(args)
     if args.command == "serve":
         from etude.lifetime import die_with_parent
-        from etude.logs import configure_logging
         from etude.telemetry import configure_tracing
 
         die_with_parent()
@@ -113,8 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             print(f"etude serve {args.service}: {error}", file=sys.stderr)
             return 2
-
-        configure_logging(f"etude-{args.service}", args.log_format, args.log_level)
         configure_tracing(f"etude-{args.service}")
         if args.metrics_port is not None:
             from etude.metrics import start_metrics_server

@@ -37,3 +37,15 @@ def test_no_code_imports_a_top_level_services_package() -> None:
         if absolute_import.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_the_shared_base_imports_nothing_from_the_services() -> None:
+    # Floors point down: etude/ (stubs, serving, logs, telemetry, config, defaults, spec parsing)
+    # is the ground the services stand on; a service import there would run back up.
+    service_import = re.compile(r"^\s*(from|import) etude\.services\b", re.MULTILINE)
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "etude").rglob("*.py")
+        if service_import.search(path.read_text())
+    ]
+    assert offenders == []

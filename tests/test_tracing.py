@@ -357,7 +357,7 @@ def test_an_unsampled_traceparent_is_valid_w3c_context_with_the_sampled_flag_cle
 async def test_otlp_json_lines_file_holds_hex_ids_the_controller_reads_back(
     recommender: Recommender, tmp_path: Path
 ) -> None:
-    from etude.services.controller.traces import parse_spans, traced_requests
+    from etude.services.report.traces import parse_spans, traced_requests
 
     client_file, server_file = tmp_path / "client.jsonl", tmp_path / "server.jsonl"
     client_provider = build_tracer_provider("etude-loadgen", [telemetry.OtlpJsonLinesExporter(client_file)])

@@ -11,18 +11,19 @@ from pathlib import Path
 import grpc
 import pytest
 from etude.services.controller.drivers.processes import ChildService
-from etude.services.controller.report import Bullets, Table, TrialReport, _trace_split_blocks
-from etude.services.controller.report_analysis import SPLIT_PARTS
-from etude.services.controller.store import LocalResultStore
-from etude.services.controller.traces import (
-    INFERENCE_TRACE_FILE,
-    LOADGEN_TRACE_FILE,
+from etude.services.report.analysis import SPLIT_PARTS
+from etude.services.report.document import Bullets, Table
+from etude.services.report.sections import _trace_split_blocks
+from etude.services.report.traces import (
     analyse_trial_traces,
     parse_spans,
     trace_split,
     traced_requests,
 )
-from etude.services.loadgen.records import RECORD_FIELDS
+from etude.services.report.trials import TrialReport
+from etude.services.results.layout import INFERENCE_TRACE_FILE, LOADGEN_TRACE_FILE, Layout
+from etude.services.results.records import RECORD_FIELDS, parse_records
+from etude.services.results.store import LocalResultStore
 
 from etude.telemetry import TRACE_FILE_ENV, TRACE_SAMPLE_RATIO_ENV
 from etude.v1 import experiment_pb2, recommender_pb2, recommender_pb2_grpc
@@ -163,7 +164,7 @@ def test_trace_split_joins_each_traced_request_with_its_row_and_measures_the_dif
     spans, unreadable = parse_spans("\n".join([*loadgen_lines, *inference_lines, '{"truncat']))
     assert unreadable == 1
 
-    result = trace_split(spans, records_csv(rows), unreadable)
+    result = trace_split(spans, parse_records(records_csv(rows)), unreadable)
 
     assert (result.traced, result.matched) == (4, 4)
     assert result.split is not None
@@ -185,7 +186,7 @@ def test_a_traced_request_of_another_run_is_not_matched() -> None:
     )
     spans, _ = parse_spans(client_line + "\n" + server_line)
     other_run = record(1, 6, intended_us=100, actual_us=100, server_us=50, queue_us=10, model_us=10)
-    result = trace_split(spans, records_csv([other_run]))
+    result = trace_split(spans, parse_records(records_csv([other_run])))
     assert (result.traced, result.matched, result.split) == (1, 0, None)
     assert result.agreement() == "no traced request matched a row of records.csv"
 
@@ -197,20 +198,22 @@ def test_a_server_span_without_its_client_span_is_no_traced_request() -> None:
 
 def test_the_report_reads_the_trace_files_of_a_trial_and_of_a_search_probe(tmp_path: Path) -> None:
     store = LocalResultStore(tmp_path)
-    trial = "exp/trials/noop-c100-local-cpu-eager-1"
-    probe = f"{trial}/probes/01-100"
+    layout = Layout("exp")
+    trial_id = "noop-c100-local-cpu-eager-1"
+    trial, probe = layout.trial(trial_id), layout.probe(trial_id, 1, 100)
+    assert probe == "exp/trials/noop-c100-local-cpu-eager-1/probes/01-100"
     client_line, server_line = one_request(
         1, 5, send_delay_us=0, client_us=100, server_us=50, queue_us=10, model_us=10
     )
     row = record(1, 5, intended_us=100, actual_us=100, server_us=50, queue_us=10, model_us=10)
-    assert analyse_trial_traces(store, "exp", trial) is None  # no trace files: no section
+    assert analyse_trial_traces(store, layout, trial_id, trial) is None  # no trace files: no section
     store.write_text(f"exp/logs/{LOADGEN_TRACE_FILE}", client_line + "\n")
     store.write_text(f"{trial}/{INFERENCE_TRACE_FILE}", server_line + "\n")
     store.write_text(f"{probe}/records.csv", records_csv([row]))
     store.write_text(f"{trial}/records.csv", records_csv([]))
 
-    assert analyse_trial_traces(store, "exp", trial).matched == 0  # type: ignore[union-attr]
-    result = analyse_trial_traces(store, "exp", probe)
+    assert analyse_trial_traces(store, layout, trial_id, trial).matched == 0  # type: ignore[union-attr]
+    result = analyse_trial_traces(store, layout, trial_id, probe)
     assert result is not None and result.matched == 1
 
 
@@ -221,7 +224,9 @@ def test_the_report_section_states_how_closely_the_splits_agree() -> None:
     spans, _ = parse_spans(client_line + "\n" + server_line)
     row = record(1, 5, intended_us=100, actual_us=100, server_us=48, queue_us=10, model_us=10)
     result = experiment_pb2.TrialResult(trial=experiment_pb2.Trial(trial_id="t1"))
-    blocks = _trace_split_blocks([TrialReport(result, traces=trace_split(spans, records_csv([row])))])
+    blocks = _trace_split_blocks(
+        [TrialReport(result, traces=trace_split(spans, parse_records(records_csv([row]))))]
+    )
     (table,) = [block for block in blocks if isinstance(block, Table)]
     assert table.rows[0][0] == "t1" and table.rows[0][1] == "1" and table.rows[0][-1] == "0.002"
     (notes,) = [block for block in blocks if isinstance(block, Bullets)]

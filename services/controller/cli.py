@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 from etude import defaults
 
 if TYPE_CHECKING:
-    from .runner import Driver
+    from .drivers.driver import Driver
 
 DEFAULT_PORT = defaults.CONTROLLER_PORT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--startup-timeout-s", type=float, default=300.0,
+        "--startup-timeout-s", type=float, default=defaults.STARTUP_TIMEOUT_S,
         help="how long a deployed service may take to report SERVING",
     )  # fmt: skip
     parser.add_argument(
@@ -67,9 +67,9 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.spec import SpecError
     from etude.v1 import controller_pb2, controller_pb2_grpc
 
+    from ..results.store import open_store
     from .experiments import ExperimentManager
     from .server import ControllerServicer
-    from .stores import open_store
 
     if args.max_concurrent_experiments < 1:
         raise SystemExit(
@@ -104,7 +104,7 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="result store (folder or gs://bucket/prefix); overrides the spec's `results`",
     )
-    parser.add_argument("--startup-timeout-s", type=float, default=300.0)
+    parser.add_argument("--startup-timeout-s", type=float, default=defaults.STARTUP_TIMEOUT_S)
     parser.add_argument("--log-level", default="warning", help="controller log level on stderr")
     parser.add_argument(
         "--fail-on-slo-miss", action="store_true", help="exit 3 when every trial ran but one missed its SLO"
@@ -148,18 +148,18 @@ def run_command(args: argparse.Namespace) -> int:
     """`etude run` and `etude search`: validate, run every trial locally with live progress,
     print the summary. Exit status as exit_status.py says (0 ran, 1 failed, 2 bad input, 3 SLO
     missed with --fail-on-slo-miss)."""
-    from etude.logs import configure_logging
-    from etude.spec import SpecError, load_spec
+    from etude.spec import SpecError
 
+    from ..report.summary import summary_table
+    from ..results.layout import Layout
+    from ..results.store import open_store
     from .drivers.processes import ServiceStartError
     from .exit_status import experiment_exit_status
     from .progress import ProgressPrinter
     from .runner import ExperimentRunner, new_experiment
     from .search import SearchSettings
-    from .stores import open_store
-    from .summary import summary_table
+    from .validation import load_spec
 
-    configure_logging("etude-controller", "console", args.log_level)
     try:
         spec = load_spec(args.spec, target=args.target or "")
         if args.results:
@@ -187,7 +187,7 @@ def run_command(args: argparse.Namespace) -> int:
         print("\ninterrupted: services stopped, finished trials kept", file=sys.stderr)
     print()
     print(summary_table(experiment))
-    report = f"{experiment.experiment_id}/report.html"
+    report = Layout(experiment.experiment_id).report_html
     if store.exists(report):
         print(f"Report: {store.uri(report)}")
     return experiment_exit_status(experiment, args.fail_on_slo_miss)
@@ -195,27 +195,27 @@ def run_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """`etude report`: rebuild the report of one experiment, or of every one in a results folder."""
-    from etude.logs import configure_logging
+    from ..report.report import write_report
+    from ..results.documents import experiments_at
+    from ..results.errors import ResultsError
+    from ..results.layout import Layout
 
-    from .report import REPORT_HTML, REPORT_MARKDOWN, experiments_at, write_report
-    from .report_analysis import ReportInputError
-
-    configure_logging("etude-controller", "console", "warning")
     try:
         experiments = experiments_at(args.results)
-    except ReportInputError as error:
+    except ResultsError as error:
         print(f"etude report: {error}", file=sys.stderr)
         return 2
     status = 0
     for store, experiment_id in experiments:
         try:
             write_report(store, experiment_id)
-        except ReportInputError as error:
+        except ResultsError as error:
             print(f"etude report: {experiment_id}: {error}", file=sys.stderr)
             status = 1
             continue
-        print(store.uri(f"{experiment_id}/{REPORT_HTML}"))
-        print(store.uri(f"{experiment_id}/{REPORT_MARKDOWN}"))
+        layout = Layout(experiment_id)
+        print(store.uri(layout.report_html))
+        print(store.uri(layout.report_markdown))
     return status
 
 
@@ -223,18 +223,18 @@ def compare_command(args: argparse.Namespace) -> int:
     """`etude compare`: print (and optionally write) the side-by-side table of two experiments."""
     from pathlib import Path
 
-    from .report import experiments_at
-    from .report_analysis import ReportInputError, load_experiment
-    from .report_compare import compare_experiments, comparison_markdown
+    from ..report.compare import compare_experiments, comparison_markdown
+    from ..results.documents import experiments_at, load_experiment
+    from ..results.errors import ResultsError
 
     loaded = []
     for folder in (args.results_a, args.results_b):
         try:
             found = experiments_at(folder)
             if len(found) != 1:
-                raise ReportInputError(f"{folder}: holds {len(found)} experiments; name one of their folders")
+                raise ResultsError(f"{folder}: holds {len(found)} experiments; name one of their folders")
             loaded.append(load_experiment(*found[0]))
-        except ReportInputError as error:
+        except ResultsError as error:
             print(f"etude compare: {error}", file=sys.stderr)
             return 2
     table = comparison_markdown(compare_experiments(*loaded))

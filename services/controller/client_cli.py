@@ -107,8 +107,8 @@ def _call(args: argparse.Namespace, work: Callable[[ControllerClient], Awaitable
 
 
 async def _follow(controller: ControllerClient, experiment_id: str, fail_on_slo_miss: bool) -> int:
+    from ..report.summary import summary_table
     from .progress import ProgressPrinter
-    from .summary import summary_table
 
     finished = await controller.wait(experiment_id, ProgressPrinter())
     print()
@@ -119,7 +119,9 @@ async def _follow(controller: ControllerClient, experiment_id: str, fail_on_slo_
 
 
 def submit_command(args: argparse.Namespace) -> int:
-    from etude.spec import SpecError, load_spec
+    from etude.spec import SpecError
+
+    from .validation import load_spec
 
     try:
         spec = load_spec(args.spec)
@@ -142,7 +144,7 @@ def watch_command(args: argparse.Namespace) -> int:
 
 
 def get_command(args: argparse.Namespace) -> int:
-    from .summary import summary_table
+    from ..report.summary import summary_table
 
     async def work(controller: ControllerClient) -> int:
         experiment = await controller.get(args.experiment_id)
@@ -200,9 +202,10 @@ def cancel_command(args: argparse.Namespace) -> int:
 
 def validate_command(args: argparse.Namespace) -> int:
     """Exit 0 with the trial matrix and the load's duration, or 2 naming the invalid field."""
-    from etude.spec import SpecError, load_spec
+    from etude.spec import SpecError
 
     from .matrix import expand_trials
+    from .validation import load_spec
 
     try:
         spec = load_spec(args.spec)

@@ -23,16 +23,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import structlog
-from google.protobuf import json_format
 
 from etude.v1 import controller_pb2, experiment_pb2
 
-from .runner import INTERRUPTED_ERROR, Driver, ExperimentRunner, new_experiment
-from .store import ResultStore, write_json
-from .summary import summary_table
+from ..report.summary import summary_table
+from ..results.documents import experiment_text, parse_experiment, save_experiment
+from ..results.errors import ResultsError
+from ..results.layout import Layout
+from ..results.store import AsyncResultStore, ResultStore
+from .drivers.driver import Driver
+from .runner import INTERRUPTED_ERROR, ExperimentRunner, new_experiment
 
 _log = structlog.get_logger()
-EXPERIMENT_FILE = "experiment.json"
 FINISHED = (
     controller_pb2.EXPERIMENT_STATE_SUCCEEDED,
     controller_pb2.EXPERIMENT_STATE_FAILED,
@@ -110,7 +112,7 @@ class ExperimentManager:
         running = [task for _, task in self._running.values()]
         await asyncio.gather(*self._workers, *running, return_exceptions=True)
 
-    def submit(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
+    async def submit(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
         """Queues a resolved spec and returns the queued experiment (also written to its store)."""
         if self._home is not None:
             # The platform keeps every experiment in its own store, whatever the spec named.
@@ -122,7 +124,9 @@ class ExperimentManager:
         experiment = new_experiment(spec, store)
         experiment_id = experiment.experiment_id
         # Written now so that a controller restarted before it runs still finds it queued.
-        _save(store, experiment)
+        await AsyncResultStore(store).write_text(
+            Layout(experiment_id).experiment_file, experiment_text(experiment)
+        )
         self._experiments[experiment_id] = experiment
         self._stores[experiment_id] = store
         self._watchers[experiment_id] = []
@@ -147,7 +151,9 @@ class ExperimentManager:
             for result in experiment.trials:
                 result.state = experiment_pb2.TRIAL_STATE_CANCELLED
             # Stored, or a restarted controller would queue it again.
-            await asyncio.to_thread(_save, self._stores[experiment_id], experiment)
+            await AsyncResultStore(self._stores[experiment_id]).write_text(
+                Layout(experiment_id).experiment_file, experiment_text(experiment)
+            )
             self._publish(controller_pb2.ExperimentEvent(experiment_id=experiment_id, finished=experiment))
         elif (running := self._running.get(experiment_id)) is not None:
             running[1].cancel()
@@ -200,8 +206,10 @@ class ExperimentManager:
                 queued.append(experiment)
             elif experiment.state not in FINISHED:
                 mark_interrupted(experiment)
-                _save(store, experiment)
-                store.write_text(f"{experiment.experiment_id}/summary.md", summary_table(experiment) + "\n")
+                save_experiment(store, experiment)
+                store.write_text(
+                    Layout(experiment.experiment_id).summary_table, summary_table(experiment) + "\n"
+                )
                 _log.warning("experiment_interrupted", experiment_id=experiment.experiment_id)
             self._experiments[experiment.experiment_id] = experiment
             self._stores[experiment.experiment_id] = store
@@ -217,23 +225,16 @@ def _with_results(spec: experiment_pb2.ExperimentSpec, results: str) -> experime
     return copy
 
 
-def _save(store: ResultStore, experiment: controller_pb2.Experiment) -> None:
-    write_json(
-        store,
-        f"{experiment.experiment_id}/{EXPERIMENT_FILE}",
-        json_format.MessageToDict(experiment, preserving_proto_field_name=True),
-    )
-
-
 def _load(store: ResultStore, name: str) -> controller_pb2.Experiment | None:
     """The experiment stored in folder `name`; None (logged) for a folder that holds none."""
+    relative = Layout(name).experiment_file
     try:
-        text = store.read_text(f"{name}/{EXPERIMENT_FILE}")
+        text = store.read_text(relative)
     except FileNotFoundError:
         return None
     try:
-        experiment = json_format.Parse(text, controller_pb2.Experiment(), ignore_unknown_fields=True)
-    except json_format.ParseError as error:
+        experiment = parse_experiment(text, store.uri(relative))
+    except ResultsError as error:
         # Kept in the store for a person to look at; listing it would show an empty experiment.
         _log.warning("experiment_unreadable", folder=name, uri=store.uri(name), error=str(error))
         return None

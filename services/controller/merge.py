@@ -5,39 +5,37 @@ Each instance times its records with its own time.perf_counter_ns(); its run.jso
 clock to the wall clock, through which every instance's times are moved onto instance 0's
 clock. Instance 0's rows keep their values (and so still join its traces); session ids of the
 other instances get a "#i" suffix, since every instance numbers its sessions from 0.
+
+It reads and writes every file through the results layer, but lives with the runner that drives
+the instances: it rebuilds percentiles with the load generator's own HDR histogram (loadgen/
+stats.py), which the results layer, a floor below the load generator, cannot import.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
+import numpy as np
 
 from etude.v1 import loadgen_pb2
 
-from ..loadgen.generator import OK
-from ..loadgen.records import (
-    RECORD_FIELDS,
-    RECORDS_FILE,
-    RUN_FILE,
-    SERIES_FIELDS,
-    SERIES_FILE,
-    SUMMARY_FILE,
-)
 from ..loadgen.stats import LatencyHistogram
+from ..results.errors import ResultsError
+from ..results.layout import RECORDS_FILE, RUN_FILE, SERIES_FILE, instance_folder
+from ..results.records import OK, Record, RecordColumns, read_records, write_records
+from ..results.run import read_run_info, write_run_info, write_summary
+from ..results.series import SeriesRow, read_series, write_series
 
 _TIME_FIELDS = ("intended_send_ns", "actual_send_ns", "completion_ns")
 # series.csv columns that add up across instances (the rest: tick, and recomputed percentiles).
 _SUMMED_SERIES_FIELDS = ("sent", "completed", "ok", "errors", "not_sent", "in_flight")
 
 
-class MergeError(ValueError):
+class MergeError(ResultsError):
     """An instance's files are missing or do not fit together; the message names the file."""
 
 
@@ -48,7 +46,7 @@ def instance_run_id(run_id: str, instance: int) -> str:
 
 def instance_dir(folder: Path, instance: int) -> Path:
     """Where instance `instance` of the run kept in `folder` writes its files."""
-    return folder / f"loadgen-{instance}"
+    return folder / instance_folder(instance)
 
 
 @dataclass
@@ -66,46 +64,30 @@ def merge_runs(
     and returns the merged summary. Blocking file I/O: call it off the event loop."""
     if not folders or len(folders) != len(summaries):
         raise MergeError(f"{len(folders)} folders and {len(summaries)} summaries: need as many of each, >= 1")
-    run_infos = [_read_json(folder / RUN_FILE) for folder in folders]
-    reference = run_infos[0]
-    ticks: dict[int, _Tick] = {}
-    records: list[tuple[int, int, list[Any]]] = []  # (intended send ns, instance, row)
-    for instance, (folder, run_info) in enumerate(zip(folders, run_infos, strict=True)):
-        clock_offset_ns = _clock_offset_ns(run_info, reference, folder)
-        series = _read_csv(folder / SERIES_FILE, SERIES_FIELDS)
-        for row in series:
-            tick = ticks.setdefault(int(row["tick"]), _Tick())
-            tick.target_rate_per_s += float(row["target_rate_per_s"])
-            tick.counts.update({name: int(row[name]) for name in _SUMMED_SERIES_FIELDS})
-        # Rows are appended in completion order and handed over once per tick: the first
-        # `completed` rows of tick 0, then those of tick 1, ...; the rest completed in the drain.
-        completion_ticks = [int(row["tick"]) for row in series for _ in range(int(row["completed"]))]
-        rows = _read_csv(folder / RECORDS_FILE, RECORD_FIELDS)
-        for position, row in enumerate(rows):
-            if position < len(completion_ticks) and row["status"] == OK:
-                ticks[completion_ticks[position]].from_intended.record_us(
-                    int(row["latency_from_intended_us"])
-                )
-            for name in _TIME_FIELDS:
-                row[name] = str(int(row[name]) + clock_offset_ns)
-            if instance > 0:
-                row["session_id"] = f"{row['session_id']}#{instance}"
-            records.append((int(row["intended_send_ns"]), instance, [row[name] for name in RECORD_FIELDS]))
-    records.sort(key=lambda entry: (entry[0], entry[1]))
+    try:
+        run_infos = [read_run_info(folder) for folder in folders]
+        reference = run_infos[0]
+        ticks: dict[int, _Tick] = {}
+        parts: list[RecordColumns] = []
+        for instance, (folder, run_info) in enumerate(zip(folders, run_infos, strict=True)):
+            series = read_series(folder / SERIES_FILE)
+            for row in series:
+                tick = ticks.setdefault(row.tick, _Tick())
+                tick.target_rate_per_s += row.target_rate_per_s
+                tick.counts.update({name: getattr(row, name) for name in _SUMMED_SERIES_FIELDS})
+            records = read_records(folder / RECORDS_FILE)
+            _add_tick_latencies(ticks, series, records)
+            clock_offset_ns = _clock_offset_ns(run_info, reference, folder)
+            parts.append(_on_reference_clock(records, clock_offset_ns, instance))
+    except MergeError:
+        raise
+    except ResultsError as error:
+        raise MergeError(str(error)) from error
+    merged = _concatenate(parts)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / RECORDS_FILE).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(RECORD_FIELDS)
-        writer.writerows(row for _, _, row in records)
-    with (out_dir / SERIES_FILE).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(SERIES_FIELDS)
-        for index in sorted(ticks):
-            tick = ticks[index]
-            p50_ms, p90_ms, p99_ms = tick.from_intended.percentiles_ms([50, 90, 99])
-            counts = [tick.counts[name] for name in _SUMMED_SERIES_FIELDS]
-            writer.writerow([index, tick.target_rate_per_s, *counts, p50_ms, p90_ms, p99_ms])
+    write_records(out_dir / RECORDS_FILE, merged.rows())
+    write_series(out_dir / SERIES_FILE, _merged_series(ticks))
     run_info = {
         **reference,
         "run_id": run_id,
@@ -114,42 +96,80 @@ def merge_runs(
             {**info, "folder": folder.name} for info, folder in zip(run_infos, folders, strict=True)
         ],
     }
-    (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
-    summary = merged_summary(summaries, [row for _, _, row in records], run_id, str(out_dir))
-    (out_dir / SUMMARY_FILE).write_text(
-        json_format.MessageToJson(
-            summary, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
-        )
-        + "\n"
-    )
+    write_run_info(out_dir, run_info)
+    summary = merged_summary(summaries, merged, run_id, str(out_dir))
+    write_summary(out_dir, summary)
     return summary
+
+
+def _add_tick_latencies(ticks: dict[int, _Tick], series: Sequence[SeriesRow], records: RecordColumns) -> None:
+    """Adds each OK answer's latency to the tick it completed in. Rows are appended in completion
+    order and handed over once per tick: the first `completed` rows of tick 0, then those of tick
+    1, ...; the rest completed in the drain and belong to no tick."""
+    completion_ticks = np.repeat(
+        np.array([row.tick for row in series], dtype=np.int64),
+        np.array([row.completed for row in series], dtype=np.int64),
+    )
+    counted = min(len(completion_ticks), len(records))
+    ok = records.ok[:counted]
+    for tick, latency_us in zip(
+        completion_ticks[:counted][ok].tolist(),
+        records.latency_from_intended_us[:counted][ok].tolist(),
+        strict=True,
+    ):
+        ticks[tick].from_intended.record_us(latency_us)
+
+
+def _on_reference_clock(records: RecordColumns, clock_offset_ns: int, instance: int) -> RecordColumns:
+    """The instance's records with their times on instance 0's clock and, past instance 0, its
+    session ids suffixed "#i"."""
+    moved: dict[str, Any] = {name: records.column(name) + clock_offset_ns for name in _TIME_FIELDS}
+    if instance > 0:
+        moved["session_id"] = np.char.add(records.session_id.astype(str), f"#{instance}")
+    return RecordColumns(**{**{name: records.column(name) for name in Record._fields}, **moved})
+
+
+def _concatenate(parts: Sequence[RecordColumns]) -> RecordColumns:
+    """The instances' records as one run's, sorted by intended send time (instance order on ties)."""
+    columns = {name: np.concatenate([part.column(name) for part in parts]) for name in Record._fields}
+    instance = np.concatenate([np.full(len(part), index) for index, part in enumerate(parts)])
+    order = np.lexsort((instance, columns["intended_send_ns"]))
+    return RecordColumns(**{name: values[order] for name, values in columns.items()})
+
+
+def _merged_series(ticks: dict[int, _Tick]) -> Iterable[SeriesRow]:
+    for index in sorted(ticks):
+        tick = ticks[index]
+        p50_ms, p90_ms, p99_ms = tick.from_intended.percentiles_ms([50, 90, 99])
+        counts = tick.counts
+        yield SeriesRow(
+            index, tick.target_rate_per_s, counts["sent"], counts["completed"], counts["ok"],
+            counts["errors"], counts["not_sent"], counts["in_flight"], p50_ms, p90_ms, p99_ms,
+        )  # fmt: skip
 
 
 def merged_summary(
     summaries: Sequence[loadgen_pb2.LoadSummary],
-    records: Sequence[Sequence[Any]],
+    records: RecordColumns,
     run_id: str,
     records_dir: str,
 ) -> loadgen_pb2.LoadSummary:
     """One LoadSummary for instances that ran together: counts and rates add up, the latency
-    distributions are rebuilt from every instance's records (RECORD_FIELDS rows) as one
-    generator builds them, the mean batch size is over every OK answer that reported one."""
-    column = {name: index for index, name in enumerate(RECORD_FIELDS)}
+    distributions are rebuilt from every instance's records as one generator builds them, the
+    mean batch size is over every OK answer that reported one."""
     from_intended, from_actual = LatencyHistogram(), LatencyHistogram()
     queue, inference, network = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
     batch_size_sum = batch_size_count = 0
-    for row in records:
-        if row[column["status"]] != OK:
+    for row in records.rows():
+        if row.status != OK:
             continue
-        actual_us = int(row[column["latency_from_actual_us"]])
-        from_intended.record_us(int(row[column["latency_from_intended_us"]]))
-        from_actual.record_us(actual_us)
-        queue.record_us(int(row[column["queue_us"]]))
-        inference.record_us(int(row[column["inference_us"]]))
-        network.record_us(max(0, actual_us - int(row[column["server_total_us"]])))
-        batch_size = int(row[column["batch_size"]])
-        if batch_size > 0:
-            batch_size_sum += batch_size
+        from_intended.record_us(row.latency_from_intended_us)
+        from_actual.record_us(row.latency_from_actual_us)
+        queue.record_us(row.queue_us)
+        inference.record_us(row.inference_us)
+        network.record_us(max(0, row.latency_from_actual_us - row.server_total_us))
+        if row.batch_size > 0:
+            batch_size_sum += row.batch_size
             batch_size_count += 1
     errors_by_status: Counter[str] = Counter()
     for summary in summaries:
@@ -228,25 +248,3 @@ def _clock_offset_ns(run_info: dict[str, Any], reference: dict[str, Any], folder
         return own - (int(reference["wall_clock_epoch_ns"]) - int(reference["perf_counter_ns"]))
     except (KeyError, TypeError, ValueError) as error:
         raise MergeError(f"{folder / RUN_FILE}: no clock anchor ({error})") from error
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise MergeError(f"{path}: {error}") from error
-    if not isinstance(value, dict):
-        raise MergeError(f"{path}: not a JSON object")
-    return value
-
-
-def _read_csv(path: Path, fields: Sequence[str]) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [name for name in fields if name not in (reader.fieldnames or [])]
-            if missing:
-                raise MergeError(f"{path}: missing columns {missing}")
-            return list(reader)
-    except OSError as error:
-        raise MergeError(f"{path}: {error}") from error

@@ -6,7 +6,7 @@ environment variables (`ETUDE_CATALOG_SIZE=10000`): `etude serve inference` acce
 
 from __future__ import annotations
 
-from etude.v1 import experiment_pb2, workload_pb2
+from etude.v1 import experiment_pb2
 
 
 def inference_options(trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec) -> dict[str, str]:
@@ -32,15 +32,3 @@ def as_flags(options: dict[str, str]) -> list[str]:
     for name, value in options.items():
         flags += ["--" + name.replace("_", "-"), value]
     return flags
-
-
-def workload_spec(
-    trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec
-) -> workload_pb2.WorkloadSpec:
-    """The sessions a trial replays: the spec's statistics at the trial's catalog size."""
-    workload = workload_pb2.WorkloadSpec(catalog_size=trial.catalog_size, seed=spec.workload.seed)
-    if spec.workload.HasField("powerlaw_fits"):  # also a preset, once resolved
-        workload.powerlaw_fits.CopyFrom(spec.workload.powerlaw_fits)
-    else:
-        workload.exponents.CopyFrom(spec.workload.exponents)
-    return workload

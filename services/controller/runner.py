@@ -1,7 +1,8 @@
 """Runs an experiment: for each trial deploy the inference service, drive the load, store results.
 
 The trial logic is shared by every target; a Driver only knows how to bring services up and
-down (local child processes now, Kubernetes objects later).
+down (local child processes, Kubernetes objects), a LoadGeneratorClient how to run a load test.
+Every store write runs off the event loop (AsyncResultStore), in the order it was made.
 """
 
 from __future__ import annotations
@@ -9,30 +10,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Protocol
 
-import grpc
 import structlog
-from google.protobuf import json_format
 
-from etude.serving import MAX_MESSAGE_BYTES
-from etude.v1 import (
-    controller_pb2,
-    experiment_pb2,
-    loadgen_pb2,
-    loadgen_pb2_grpc,
-)
+from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2
 
+from ..report.slo import RATE_TOLERANCE, evaluate_run
+from ..report.summary import summary_table
+from ..results.documents import experiment_text, to_dict
+from ..results.layout import Layout
+from ..results.store import AsyncResultStore, ResultStore
+from ..workload.trial import workload_spec
+from .drivers.driver import Driver
 from .drivers.processes import ServiceStartError
+from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
 from .matrix import expand_trials
 from .merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
-from .options import workload_spec
 from .search import SearchSettings, search_max_rate
-from .slo import RATE_TOLERANCE, evaluate_slo
-from .store import ResultStore, write_json
-from .summary import summary_table
 
 _log = structlog.get_logger()
 
@@ -47,38 +43,9 @@ INTERRUPTED_ERROR = "interrupted: the controller stopped while it ran; resubmit 
 State = experiment_pb2.TrialState
 
 
-class Driver(Protocol):
-    name: str
-
-    def inference_service(
-        self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
-    ) -> AbstractAsyncContextManager[str]: ...
-
-    def loadgen_service(self, log_dir: Path) -> AbstractAsyncContextManager[str]: ...
-
-    # Optional: `loadgen_records(local_dir)` yields the records folder to name in the LoadSpec (a
-    # path on the load generator's file system) and on exit leaves its files in `local_dir`. A
-    # driver whose load generator shares the controller's file system (local) need not have it.
-    # For spec.loadgen_instances > 1 both take an `instance=i` keyword as well (i from 0): the
-    # driver then runs that many load generators side by side.
-
-
-def _loadgen_service(driver: Driver, log_dir: Path, instance: int | None) -> AbstractAsyncContextManager[str]:
-    if instance is None:  # the only one: drivers without the `instance` keyword serve it too
-        return driver.loadgen_service(log_dir)
-    return driver.loadgen_service(log_dir, instance=instance)  # type: ignore[call-arg]
-
-
-def _loadgen_records(
-    driver: Driver, local_dir: Path, instance: int | None = None
-) -> AbstractAsyncContextManager[str]:
-    records = getattr(driver, "loadgen_records", None)
-    if records is None:
-        return nullcontext(str(local_dir))
-    return records(local_dir) if instance is None else records(local_dir, instance=instance)
-
-
-def new_experiment(spec: experiment_pb2.ExperimentSpec, store: ResultStore) -> controller_pb2.Experiment:
+def new_experiment(
+    spec: experiment_pb2.ExperimentSpec, store: ResultStore | AsyncResultStore
+) -> controller_pb2.Experiment:
     """A queued experiment for a resolved spec, with its trials pending and an id of its own."""
     now = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
@@ -108,7 +75,8 @@ class ExperimentRunner:
     ) -> None:
         self.experiment = experiment
         self.driver = driver
-        self.store = store
+        self.store = AsyncResultStore(store)
+        self.layout = Layout(experiment.experiment_id)
         self.on_event = on_event
         # None: one ramp per trial, as the spec's load says; else an SLO search per trial.
         self.search = search
@@ -120,25 +88,17 @@ class ExperimentRunner:
     async def run(self) -> controller_pb2.Experiment:
         experiment = self.experiment
         experiment.state = controller_pb2.EXPERIMENT_STATE_RUNNING
-        write_json(self.store, f"{experiment.experiment_id}/spec.json", _to_dict(experiment.spec))
-        self._save()
-        log_dir = self.store.local_dir(f"{experiment.experiment_id}/logs")
+        await self.store.write_json(self.layout.spec_file, to_dict(experiment.spec))
+        await self._save()
+        log_dir = await self.store.local_dir(self.layout.logs)
         self._syncing = asyncio.create_task(self._sync_periodically(), name="sync-results")
         instances = max(1, experiment.spec.loadgen_instances)
         try:
             async with AsyncExitStack() as stack:
-                loadgens = []
+                loadgens: list[LoadGeneratorClient] = []
                 for index in range(instances):
-                    loadgen_endpoint = await stack.enter_async_context(
-                        _loadgen_service(self.driver, log_dir, index if instances > 1 else None)
-                    )
-                    channel = await stack.enter_async_context(
-                        grpc.aio.insecure_channel(
-                            loadgen_endpoint,
-                            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
-                        )
-                    )
-                    loadgens.append(loadgen_pb2_grpc.LoadGeneratorServiceStub(channel))
+                    endpoint = await stack.enter_async_context(self.driver.loadgen_service(log_dir, index))
+                    loadgens.append(await stack.enter_async_context(connect_loadgen(endpoint)))
                 for result in experiment.trials:
                     await self._run_trial(result, loadgens)
         except asyncio.CancelledError:
@@ -159,47 +119,50 @@ class ExperimentRunner:
         return experiment
 
     async def _run_trial(
-        self, result: experiment_pb2.TrialResult, loadgens: list[loadgen_pb2_grpc.LoadGeneratorServiceStub]
+        self, result: experiment_pb2.TrialResult, loadgens: list[LoadGeneratorClient]
     ) -> None:
         experiment, trial = self.experiment, result.trial
-        trial_dir = f"{experiment.experiment_id}/trials/{trial.trial_id}"
+        trial_dir = self.layout.trial(trial.trial_id)
+        trial_file = self.layout.trial_file(trial.trial_id)
         result.results_uri = self.store.uri(trial_dir)
-        self._set_state(result, State.TRIAL_STATE_DEPLOYING)
-        records_dir = self.store.local_dir(trial_dir)
+        await self._set_state(result, State.TRIAL_STATE_DEPLOYING)
+        records_dir = await self.store.local_dir(trial_dir)
         try:
             async with self.driver.inference_service(trial, experiment.spec, records_dir) as endpoint:
-                self._set_state(result, State.TRIAL_STATE_RUNNING)
+                await self._set_state(result, State.TRIAL_STATE_RUNNING)
                 if self.search is None:
                     summary = await self._drive_load(
                         trial, endpoint, records_dir, loadgens, experiment.spec.load, trial.trial_id
                     )
                     result.summary.CopyFrom(summary)
-                    result.slo_met, result.slo_verdict = evaluate_slo(experiment.spec, summary, records_dir)
+                    result.slo_met, result.slo_verdict = await asyncio.to_thread(
+                        evaluate_run, experiment.spec, summary, records_dir
+                    )
                 else:
-                    await self._search(self.search, result, endpoint, trial_dir, loadgens)
+                    await self._search(self.search, result, endpoint, loadgens)
             result.state = State.TRIAL_STATE_SUCCEEDED
         except asyncio.CancelledError:
             if self.interrupted:
                 result.state, result.error = State.TRIAL_STATE_INTERRUPTED, INTERRUPTED_ERROR
             else:
                 result.state, result.error = State.TRIAL_STATE_CANCELLED, "cancelled while running"
-            write_json(self.store, f"{trial_dir}/trial.json", _to_dict(result))
+            # Shielded: the write must land although this task is being cancelled.
+            await asyncio.shield(self.store.write_json(trial_file, to_dict(result)))
             raise
-        except (ServiceStartError, grpc.aio.AioRpcError, OSError, ValueError) as error:
+        except (ServiceStartError, LoadRunError, OSError, ValueError) as error:
             result.state = State.TRIAL_STATE_FAILED
             result.error = _describe(error)
             _log.error("trial_failed", trial_id=trial.trial_id, error=result.error)
-        write_json(self.store, f"{trial_dir}/trial.json", _to_dict(result))
+        await self.store.write_json(trial_file, to_dict(result))
         await self._sync()
-        self._set_state(result, result.state)
+        await self._set_state(result, result.state)
 
     async def _search(
         self,
         settings: SearchSettings,
         result: experiment_pb2.TrialResult,
         endpoint: str,
-        trial_dir: str,
-        loadgens: list[loadgen_pb2_grpc.LoadGeneratorServiceStub],
+        loadgens: list[LoadGeneratorClient],
     ) -> None:
         """Probes constant rates against the deployed service; keeps every probe's records."""
         spec, trial = self.experiment.spec, result.trial
@@ -209,10 +172,12 @@ class ExperimentRunner:
             probe_spec = experiment_pb2.ExperimentSpec()
             probe_spec.CopyFrom(spec)
             probe_spec.load.target_rate_per_s = probe_spec.slo.rate_per_s = rate_per_s
-            probe_dir = self.store.local_dir(f"{trial_dir}/probes/{len(probed) + 1:02d}-{rate_per_s:g}")
+            probe_dir = await self.store.local_dir(
+                self.layout.probe(trial.trial_id, len(probed) + 1, rate_per_s)
+            )
             run_id = f"{trial.trial_id}@{rate_per_s:g}/s"
             summary = await self._drive_load(trial, endpoint, probe_dir, loadgens, probe_spec.load, run_id)
-            met, verdict = evaluate_slo(probe_spec, summary, probe_dir)
+            met, verdict = await asyncio.to_thread(evaluate_run, probe_spec, summary, probe_dir)
             probed.append(
                 experiment_pb2.SearchProbe(
                     rate_per_s=rate_per_s, slo_met=met, verdict=verdict, summary=summary
@@ -237,12 +202,12 @@ class ExperimentRunner:
         trial: experiment_pb2.Trial,
         endpoint: str,
         records_dir: Path,
-        loadgens: list[loadgen_pb2_grpc.LoadGeneratorServiceStub],
+        loadgens: list[LoadGeneratorClient],
         profile: loadgen_pb2.LoadProfile,
         run_id: str,
     ) -> loadgen_pb2.LoadSummary:
         if len(loadgens) == 1:
-            async with _loadgen_records(self.driver, records_dir) as loadgen_records_dir:
+            async with self.driver.loadgen_records(records_dir) as loadgen_records_dir:
                 return await self._run_load(
                     trial, endpoint, loadgen_records_dir, loadgens[0], profile, run_id
                 )
@@ -253,7 +218,7 @@ class ExperimentRunner:
         trial: experiment_pb2.Trial,
         endpoint: str,
         records_dir: Path,
-        loadgens: list[loadgen_pb2_grpc.LoadGeneratorServiceStub],
+        loadgens: list[LoadGeneratorClient],
         profile: loadgen_pb2.LoadProfile,
         run_id: str,
     ) -> loadgen_pb2.LoadSummary:
@@ -268,7 +233,7 @@ class ExperimentRunner:
 
         async def run_instance(index: int) -> loadgen_pb2.LoadSummary:
             try:
-                async with _loadgen_records(self.driver, folders[index], index) as loadgen_records_dir:
+                async with self.driver.loadgen_records(folders[index], index) as loadgen_records_dir:
                     return await self._run_load(
                         trial, endpoint, loadgen_records_dir, loadgens[index], share,
                         instance_run_id(run_id, index), session_partition=index,
@@ -292,7 +257,7 @@ class ExperimentRunner:
         trial: experiment_pb2.Trial,
         endpoint: str,
         records_dir: str,
-        loadgen: loadgen_pb2_grpc.LoadGeneratorServiceStub,
+        loadgen: LoadGeneratorClient,
         profile: loadgen_pb2.LoadProfile,
         run_id: str,
         session_partition: int = 0,
@@ -314,24 +279,16 @@ class ExperimentRunner:
             + profile.request_timeout_ms / 1000
             + RUN_MARGIN_S
         )
-        summary = None
-        async for update in loadgen.Run(load_spec, timeout=deadline_s):
-            if update.HasField("progress"):
-                (on_progress or self._progress)(update.progress)
-            elif update.HasField("summary"):
-                summary = update.summary
-        if summary is None:
-            raise ValueError("the load generator ended without a summary")
-        return summary
+        return await loadgen.run(load_spec, deadline_s, on_progress or self._progress)
 
     def _progress(self, progress: loadgen_pb2.TickProgress) -> None:
         self.on_event(
             controller_pb2.ExperimentEvent(experiment_id=self.experiment.experiment_id, progress=progress)
         )
 
-    def _set_state(self, result: experiment_pb2.TrialResult, state: int) -> None:
+    async def _set_state(self, result: experiment_pb2.TrialResult, state: int) -> None:
         result.state = state  # type: ignore[assignment]
-        self._save()
+        await self._save()
         self.on_event(
             controller_pb2.ExperimentEvent(experiment_id=self.experiment.experiment_id, trial=result)
         )
@@ -340,7 +297,7 @@ class ExperimentRunner:
         """Syncs the experiment's local files (records, logs) into the store, off the event loop.
         A failure is logged, not raised: the files stay staged and the next sync retries them."""
         try:
-            await asyncio.to_thread(self.store.sync, self.experiment.experiment_id)
+            await self.store.sync(self.layout.root)
         except Exception:
             _log.exception("results_sync_failed", experiment_id=self.experiment.experiment_id)
 
@@ -363,9 +320,12 @@ class ExperimentRunner:
         experiment.state = state  # type: ignore[assignment]
         experiment.error = error
         experiment.finished_unix_ms = int(time.time() * 1000)
-        self._save()
-        self.store.write_text(f"{experiment.experiment_id}/summary.md", summary_table(experiment) + "\n")
         try:
+            # Shielded: when the experiment is being cancelled, its final state must still land.
+            await asyncio.shield(self._save())
+            await asyncio.shield(
+                self.store.write_text(self.layout.summary_table, summary_table(experiment) + "\n")
+            )
             await self._sync()  # the report reads the trials' records and series from the store
             await self._write_report()
         finally:
@@ -379,25 +339,18 @@ class ExperimentRunner:
         results are already stored and the report can be rebuilt with `etude report`."""
         experiment_id = self.experiment.experiment_id
         try:
-            from .report import write_report
+            from ..report.report import write_report
 
-            await asyncio.to_thread(write_report, self.store, experiment_id)
+            await asyncio.to_thread(write_report, self.store.blocking, experiment_id)
         except Exception:
             _log.exception("report_failed", experiment_id=experiment_id)
 
-    def _save(self) -> None:
-        write_json(
-            self.store,
-            f"{self.experiment.experiment_id}/experiment.json",
-            _to_dict(self.experiment),
-        )
-
-
-def _to_dict(message: object) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+    async def _save(self) -> None:
+        """experiment.json as the experiment stands now (its snapshot taken before the write)."""
+        await self.store.write_text(self.layout.experiment_file, experiment_text(self.experiment))
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return f"{error.code().name}: {error.details()}"
+    if isinstance(error, LoadRunError):
+        return str(error)
     return f"{type(error).__name__}: {error}"

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from etude.spec import SpecError, resolve
+from etude.spec import SpecError
 from etude.v1 import controller_pb2, controller_pb2_grpc
 
 from .experiments import ExperimentManager, UnknownExperiment
+from .validation import resolve
 
 
 class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
@@ -21,7 +22,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     ) -> controller_pb2.Experiment:
         try:
             spec = resolve(request.spec)
-            return self._manager.submit(spec)
+            return await self._manager.submit(spec)
         except SpecError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spec.{error}")
             raise  # unreachable: abort raises

@@ -111,8 +111,6 @@ def microbench_command(args: argparse.Namespace) -> int:
     """Runs the micro-benchmark, printing each cell as it finishes and the table at the end."""
     import torch
 
-    from etude.logs import configure_logging
-
     from .microbench import (
         CSV_NAME,
         PLOT_NAME,
@@ -125,7 +123,6 @@ def microbench_command(args: argparse.Namespace) -> int:
         write_csv,
     )
 
-    configure_logging("etude-microbench", "console", "warning")
     given = {name: getattr(args, name) for name in _SETTINGS_FLAGS if getattr(args, name) is not None}
     try:
         settings = MicrobenchSettings(models=resolve_models(args.models), **given)
@@ -160,11 +157,8 @@ def microbench_command(args: argparse.Namespace) -> int:
 
 def export_model_command(args: argparse.Namespace) -> int:
     """Writes the model file and says how to serve it."""
-    from etude.logs import configure_logging
-
     from .model_file import export_model
 
-    configure_logging("etude-export-model", "console", "warning")
     try:
         exported = export_model(
             args.model,

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--connect-timeout-s",
         type=float,
-        default=10.0,
+        default=defaults.CONNECT_TIMEOUT_S,
         help="how long a run waits for its target to accept connections before failing",
     )
     parser.add_argument(

@@ -24,9 +24,11 @@ from google.protobuf import json_format
 
 from etude.v1 import loadgen_pb2
 
+from ..results.records import CANCELLED, CLIENT_ERROR, OK, Record
+from ..results.run import RunWriter
+from ..results.series import SeriesRow
 from . import spec as load_spec
 from .ramp import Tick, ramp_ticks
-from .records import Row, RunFiles
 from .stats import LatencyHistogram
 
 _log = structlog.get_logger()
@@ -37,11 +39,7 @@ WAIT_STEP_S = 0.001
 # After the last tick, in-flight requests get their timeout plus this before being cancelled.
 DRAIN_SLACK_S = 1.0
 
-OK = "OK"
-# Status of requests still in flight when the run was cancelled.
-CANCELLED = "CANCELLED"
-# Status of a request whose client raised instead of returning an Outcome (a client bug).
-CLIENT_ERROR = "CLIENT_ERROR"
+# A request's status (OK, CANCELLED, CLIENT_ERROR or a gRPC code name) is spelled in results/records.py.
 
 # The intended send time (time.perf_counter_ns()) of the request a client is sending, set in the
 # request's own task: a tracing client starts its span there (coordinated omission, in traces).
@@ -121,7 +119,7 @@ class LoadGenerator:
         self._timeout_s = load_spec.request_timeout_s(profile)
         self._k = load_spec.items_per_recommendation(profile)
         self._run_id = run_id
-        self._files = RunFiles(records_dir) if records_dir is not None else None
+        self._files = RunWriter(records_dir) if records_dir is not None else None
         self._on_progress = on_progress
         self.summary: loadgen_pb2.LoadSummary | None = None
 
@@ -131,7 +129,7 @@ class LoadGenerator:
         self._in_flight = 0
         self._in_hold = False
         self._start_ns = 0
-        self._rows: list[Row] = []
+        self._rows: list[Record] = []
         self._open_tick: Tick | None = None
         self._tick_sent = 0
 
@@ -319,8 +317,9 @@ class LoadGenerator:
         else:
             self._tick_errors += 1
             self._errors_by_status[outcome.status] += 1
+        # The one call into the records writer per request: a row, written with its tick's rows.
         self._rows.append(
-            (
+            Record(
                 tick,
                 session.session_id,
                 click_index,
@@ -366,26 +365,13 @@ class LoadGenerator:
             p99_ms=p99_ms,
         )
         if self._files is not None:
-            series_row = (
-                tick.index,
-                tick.rate_per_s,
-                sent,
-                self._tick_completed,
-                self._tick_ok,
-                self._tick_errors,
-                not_sent,
-                self._in_flight,
-                progress.p50_ms,
-                progress.p90_ms,
-                progress.p99_ms,
-            )
-            self._files.write(self._take_rows(), series_row)
+            self._files.write(self._take_rows(), SeriesRow.of(progress, self._tick_ok))
         self._tick_completed = self._tick_ok = self._tick_errors = 0
         self._tick_from_intended = LatencyHistogram()
         if self._on_progress is not None:
             self._on_progress(progress)
 
-    def _take_rows(self) -> list[Row]:
+    def _take_rows(self) -> list[Record]:
         rows, self._rows = self._rows, []
         return rows
 

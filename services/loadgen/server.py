@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import structlog
 
+from etude import defaults
 from etude.v1 import loadgen_pb2, loadgen_pb2_grpc, workload_pb2
 
 from .client import (
@@ -27,8 +28,6 @@ from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
 from .spec import InvalidLoadSpec, validate_load_spec
 
 _log = structlog.get_logger()
-
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
 
 
 def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
@@ -51,7 +50,7 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
     def __init__(
         self,
         *,
-        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        connect_timeout_s: float = defaults.CONNECT_TIMEOUT_S,
         request_spans: bool = True,
         in_process_source: Callable[[workload_pb2.WorkloadSpec], AsyncGenerator[Session, None]] = (
             in_process_sessions

@@ -7,7 +7,6 @@ import argparse
 from etude import defaults
 
 DEFAULT_PORT = defaults.WORKLOAD_PORT
-DEFAULT_POPULARITY_CACHE_SIZE = 2
 
 
 def _non_negative_int(text: str) -> int:
@@ -21,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--popularity-cache-size",
         type=_non_negative_int,
-        default=DEFAULT_POPULARITY_CACHE_SIZE,
+        default=defaults.POPULARITY_CACHE_SIZE,
         help="item popularity tables kept for repeated workloads (about 40 MB each at 10 "
         "million items; 0 rebuilds the table for every stream)",
     )

@@ -1,7 +1,8 @@
 """Synthetic click sessions: Algorithm 1 of the ETUDE paper, vectorised with numpy.
 
 No gRPC here: the servicer in server.py streams what this module generates, and the loadgen can
-use it in-process.
+use it in-process. Over 500 lines because the two parameterisations, their validation, the
+sampler and the exponent fit are one model of the same distributions, best read together.
 
 Power law means, by default, the classic continuous Pareto density p(y) = (alpha - 1) * y^-alpha
 on y >= 1 (alpha > 1), discretised by floor: a drawn value is floor(y), so

@@ -14,10 +14,10 @@ from contextlib import aclosing
 import grpc
 import structlog
 
+from etude import defaults
 from etude.limits import WORKLOAD_SPEC_LIMITS, LimitExceeded, check_limits
 from etude.v1 import workload_pb2, workload_pb2_grpc
 
-from .cli import DEFAULT_POPULARITY_CACHE_SIZE
 from .generator import (
     InvalidWorkloadSpec,
     ItemPopularity,
@@ -38,7 +38,7 @@ class PopularityCache:
     """Popularity tables of recent workloads, so repeated and concurrent streams of one workload
     build the table (a second or two at 10 million items) once. Least recently used goes first."""
 
-    def __init__(self, max_entries: int = DEFAULT_POPULARITY_CACHE_SIZE) -> None:
+    def __init__(self, max_entries: int = defaults.POPULARITY_CACHE_SIZE) -> None:
         if max_entries < 0:
             raise ValueError(f"max_entries must be >= 0, got {max_entries}")
         self.max_entries = max_entries

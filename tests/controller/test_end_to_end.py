@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.runner import ExperimentRunner, new_experiment
-from etude.services.controller.store import LocalResultStore
+from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import controller_pb2, experiment_pb2
 
 pytestmark = pytest.mark.slow

@@ -15,12 +15,12 @@ from etude.services.controller.drivers.processes import ServiceStartError
 from etude.services.controller.experiments import ExperimentManager
 from etude.services.controller.runner import new_experiment
 from etude.services.controller.server import ControllerServicer
-from etude.services.controller.store import LocalResultStore, ResultStore, write_json
-from etude.services.controller.stores import open_store
+from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore, ResultStore, open_store, write_json
 from gcs_emulator import fake_gcs_server, new_bucket
 
 from etude.serving import ServiceHost
-from etude.spec import parse_spec_dict, resolve
+from etude.spec import parse_spec_dict
 from etude.v1 import controller_pb2, controller_pb2_grpc, experiment_pb2
 
 
@@ -74,8 +74,12 @@ class FakeDriver:
         yield ""  # pragma: no cover
 
     @asynccontextmanager
-    async def loadgen_service(self, log_dir: Path) -> AsyncIterator[str]:
+    async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         yield "127.0.0.1:9"
+
+    @asynccontextmanager
+    async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
+        yield str(local_dir)
 
 
 def store_experiment(
@@ -185,9 +189,9 @@ async def test_a_stopped_manager_records_running_as_interrupted_and_keeps_queued
     driver = FakeDriver()
     manager = ExperimentManager(driver, store=open_store(store_uri))
     await manager.start()
-    running = manager.submit(spec("first", models=2))
-    queued = manager.submit(spec("second"))
-    cancelled = manager.submit(spec("third"))
+    running = await manager.submit(spec("first", models=2))
+    queued = await manager.submit(spec("second"))
+    cancelled = await manager.submit(spec("third"))
     await asyncio.wait_for(driver.deploying.get(), 10)
     await manager.cancel(cancelled.experiment_id)
     await manager.stop()  # SIGTERM: the controller stops while "first" deploys its first trial
@@ -220,7 +224,7 @@ async def test_experiments_run_several_at_once_when_allowed(tmp_path: Path) -> N
     manager = ExperimentManager(driver, store=LocalResultStore(tmp_path), max_concurrent_experiments=2)
     await manager.start()
     try:
-        submitted = [manager.submit(spec(name)) for name in ("a", "b", "c")]
+        submitted = [await manager.submit(spec(name)) for name in ("a", "b", "c")]
         for _ in range(2):
             await asyncio.wait_for(driver.deploying.get(), 10)
         states = [experiment.state for experiment in submitted]

@@ -10,9 +10,10 @@ import pytest
 from etude.services.controller.drivers.kubernetes import KubernetesDriver
 from etude.services.controller.matrix import expand_trials
 from etude.services.controller.runner import ExperimentRunner, new_experiment
-from etude.services.controller.store import LocalResultStore
+from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import experiment_pb2
 
 KUBECONFIG = os.environ.get("ETUDE_TEST_KUBECONFIG")

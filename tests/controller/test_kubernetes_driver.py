@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from etude.services.controller.drivers import kubernetes as k8s
+from etude.services.controller.drivers import manifests
 from etude.services.controller.drivers.kubernetes import (
     DeployConflict,
     DeployForbidden,
@@ -21,9 +22,10 @@ from etude.services.controller.drivers.kubernetes import (
     PodFailed,
 )
 from etude.services.controller.matrix import expand_trials
+from etude.services.controller.validation import resolve
 from kubernetes import client
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import experiment_pb2
 from tests.controller.kubernetes_fake import FakeApiServer, fake_api_server, pod, waiting_container
 
@@ -99,8 +101,8 @@ async def test_ready_deployment_yields_the_headless_service_and_is_deleted_on_ex
     assert deployment["metadata"]["namespace"] == NAMESPACE
     assert deployment["spec"]["replicas"] == 2
     # Selectors are the trial's own: another trial's pods never join its Service.
-    assert deployment["spec"]["selector"]["matchLabels"][k8s.INSTANCE_LABEL] == name
-    assert service["spec"]["selector"][k8s.INSTANCE_LABEL] == name
+    assert deployment["spec"]["selector"]["matchLabels"][manifests.INSTANCE_LABEL] == name
+    assert service["spec"]["selector"][manifests.INSTANCE_LABEL] == name
     assert service["spec"]["clusterIP"] == "None"
     pod_spec = deployment["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
@@ -183,8 +185,8 @@ async def test_a_deployment_never_ready_times_out_saying_why_its_pods_wait(
 
 def _leftover(fake: FakeApiServer, managed: bool) -> str:
     trial, spec = _trial()
-    name = k8s.object_name("etude-inf", trial.trial_id, f"{spec.name}/{trial.trial_id}")
-    labels = dict(k8s.MANAGED_BY) if managed else {"team": "search"}
+    name = manifests.object_name("etude-inf", trial.trial_id, f"{spec.name}/{trial.trial_id}")
+    labels = dict(manifests.MANAGED_BY) if managed else {"team": "search"}
     fake.objects[("services", name)] = {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
         "spec": {"clusterIP": "None", "ports": [{"port": 50052}]},
@@ -199,7 +201,7 @@ async def test_a_leftover_from_an_earlier_run_is_deleted_and_created_again(
     fake.status_of = _ready_after(polls=1)
     trial, spec = _trial()
     async with _driver(fake).inference_service(trial, spec, tmp_path):
-        assert fake.objects[("services", name)]["spec"]["selector"][k8s.INSTANCE_LABEL] == name
+        assert fake.objects[("services", name)]["spec"]["selector"][manifests.INSTANCE_LABEL] == name
     posts = [r.path.rsplit("/", 1)[-1] for r in fake.requests if r.method in ("POST", "DELETE")]
     assert posts[:3] == ["services", name, "services"]  # 409, delete the leftover, create again
     _assert_everything_deleted(fake)
@@ -270,8 +272,8 @@ async def test_loadgen_runs_as_a_job_reached_through_its_service_and_is_deleted(
         (job,) = [body for (resource, _), body in fake.objects.items() if resource == "jobs"]
         name = job["metadata"]["name"]
         assert endpoint == f"{name}.{NAMESPACE}.svc.cluster.local:50053"
-        assert fake.objects[("services", name)]["spec"]["selector"][k8s.INSTANCE_LABEL] == name
-        assert job["spec"]["template"]["metadata"]["labels"][k8s.INSTANCE_LABEL] == name
+        assert fake.objects[("services", name)]["spec"]["selector"][manifests.INSTANCE_LABEL] == name
+        assert job["spec"]["template"]["metadata"]["labels"][manifests.INSTANCE_LABEL] == name
         assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/etude-cuda:1.2"
     # Background propagation: the API's default for a Job would orphan its pod.
     assert fake.calls("DELETE", "jobs")[0].body == {"propagationPolicy": "Background"}
@@ -287,20 +289,20 @@ async def test_a_failed_loadgen_job_fails_with_its_name(fake: FakeApiServer, tmp
 
 
 def test_hardware_options_map_to_the_overlay_named_after_them() -> None:
-    available = k8s.overlays(k8s.kustomize_dir())
+    available = manifests.overlays(manifests.kustomize_dir())
     assert available == ["cpu", "gpu-a100", "gpu-h100", "gpu-t4"]
     option = experiment_pb2.HardwareOption
-    assert k8s.overlay_for(option(name="gpu-h100", device="cuda"), available) == "gpu-h100"
-    assert k8s.overlay_for(option(name="gpu-t4-spot", device="cuda"), available) == "gpu-t4"
-    assert k8s.overlay_for(option(name="local-cpu", device="cpu"), available) == "cpu"
+    assert manifests.overlay_for(option(name="gpu-h100", device="cuda"), available) == "gpu-h100"
+    assert manifests.overlay_for(option(name="gpu-t4-spot", device="cuda"), available) == "gpu-t4"
+    assert manifests.overlay_for(option(name="local-cpu", device="cpu"), available) == "cpu"
     with pytest.raises(KubernetesDeployError, match="name the option after one of"):
-        k8s.overlay_for(option(name="big-gpu", device="cuda"), available)
+        manifests.overlay_for(option(name="big-gpu", device="cuda"), available)
 
 
 def test_object_names_are_dns_labels_distinct_per_experiment() -> None:
     long_id = "lightsans-c20000000-gpu-h100-compile-r12-with-a-very-long-suffix"
-    first = k8s.object_name("etude-inf", long_id, f"a/{long_id}")
-    second = k8s.object_name("etude-inf", long_id, f"b/{long_id}")
+    first = manifests.object_name("etude-inf", long_id, f"a/{long_id}")
+    second = manifests.object_name("etude-inf", long_id, f"b/{long_id}")
     assert first != second
     for name in (first, second):
         assert len(name) <= 63 and name[0].isalpha() and name[-1].isalnum()
@@ -322,7 +324,9 @@ def test_records_copied_out_of_the_pod_arrive_intact_and_leave_the_pod(tmp_path:
 
 
 def test_the_target_flag_replaces_the_spec_target_before_validation(tmp_path: Path) -> None:
-    from etude.spec import SpecError, load_spec
+    from etude.services.controller.validation import load_spec
+
+    from etude.spec import SpecError
 
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.replace("target: kubernetes", ""))

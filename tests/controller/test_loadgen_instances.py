@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 from etude.services.controller.drivers import kubernetes as k8s
+from etude.services.controller.drivers import manifests
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.runner import ExperimentRunner, new_experiment
-from etude.services.controller.store import LocalResultStore
+from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore
 from kubernetes import client
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import controller_pb2, experiment_pb2
 from tests.controller.kubernetes_fake import FakeApiServer, fake_api_server, pod
 
@@ -127,7 +129,7 @@ async def test_kubernetes_runs_each_loadgen_as_its_own_job_and_deletes_them_all(
             assert len(jobs) == 2
             assert sorted(endpoints) == sorted(f"{name}.{NAMESPACE}.svc.cluster.local:50053" for name in jobs)
             for name in jobs:
-                assert fake.objects[("services", name)]["spec"]["selector"][k8s.INSTANCE_LABEL] == name
+                assert fake.objects[("services", name)]["spec"]["selector"][manifests.INSTANCE_LABEL] == name
             # Each instance's records come out of its own pod.
             for index in (0, 1):
                 async with driver.loadgen_records(tmp_path / f"loadgen-{index}", instance=index):

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from etude.services.controller.merge import MergeError, ProgressMerger, merge_runs
-from etude.services.loadgen.records import RECORD_FIELDS, SERIES_FIELDS
 from etude.services.loadgen.stats import LatencyHistogram
+from etude.services.results.records import RECORD_FIELDS
+from etude.services.results.series import SERIES_FIELDS
 
 from etude.v1 import loadgen_pb2
 

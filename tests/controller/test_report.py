@@ -16,23 +16,17 @@ import numpy as np
 import pytest
 from etude.services.controller.cli import report_command
 from etude.services.controller.matrix import expand_trials
-from etude.services.controller.report import Report, TrialReport, build_report, write_report
-from etude.services.controller.report_analysis import (
-    HardwareOutcome,
-    Records,
-    Scenario,
-    StableRate,
-    TickVerdict,
-    deployment_rows,
-    highest_stable_rate,
-    replicas_needed,
-    session_lengths,
-)
-from etude.services.controller.store import LocalResultStore
-from etude.services.loadgen.records import RECORD_FIELDS, SERIES_FIELDS
+from etude.services.controller.validation import resolve
+from etude.services.report.analysis import StableRate, TickVerdict, highest_stable_rate, session_lengths
+from etude.services.report.deployments import HardwareOutcome, Scenario, deployment_rows, replicas_needed
+from etude.services.report.report import Report, build_report, write_report
+from etude.services.report.trials import TrialReport
+from etude.services.results.records import RECORD_FIELDS, RecordColumns
+from etude.services.results.series import SERIES_FIELDS
+from etude.services.results.store import LocalResultStore
 from google.protobuf import json_format
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2
 
 SPEC = """
@@ -310,22 +304,14 @@ def test_a_measured_miss_with_enough_ramp_capacity_still_needs_one_more_replica(
 
 def test_session_lengths_count_the_clicks_replayed_per_session() -> None:
     ints = np.array
-    records = Records(
+    columns = {name: ints([0] * 5) for name in RECORD_FIELDS}
+    columns.update(
         tick=ints([0, 0, 1, 1, 2]),
         session_id=np.array(["7", "8", "7", "9", "7"]),
         click_index=ints([0, 0, 1, 0, 2]),
         status=np.array(["OK"] * 5),
-        **{
-            name: ints([0] * 5)
-            for name in (
-                "latency_from_intended_us",
-                "latency_from_actual_us",
-                "queue_us",
-                "inference_us",
-                "server_total_us",
-            )
-        },
     )
+    records = RecordColumns(**columns)
     assert sorted(session_lengths(records).tolist()) == [1, 1, 3]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from etude.services.controller.cli import compare_command
-from etude.services.controller.report_compare import compare_experiments, comparison_markdown
+from etude.services.report.compare import compare_experiments, comparison_markdown
 from google.protobuf import json_format
 
 from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2

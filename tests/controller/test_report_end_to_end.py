@@ -11,9 +11,10 @@ from etude.services.cli import main
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.drivers.processes import ServiceStartError
 from etude.services.controller.runner import ExperimentRunner, new_experiment
-from etude.services.controller.store import LocalResultStore
+from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore
 
-from etude.spec import parse_spec_text, resolve
+from etude.spec import parse_spec_text
 from etude.v1 import controller_pb2, experiment_pb2
 
 SPEC = """
@@ -64,8 +65,12 @@ class _UnstartableDriver:
         yield ""  # pragma: no cover
 
     @asynccontextmanager
-    async def loadgen_service(self, log_dir: Path) -> AsyncIterator[str]:
+    async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         yield "127.0.0.1:1"
+
+    @asynccontextmanager
+    async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
+        yield str(local_dir)
 
 
 async def test_a_failed_experiment_still_gets_a_report_listing_the_failure(tmp_path: Path) -> None:
@@ -85,7 +90,7 @@ async def test_a_report_that_fails_is_logged_and_loses_no_result(
     def broken_report(*_: object) -> None:
         raise RuntimeError("plotting broke")
 
-    monkeypatch.setattr("etude.services.controller.report.write_report", broken_report)
+    monkeypatch.setattr("etude.services.report.report.write_report", broken_report)
     store = LocalResultStore(tmp_path)
     experiment = new_experiment(resolve(parse_spec_text(SPEC)), store)
     events: list[controller_pb2.ExperimentEvent] = []

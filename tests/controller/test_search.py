@@ -55,7 +55,7 @@ def test_bad_settings_are_refused(field: dict) -> None:
 
 
 def test_the_summary_of_a_searched_trial_shows_the_rate_its_figures_were_measured_at() -> None:
-    from etude.services.controller.summary import summary_table
+    from etude.services.report.summary import summary_table
 
     from etude.v1 import controller_pb2
 

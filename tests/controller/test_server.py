@@ -10,7 +10,7 @@ import pytest
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.experiments import ExperimentManager
 from etude.services.controller.server import ControllerServicer
-from etude.services.controller.store import LocalResultStore
+from etude.services.results.store import LocalResultStore
 
 from etude.serving import ServiceHost
 from etude.spec import parse_spec_dict

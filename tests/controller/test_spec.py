@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from etude.services.controller.validation import load_spec, resolve
 
-from etude.spec import SpecError, load_spec, parse_spec_text, resolve
+from etude.spec import SpecError, parse_spec_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,3 +153,48 @@ def test_non_mapping_document_is_rejected() -> None:
 def test_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read"):
         load_spec(tmp_path / "absent.yaml")
+
+
+def test_a_catalog_whose_tables_exceed_this_machines_memory_is_refused_with_the_estimate() -> None:
+    from etude.services.controller.validation import resolve
+
+    spec = parse_spec_text(
+        "name: big\nmodels: [{name: gru4rec}]\ncatalog_sizes: [90000000]\n"
+        "workload: {exponents: {alpha_length: 2.2, alpha_clicks: 1.8}}\n"
+        "load: {target_rate_per_s: 10, hold_duration_s: 1}\n"
+        "embedding_policy: fourth_root_pow2\nmodels: [{name: gru4rec, embedding_dim: 1024}]\n",
+        "big.yaml",
+    )
+    with pytest.raises(SpecError) as refused:
+        resolve(spec)
+    assert refused.value.field == "catalog_sizes[0]"
+    assert "GiB for its item tables; this machine has" in str(refused.value)
+    spec.target = "kubernetes"  # the cluster's nodes hold it: not weighed against this machine
+    resolve(spec)
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("catalog_sizes: [1000000000000]", "catalog_sizes[0]"),
+        ("load: {target_rate_per_s: 1e9, hold_duration_s: 1}", "load.target_rate_per_s"),
+        ("load: {target_rate_per_s: 10, hold_duration_s: 2147483647}", "load.hold_duration_s"),
+        ("slo: {latency_ms: .nan}", "slo.latency_ms"),
+        ('batching: {max_batch_delay_ms: "Infinity"}', "batching.max_batch_delay_ms"),
+        ("repetitions: 100000", "repetitions"),
+    ],
+)
+def test_absurd_numbers_are_refused_before_anything_runs(line: str, field: str) -> None:
+    from etude.services.controller.validation import resolve
+
+    base = {
+        "name": "name: absurd",
+        "models": "models: [{name: noop}]",
+        "catalog_sizes": "catalog_sizes: [1000]",
+        "workload": "workload: {exponents: {alpha_length: 2.2, alpha_clicks: 1.8}}",
+        "load": "load: {target_rate_per_s: 10, hold_duration_s: 1}",
+    }
+    base[line.split(":")[0]] = line
+    with pytest.raises(SpecError) as refused:
+        resolve(parse_spec_text("\n".join(base.values()) + "\n", "absurd.yaml"))
+    assert refused.value.field == field, str(refused.value)

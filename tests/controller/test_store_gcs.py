@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from etude.services.controller.drivers.processes import ServiceStartError
 from etude.services.controller.runner import ExperimentRunner, new_experiment
-from etude.services.controller.store_gcs import GcsResultStore, GcsStoreError, parse_gcs_uri
-from etude.services.controller.stores import open_store
+from etude.services.controller.validation import resolve
+from etude.services.results.store import open_store
+from etude.services.results.store_gcs import GcsResultStore, GcsStoreError, parse_gcs_uri
 from gcs_emulator import fake_gcs_server, new_bucket
 from google.cloud import storage
 
-from etude.spec import SpecError, parse_spec_dict, resolve
+from etude.spec import SpecError, parse_spec_dict
 from etude.v1 import controller_pb2, experiment_pb2
 
 
@@ -162,9 +163,13 @@ class _NoDeployDriver:
         yield ""  # pragma: no cover
 
     @asynccontextmanager
-    async def loadgen_service(self, log_dir: Path) -> AsyncIterator[str]:
+    async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         (log_dir / "loadgen.log").write_text("loadgen up\n")
         yield "127.0.0.1:9"
+
+    @asynccontextmanager
+    async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
+        yield str(local_dir)
 
 
 async def test_the_runner_puts_every_trial_folder_and_log_in_the_bucket(store: GcsResultStore) -> None:
@@ -215,8 +220,8 @@ def test_a_staging_folder_of_its_own_is_removed_only_once_everything_is_uploaded
 
 
 def test_reports_are_found_under_a_gs_experiment_or_results_prefix(bucket: str) -> None:
-    from etude.services.controller.report import experiments_at
-    from etude.services.controller.report_analysis import ReportInputError
+    from etude.services.results.documents import experiments_at
+    from etude.services.results.errors import ResultsError
 
     store = open_store(f"gs://{bucket}/results")
     for experiment_id in ("first", "second"):
@@ -227,5 +232,5 @@ def test_reports_are_found_under_a_gs_experiment_or_results_prefix(bucket: str) 
     assert sorted(name for _, name in found) == ["first", "second"]
     ((one_store, one),) = experiments_at(f"gs://{bucket}/results/second/")
     assert one == "second" and one_store.uri(one).endswith(f"{bucket}/results/second")
-    with pytest.raises(ReportInputError, match="neither"):
+    with pytest.raises(ResultsError, match="neither"):
         experiments_at(f"gs://{bucket}/elsewhere")

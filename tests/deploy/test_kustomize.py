@@ -9,7 +9,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from etude.services.controller.drivers.kubernetes import kubectl_path, render_manifests
+from etude.services.controller.drivers.manifests import kubectl_path, render_manifests
 
 from etude import defaults
 
@@ -240,8 +240,7 @@ def test_every_pod_declares_its_metrics_port_for_prometheus(overlay: str) -> Non
 )
 def test_every_example_hardware_option_deploys_with_an_overlay(example: Path) -> None:
     from etude.services.controller.drivers.kubernetes import overlay_for, overlays
-
-    from etude.spec import load_spec
+    from etude.services.controller.validation import load_spec
 
     available = overlays(KUSTOMIZE)
     for option in load_spec(example).hardware:

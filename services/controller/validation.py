@@ -1,0 +1,243 @@
+"""Whether an experiment spec is valid, and the spec with every default made explicit.
+
+Called wherever a spec is accepted (`etude run`/`etude search`, SubmitExperiment). It lives
+here, above the services it names (the inference model registry, the workload presets), so
+that the shared base (etude/spec.py: parsing) imports nothing from the services.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from etude import defaults
+from etude.limits import MAX_TRIALS, SPEC_LIMITS, LimitExceeded, check_limits, trial_count
+from etude.provenance import current_environment
+from etude.spec import SpecError, read_spec_file
+from etude.v1 import experiment_pb2
+
+from ..inference.models import MODELS
+from ..inference.options import EMBEDDING_POLICIES, RUNTIMES, resolve_embedding_dim
+from ..inference.sizing import estimated_catalog_bytes
+from ..workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
+
+DEVICES = ("cpu", "cuda")
+WORKLOAD_SOURCES = (defaults.WORKLOAD_SOURCE,)
+TARGETS = ("local", "kubernetes")
+_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# The rest of the machine's memory goes to the loadgen, the workload service and the OS.
+LOCAL_MEMORY_SHARE = 0.8
+
+
+def load_spec(path: str | Path, target: str = "") -> experiment_pb2.ExperimentSpec:
+    """Reads, parses, validates and completes the spec file at `path`; a `target` given (the
+    `--target` flag) replaces the file's before validation."""
+    spec = read_spec_file(path)
+    if target:
+        spec.target = target
+    return resolve(spec)
+
+
+def resolve(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.ExperimentSpec:
+    """Validates `spec` and returns a copy with every default made explicit."""
+    validate(spec)
+    return with_defaults(spec)
+
+
+def validate(spec: experiment_pb2.ExperimentSpec) -> None:
+    """Raises SpecError for the first invalid field, naming its path and the allowed values."""
+    if not _NAME_PATTERN.match(spec.name):
+        raise SpecError(
+            "name",
+            f"{spec.name!r} must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit",
+        )
+    if not spec.models:
+        raise SpecError("models", "name at least one model")
+    known_models = MODELS.keys()
+    for index, model in enumerate(spec.models):
+        if model.name not in known_models:
+            raise SpecError(f"models[{index}].name", f"{model.name!r} is not one of {sorted(known_models)}")
+        if model.embedding_dim < 0:
+            raise SpecError(f"models[{index}].embedding_dim", "must be >= 0 (0 applies embedding_policy)")
+    if not spec.catalog_sizes:
+        raise SpecError("catalog_sizes", "name at least one catalog size")
+    for index, size in enumerate(spec.catalog_sizes):
+        if size < 1:
+            raise SpecError(f"catalog_sizes[{index}]", f"{size} must be >= 1")
+    _check_choice("embedding_policy", spec.embedding_policy, EMBEDDING_POLICIES)
+    _validate_workload(spec.workload)
+    for index, option in enumerate(spec.hardware):
+        path = f"hardware[{index}]"
+        if not _NAME_PATTERN.match(option.name):
+            raise SpecError(f"{path}.name", f"{option.name!r} must be 1-40 characters of a-z, 0-9 and '-'")
+        _check_choice(f"{path}.device", option.device, DEVICES)
+        if option.monthly_cost_usd < 0:
+            raise SpecError(f"{path}.monthly_cost_usd", "must be >= 0")
+        if option.replicas < 0:
+            raise SpecError(f"{path}.replicas", "must be >= 0 (0 means 1)")
+        if option.replicas > 1 and spec.target in ("", "local"):
+            raise SpecError(f"{path}.replicas", "the local target runs exactly one replica")
+        if option.cpu_threads < 0:
+            raise SpecError(f"{path}.cpu_threads", "must be >= 0 (0 keeps torch's default)")
+    names = [option.name for option in spec.hardware]
+    if len(set(names)) != len(names):
+        raise SpecError("hardware", f"names must be unique, got {names}")
+    for index, runtime in enumerate(spec.runtimes):
+        _check_choice(f"runtimes[{index}]", runtime, RUNTIMES, allow_empty=False)
+    _validate_batching(spec.batching)
+    _validate_load(spec)
+    _validate_slo(spec.slo)
+    if spec.repetitions < 0:
+        raise SpecError("repetitions", "must be >= 0 (0 means 1)")
+    if spec.loadgen_instances < 0:
+        raise SpecError("loadgen_instances", "must be >= 0 (0 means 1)")
+    _check_choice("target", spec.target, TARGETS)
+    _validate_limits(spec)
+
+
+def _validate_limits(spec: experiment_pb2.ExperimentSpec) -> None:
+    """Upper bounds and finiteness of every number (etude/limits.py), a matrix of affordable
+    size, and, on the local target, catalogs whose tables fit this machine's memory."""
+    try:
+        check_limits(spec, SPEC_LIMITS)
+    except LimitExceeded as error:
+        raise SpecError(error.field, error.reason) from None
+    axes = (spec.models, spec.catalog_sizes, spec.hardware, spec.runtimes)
+    trials = trial_count(*(len(axis) for axis in axes), spec.repetitions)
+    if trials > MAX_TRIALS:
+        raise SpecError(
+            "repetitions",
+            f"the matrix (models x catalog sizes x hardware x runtimes x repetitions) has {trials:,}"
+            f" trials; at most {MAX_TRIALS:,} per experiment",
+        )
+    if spec.target not in ("", "local"):
+        return  # the cluster's nodes, not this machine, hold the model
+    memory_bytes = current_environment().memory_bytes
+    for index, catalog_size in enumerate(spec.catalog_sizes):
+        for model in spec.models:
+            policy = spec.embedding_policy or defaults.EMBEDDING_POLICY
+            dim = resolve_embedding_dim(catalog_size, model.embedding_dim, policy)
+            needed = estimated_catalog_bytes(model.name, catalog_size, dim)
+            if memory_bytes and needed > LOCAL_MEMORY_SHARE * memory_bytes:
+                raise SpecError(
+                    f"catalog_sizes[{index}]",
+                    f"{model.name} at {catalog_size:,} items (d = {dim}) needs about"
+                    f" {needed / 2**30:,.1f} GiB for its item tables; this machine has"
+                    f" {memory_bytes / 2**30:,.1f} GiB"
+                    f" (at most {LOCAL_MEMORY_SHARE:.0%} of it for one model)",
+                )
+
+
+def _check_choice(field: str, value: str, allowed: tuple[str, ...], *, allow_empty: bool = True) -> None:
+    if (value or not allow_empty) and value not in allowed:
+        raise SpecError(field, f"{value!r} is not one of {list(allowed)}")
+
+
+def _validate_workload(workload: experiment_pb2.WorkloadStats) -> None:
+    _check_choice("workload.source", workload.source, WORKLOAD_SOURCES)
+    given = [
+        name
+        for name in ("exponents", "powerlaw_fits")
+        if workload.HasField(name)  # type: ignore[arg-type]
+    ] + (["preset"] if workload.preset else [])
+    if len(given) != 1:
+        raise SpecError(
+            "workload",
+            "give exactly one of exponents (alpha_length, alpha_clicks), powerlaw_fits or preset;"
+            f" got {given or 'none'}",
+        )
+    if workload.preset and workload.preset not in PRESETS:
+        raise SpecError("workload.preset", f"{workload.preset!r} is not one of {sorted(PRESETS)}")
+    if workload.HasField("exponents"):
+        for name in ("alpha_length", "alpha_clicks"):
+            value = getattr(workload.exponents, name)
+            if not value > 1.0:
+                raise SpecError(f"workload.exponents.{name}", f"{value} must be > 1 (a power-law exponent)")
+    if workload.HasField("powerlaw_fits"):
+        for name in ("session_lengths", "click_counts"):
+            fit = getattr(workload.powerlaw_fits, name)
+            try:
+                ScipyPowerLaw(fit.a, fit.loc, fit.scale).validate(f"workload.powerlaw_fits.{name}")
+            except InvalidWorkloadSpec as error:
+                raise SpecError(error.field, str(error).split(": ", 1)[-1]) from error
+
+
+def _validate_batching(batching: experiment_pb2.Batching) -> None:
+    if batching.max_batch_size < 0:
+        raise SpecError("batching.max_batch_size", f"must be >= 0 (0 means {defaults.MAX_BATCH_SIZE})")
+    if batching.max_batch_delay_ms < 0:
+        raise SpecError("batching.max_batch_delay_ms", "must be >= 0")
+    if batching.max_queue_size < 0:
+        raise SpecError("batching.max_queue_size", "must be >= 0 (0 means 4 x max_batch_size)")
+
+
+def _validate_load(spec: experiment_pb2.ExperimentSpec) -> None:
+    load = spec.load
+    if not load.target_rate_per_s > 0:
+        raise SpecError("load.target_rate_per_s", f"{load.target_rate_per_s} must be > 0")
+    if load.ramp_duration_s < 0 or load.hold_duration_s < 0:
+        field = "load.ramp_duration_s" if load.ramp_duration_s < 0 else "load.hold_duration_s"
+        raise SpecError(field, "must be >= 0")
+    if load.ramp_duration_s + load.hold_duration_s < 1:
+        raise SpecError("load.hold_duration_s", "ramp_duration_s + hold_duration_s must be >= 1 second")
+    if load.request_timeout_ms < 0:
+        raise SpecError("load.request_timeout_ms", f"must be >= 0 (0 means {defaults.REQUEST_TIMEOUT_MS})")
+    smallest_catalog = min(spec.catalog_sizes)
+    if not 0 <= load.k <= smallest_catalog:
+        raise SpecError(
+            "load.k",
+            f"{load.k} must be in 1..{smallest_catalog} (the smallest catalog), or 0 for {defaults.TOP_K}",
+        )
+    if load.k == 0 and smallest_catalog < defaults.TOP_K:
+        raise SpecError("load.k", f"the default k = {defaults.TOP_K} exceeds catalog size {smallest_catalog}")
+
+
+def _validate_slo(slo: experiment_pb2.ServiceLevelObjective) -> None:
+    if slo.percentile and not 0 < slo.percentile < 100:
+        raise SpecError("slo.percentile", f"{slo.percentile} must be in (0, 100)")
+    if slo.latency_ms < 0:
+        raise SpecError("slo.latency_ms", "must be > 0")
+    if slo.rate_per_s < 0:
+        raise SpecError("slo.rate_per_s", "must be >= 0 (0 means the load's target rate)")
+
+
+def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.ExperimentSpec:
+    """A copy of `spec` with every implicit default written out, as it is stored with the results."""
+    full = experiment_pb2.ExperimentSpec()
+    full.CopyFrom(spec)
+    full.embedding_policy = full.embedding_policy or defaults.EMBEDDING_POLICY
+    full.workload.source = full.workload.source or defaults.WORKLOAD_SOURCE
+    if full.workload.preset:
+        lengths, clicks = PRESETS[full.workload.preset]
+        fits = full.workload.powerlaw_fits
+        fits.session_lengths.a, fits.session_lengths.loc, fits.session_lengths.scale = (
+            lengths.a, lengths.loc, lengths.scale,
+        )  # fmt: skip
+        fits.click_counts.a, fits.click_counts.loc, fits.click_counts.scale = (
+            clicks.a,
+            clicks.loc,
+            clicks.scale,
+        )
+    if not full.hardware:
+        full.hardware.add(name=defaults.HARDWARE_NAME, device=defaults.DEVICE)
+    for option in full.hardware:
+        option.replicas = option.replicas or 1
+    if not full.runtimes:
+        full.runtimes.append(defaults.RUNTIME)
+    batching = full.batching
+    batching.max_batch_size = batching.max_batch_size or defaults.MAX_BATCH_SIZE
+    if not batching.HasField("max_batch_delay_ms"):
+        batching.max_batch_delay_ms = defaults.MAX_BATCH_DELAY_MS
+    batching.max_queue_size = (
+        batching.max_queue_size or defaults.QUEUE_SIZE_PER_BATCH * batching.max_batch_size
+    )
+    full.load.request_timeout_ms = full.load.request_timeout_ms or defaults.REQUEST_TIMEOUT_MS
+    full.load.k = full.load.k or defaults.TOP_K
+    full.slo.percentile = full.slo.percentile or defaults.SLO_PERCENTILE
+    full.slo.latency_ms = full.slo.latency_ms or defaults.SLO_LATENCY_MS
+    full.slo.rate_per_s = full.slo.rate_per_s or full.load.target_rate_per_s
+    full.repetitions = full.repetitions or 1
+    full.loadgen_instances = full.loadgen_instances or 1
+    full.target = full.target or defaults.TARGET
+    full.results = full.results or defaults.RESULTS
+    return full

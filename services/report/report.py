@@ -1,0 +1,169 @@
+"""The experiment report: report.md and report.html (self-contained, plots embedded as PNG data
+URIs), rebuilt at any time from what a finished experiment left in its result store.
+
+It reads only through the results layer (experiment.json, and per trial series.csv, records.csv
+and the trace files), so a Cloud Storage store can serve the same report later. Blocking reads:
+the runner builds it in a thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from etude.v1 import controller_pb2, experiment_pb2
+
+from ..results.documents import load_experiment
+from ..results.layout import RECORDS_FILE, Layout
+from ..results.store import ResultStore
+from . import plots
+from .deployments import DeploymentRow, HardwareOutcome, Scenario, deployment_rows
+from .document import Block, render_html, render_markdown
+from .fits import FittedExponent, fit_click_counts, fit_session_lengths, workload_of
+from .sections import report_blocks, variant
+from .trials import TrialReport, analyse_trial
+
+_log = structlog.get_logger()
+
+State = experiment_pb2.TrialState
+
+
+@dataclass(frozen=True, eq=False)
+class Report:
+    experiment: controller_pb2.Experiment
+    trials: list[TrialReport]
+    fitted_exponents: list[FittedExponent]
+    deployments: list[DeploymentRow]
+    figures: dict[str, bytes]  # PNG bytes by name
+    blocks: list[Block]
+
+    @property
+    def markdown(self) -> str:
+        return render_markdown(self.blocks)
+
+    @property
+    def html(self) -> str:
+        return render_html(self.blocks, self.figures, f"Etude report: {self.experiment.experiment_id}")
+
+
+def build_report(store: ResultStore, experiment_id: str) -> Report:
+    """Reads the experiment and its trials' files from `store` and builds the whole report."""
+    experiment = load_experiment(store, experiment_id)
+    spec = experiment.spec
+    layout = Layout(experiment_id)
+    trials = [analyse_trial(store, layout, result, spec) for result in experiment.trials]
+    fitted = _fit_exponents(spec, trials)
+    deployments = deployment_rows(_hardware_outcomes(trials), spec.slo.rate_per_s)
+    figures = _figures(spec, trials)
+    blocks = report_blocks(experiment, trials, fitted, deployments, figures)
+    return Report(experiment, trials, fitted, deployments, figures, blocks)
+
+
+def write_report(store: ResultStore, experiment_id: str) -> Report:
+    """Builds the report and writes <experiment>/report.md and <experiment>/report.html."""
+    report = build_report(store, experiment_id)
+    layout = Layout(experiment_id)
+    store.write_text(layout.report_markdown, report.markdown)
+    store.write_text(layout.report_html, report.html)
+    _log.info("report_written", experiment_id=experiment_id, uri=store.uri(layout.report_html))
+    return report
+
+
+def _fit_exponents(
+    spec: experiment_pb2.ExperimentSpec, trials: Sequence[TrialReport]
+) -> list[FittedExponent]:
+    fitted = []
+    # Every trial replays the same sessions (same seed) from the first one: the trial that got
+    # furthest holds the longest sample.
+    longest = max(trials, key=lambda trial: trial.session_lengths.size, default=None)
+    if longest is not None and longest.session_lengths.size:
+        workload = workload_of(longest.result.trial, spec)
+        if workload is not None:
+            folder = longest.trial_id if longest.files == "." else f"{longest.trial_id}/{longest.files}"
+            # Named relative to the experiment's trials/ folder, as a reader finds it.
+            source = f"clicks per session in {folder}/{RECORDS_FILE}"
+            fitted.append(fit_session_lengths(longest.session_lengths, workload, source))
+    done = set()
+    for trial in trials:
+        if trial.result.trial.catalog_size in done:
+            continue
+        done.add(trial.result.trial.catalog_size)
+        workload = workload_of(trial.result.trial, spec)
+        if workload is None:
+            continue
+        try:
+            fitted.append(fit_click_counts(workload))
+        except (ValueError, MemoryError) as error:
+            _log.warning("click_count_fit_failed", catalog_size=workload.catalog_size, error=str(error))
+    return fitted
+
+
+def _hardware_outcomes(trials: Sequence[TrialReport]) -> list[HardwareOutcome]:
+    groups: dict[tuple[Scenario, str], list[TrialReport]] = {}
+    for trial in trials:
+        spec = trial.result.trial
+        scenario = Scenario(spec.model.name, spec.catalog_size, spec.runtime)
+        groups.setdefault((scenario, spec.hardware.name), []).append(trial)
+    outcomes = []
+    for (scenario, _), members in groups.items():
+        hardware = members[0].result.trial.hardware
+        failure = ""
+        for member in members:
+            unmeasured = member.stable is None and member.searched_rate_per_s is None
+            if member.result.state != State.TRIAL_STATE_SUCCEEDED or unmeasured:
+                state = State.Name(member.result.state).removeprefix("TRIAL_STATE_").lower()
+                reason = member.result.error or member.problem
+                failure = f"{member.trial_id} {state}" + (f": {reason}" if reason else "")
+                break
+        outcomes.append(
+            HardwareOutcome(
+                scenario=scenario,
+                hardware=hardware,
+                measured_replicas=hardware.replicas or 1,
+                measured_met=all(member.result.slo_met for member in members),
+                sustained_rate_per_s=min(member.sustained_rate_per_s for member in members),
+                failure=failure,
+            )
+        )
+    return outcomes
+
+
+def _figures(spec: experiment_pb2.ExperimentSpec, trials: Sequence[TrialReport]) -> dict[str, bytes]:
+    figures: dict[str, bytes] = {}
+    slo = spec.slo
+    for trial in trials:
+        if trial.stable is not None and trial.series:
+            figures[f"ramp-{trial.trial_id}"] = plots.ramp_figure(
+                trial.trial_id, trial.verdicts, trial.series, slo.percentile, slo.latency_ms, trial.stable
+            )
+    # Ramp ticks only: hold ticks repeat the target rate and would fold the line back.
+    ramp_ticks = spec.load.ramp_duration_s or spec.load.hold_duration_s
+    for catalog_size in sorted(set(spec.catalog_sizes)):
+        lines = []
+        for trial in trials:
+            if trial.result.trial.catalog_size != catalog_size or not trial.verdicts:
+                continue
+            points = [v for v in trial.verdicts[:ramp_ticks] if math.isfinite(v.ok_slo_latency_ms)]
+            if points:
+                lines.append(
+                    plots.RateLine(
+                        trial.result.trial.model.name,
+                        variant(trial.result.trial),
+                        [point.target_rate_per_s for point in points],
+                        [point.ok_slo_latency_ms for point in points],
+                    )
+                )
+        if lines:
+            figures[f"rate-c{catalog_size}"] = plots.latency_vs_rate_figure(
+                f"{catalog_size:,} items", lines, slo.percentile, slo.latency_ms
+            )
+    split_trials = [trial for trial in trials if trial.split is not None]
+    if split_trials:
+        figures["split"] = plots.latency_split_figure(
+            [trial.trial_id for trial in split_trials],
+            [trial.split for trial in split_trials if trial.split is not None],
+        )
+    return figures
