@@ -1,3 +1,4 @@
+from etude.v1 import environment_pb2 as _environment_pb2
 from etude.v1 import experiment_pb2 as _experiment_pb2
 from etude.v1 import loadgen_pb2 as _loadgen_pb2
 from google.protobuf.internal import containers as _containers
@@ -27,7 +28,7 @@ EXPERIMENT_STATE_CANCELLED: ExperimentState
 EXPERIMENT_STATE_INTERRUPTED: ExperimentState
 
 class Experiment(_message.Message):
-    __slots__ = ("experiment_id", "state", "spec", "trials", "results_uri", "error", "created_unix_ms", "finished_unix_ms")
+    __slots__ = ("experiment_id", "state", "spec", "trials", "results_uri", "error", "created_unix_ms", "finished_unix_ms", "environment")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +37,7 @@ class Experiment(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     state: ExperimentState
     spec: _experiment_pb2.ExperimentSpec
@@ -44,7 +46,8 @@ class Experiment(_message.Message):
     error: str
     created_unix_ms: int
     finished_unix_ms: int
-    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[_experiment_pb2.TrialResult, _Mapping]]] = ..., results_uri: _Optional[str] = ..., error: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ...) -> None: ...
+    environment: _environment_pb2.Environment
+    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[_experiment_pb2.TrialResult, _Mapping]]] = ..., results_uri: _Optional[str] = ..., error: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ...) -> None: ...
 
 class SubmitExperimentRequest(_message.Message):
     __slots__ = ("spec",)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 
+from etude.provenance import current_environment
 from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2
 
 from ..report.slo import RATE_TOLERANCE, evaluate_run
@@ -56,6 +57,7 @@ def new_experiment(
         spec=spec,
         results_uri=store.uri(experiment_id),
         created_unix_ms=int(now * 1000),
+        environment=current_environment(),
     )
     for trial in expand_trials(spec):
         experiment.trials.add(trial=trial, state=State.TRIAL_STATE_PENDING)

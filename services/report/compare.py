@@ -5,8 +5,9 @@ Reads each experiment's stored experiment.json only (the runner's summaries and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from etude.provenance import differences
 from etude.v1 import controller_pb2, experiment_pb2
 
 # (label, attribute path in the trial's LoadSummary, number format).
@@ -51,6 +52,8 @@ class Comparison:
     trials: list[TrialComparison]
     only_in_a: list[str]
     only_in_b: list[str]
+    # What differs in the environments that produced them ("torch_version: 2.13.0 vs 2.11.0").
+    environment_differences: list[str] = field(default_factory=list)
 
 
 def _read(result: experiment_pb2.TrialResult, path: str) -> float | None:
@@ -88,6 +91,9 @@ def compare_experiments(a: controller_pb2.Experiment, b: controller_pb2.Experime
         compared,
         [result.trial.trial_id for result in a.trials if result.trial.trial_id not in trials_b],
         [result.trial.trial_id for result in b.trials if result.trial.trial_id not in ids_a],
+        differences(a.environment, b.environment)
+        if a.environment.etude_version and b.environment.etude_version
+        else [],
     )
 
 
@@ -122,7 +128,15 @@ def comparison_markdown(comparison: Comparison) -> str:
     def line(cells: tuple[str, ...]) -> str:
         return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
 
+    warning = (
+        ["WARNING: A and B ran in different environments; differences may come from these:"]
+        + [f"  {difference}" for difference in comparison.environment_differences]
+        + [""]
+        if comparison.environment_differences
+        else []
+    )
     lines = [
+        *warning,
         f"A: {comparison.experiment_a}",
         f"B: {comparison.experiment_b}",
         "Latency from the intended send time (OK answers); ok/s = successful answers per second.",

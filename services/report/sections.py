@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 
 from etude import defaults
-from etude.v1 import controller_pb2, experiment_pb2
+from etude.v1 import controller_pb2, environment_pb2, experiment_pb2
 
 from ..results.records import TIMING_COLUMNS
 from .analysis import SPLIT_PARTS, STABILITY_RULE, StableRate
@@ -71,6 +71,30 @@ def _spec_bullets(experiment: controller_pb2.Experiment) -> tuple[str, ...]:
         f"SLO: p{slo.percentile:g} <= {slo.latency_ms:g} ms at {slo.rate_per_s:g} requests/s "
         "(latency from the intended send time)",
         f"Target: {spec.target or defaults.TARGET}; repetitions: {spec.repetitions or 1}",
+    )
+
+
+def environment_bullets(environment: environment_pb2.Environment) -> tuple[str, ...]:
+    """What produced the results, as the controller saw itself (empty for results that predate it)."""
+    if not environment.etude_version:
+        return ()
+    e = environment
+    gpu = (
+        f"{environment.gpu_name} ({environment.gpu_memory_bytes / 2**30:,.0f} GiB, driver"
+        f" {environment.gpu_driver_version or '?'}, CUDA {environment.cuda_version or '?'})"
+        if environment.gpu_name
+        else "none used by the controller's process"
+    )
+    return (
+        f"Etude {environment.etude_version}"
+        + (f" at {environment.git_commit}" if environment.git_commit else ""),
+        f"Python {e.python_version}, torch {e.torch_version}, grpcio {e.grpcio_version},"
+        f" protobuf {e.protobuf_version}, numpy {e.numpy_version}",
+        f"CPU: {e.cpu_model}, {e.cpu_cores_usable} of {e.cpu_cores} cores usable,"
+        f" {e.memory_bytes / 2**30:,.1f} GiB memory",
+        f"GPU: {gpu}",
+        f"Host: {environment.host} ({environment.platform})"
+        + (f", image {environment.image}" if environment.image else ""),
     )
 
 
@@ -357,6 +381,17 @@ def report_blocks(
         ),
         Heading(2, "Experiment"),
         Bullets(_spec_bullets(experiment)),
+    ]
+    if environment := environment_bullets(experiment.environment):
+        blocks += [
+            Heading(2, "Environment"),
+            Paragraph(
+                "The controller's versions and machine when the experiment was created; on the local"
+                " target every service of every trial ran on this machine."
+            ),
+            Bullets(environment),
+        ]
+    blocks += [
         Heading(2, "Workload: requested and fitted exponents"),
     ]
     if fitted:

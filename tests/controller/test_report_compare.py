@@ -81,3 +81,19 @@ def test_compare_command_reads_experiment_folders_and_writes_markdown(
 
     arguments.results_b = str(tmp_path / "nowhere")
     assert compare_command(arguments) == 2
+
+
+def test_compare_warns_when_the_two_runs_differ_in_their_environment() -> None:
+    from etude.provenance import current_environment
+
+    a, b = controller_pb2.Experiment(), controller_pb2.Experiment()
+    a.CopyFrom(A)
+    b.CopyFrom(B)
+    a.environment.CopyFrom(current_environment())
+    b.environment.CopyFrom(current_environment())
+    assert "WARNING" not in comparison_markdown(compare_experiments(a, b))
+    b.environment.torch_version, b.environment.gpu_name = "2.11.0", "NVIDIA H100"
+    table = comparison_markdown(compare_experiments(a, b))
+    assert table.startswith("WARNING: A and B ran in different environments")
+    assert f"torch_version: {a.environment.torch_version} vs 2.11.0" in table
+    assert "gpu_name: - vs NVIDIA H100" in table

@@ -41,6 +41,8 @@ async def test_a_real_experiment_writes_its_report_and_etude_report_rebuilds_it(
     folder = tmp_path / experiment.experiment_id
     markdown = (folder / "report.md").read_text()
     assert "noop-c1000-cpu-jit" in markdown and "| **noop, 1,000 items, jit** | **cpu** | **1** |" in markdown
+    # What produced it: versions and machine.
+    assert "## Environment" in markdown and "- Etude 0.1.0" in markdown and "torch " in markdown
     assert (folder / "report.html").read_text().count("data:image/png;base64,") >= 3
 
     (folder / "report.md").unlink()
