@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from .search import SearchSettings, search_max_rate
 
 _log = structlog.get_logger()
 
+# How long a broken-off load waits for the driver to name a service that died with it.
+LOSS_EXPLANATION_S = 3.0
 # How long past the end of its load a trial may take to drain and summarise.
 RUN_MARGIN_S = 60.0
 # How often what the services write locally (records, logs) is synced into the store while an
@@ -40,6 +42,13 @@ RUN_MARGIN_S = 60.0
 SYNC_INTERVAL_S = 30.0
 
 EventCallback = Callable[[controller_pb2.ExperimentEvent], None]
+Summary = loadgen_pb2.LoadSummary
+
+
+class ServiceLost(RuntimeError):
+    """A service of the trial stopped serving while its load ran; the message says how."""
+
+
 INTERRUPTED_ERROR = "interrupted: the controller stopped while it ran; resubmit to measure it"
 State = experiment_pb2.TrialState
 
@@ -97,11 +106,14 @@ class ExperimentRunner:
         instances = max(1, experiment.spec.loadgen_instances)
         try:
             async with AsyncExitStack() as stack:
-                loadgens: list[LoadGeneratorClient] = []
-                for index in range(instances):
-                    endpoint = await stack.enter_async_context(self.driver.loadgen_service(log_dir, index))
-                    loadgens.append(await stack.enter_async_context(connect_loadgen(endpoint)))
+                loadgen_stack = await stack.enter_async_context(AsyncExitStack())
+                loadgens = await self._start_loadgens(loadgen_stack, log_dir, instances)
                 for result in experiment.trials:
+                    if dead := await self.driver.dead_services():
+                        # A load generator lost in the last trial: fresh ones for the next.
+                        _log.warning("replacing_services", dead=dead)
+                        await loadgen_stack.aclose()
+                        loadgens = await self._start_loadgens(loadgen_stack, log_dir, instances)
                     await self._run_trial(result, loadgens)
         except asyncio.CancelledError:
             if self.interrupted:
@@ -119,6 +131,15 @@ class ExperimentRunner:
         else:
             await self._finish(controller_pb2.EXPERIMENT_STATE_SUCCEEDED, "")
         return experiment
+
+    async def _start_loadgens(
+        self, stack: AsyncExitStack, log_dir: Path, instances: int
+    ) -> list[LoadGeneratorClient]:
+        loadgens: list[LoadGeneratorClient] = []
+        for index in range(instances):
+            endpoint = await stack.enter_async_context(self.driver.loadgen_service(log_dir, index))
+            loadgens.append(await stack.enter_async_context(connect_loadgen(endpoint)))
+        return loadgens
 
     async def _run_trial(
         self, result: experiment_pb2.TrialResult, loadgens: list[LoadGeneratorClient]
@@ -151,7 +172,7 @@ class ExperimentRunner:
             # Shielded: the write must land although this task is being cancelled.
             await asyncio.shield(self.store.write_json(trial_file, to_dict(result)))
             raise
-        except (ServiceStartError, LoadRunError, OSError, ValueError) as error:
+        except (ServiceStartError, ServiceLost, LoadRunError, OSError, ValueError) as error:
             result.state = State.TRIAL_STATE_FAILED
             result.error = _describe(error)
             _log.error("trial_failed", trial_id=trial.trial_id, error=result.error)
@@ -210,10 +231,34 @@ class ExperimentRunner:
     ) -> loadgen_pb2.LoadSummary:
         if len(loadgens) == 1:
             async with self.driver.loadgen_records(records_dir) as loadgen_records_dir:
-                return await self._run_load(
-                    trial, endpoint, loadgen_records_dir, loadgens[0], profile, run_id
+                return await self._while_services_serve(
+                    self._run_load(trial, endpoint, loadgen_records_dir, loadgens[0], profile, run_id)
                 )
-        return await self._drive_instances(trial, endpoint, records_dir, loadgens, profile, run_id)
+        return await self._while_services_serve(
+            self._drive_instances(trial, endpoint, records_dir, loadgens, profile, run_id)
+        )
+
+    async def _while_services_serve(self, load: Awaitable[Summary]) -> Summary:
+        """Runs `load` while the driver's services serve; a service lost stops the load at once
+        and fails the trial with the reason (MLPerf's rule: a run that lost its system under
+        test is not a result). What the load generator wrote until then stays."""
+        running = asyncio.ensure_future(load)
+        lost = asyncio.ensure_future(self.driver.service_lost())
+        try:
+            await asyncio.wait({running, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if running.done() and running.exception() is not None and not lost.done():
+                # A load that broke off (UNAVAILABLE) is often the first news of a death: let the
+                # driver say which service died and how before reporting the RPC error.
+                await asyncio.wait({lost}, timeout=LOSS_EXPLANATION_S)
+            if lost.done():
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                raise ServiceLost(lost.result())
+            return running.result()
+        finally:
+            for task in (running, lost):
+                task.cancel()
+            await asyncio.gather(running, lost, return_exceptions=True)
 
     async def _drive_instances(
         self,

@@ -81,6 +81,13 @@ class FakeDriver:
     async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         yield str(local_dir)
 
+    async def service_lost(self) -> str:
+        await asyncio.Event().wait()  # its services never fail
+        return ""
+
+    async def dead_services(self) -> list[str]:
+        return []
+
 
 def store_experiment(
     store: ResultStore, name: str, state: int, trial_states: list[int], created_unix_ms: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -73,6 +74,13 @@ class _UnstartableDriver:
     @asynccontextmanager
     async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         yield str(local_dir)
+
+    async def service_lost(self) -> str:
+        await asyncio.Event().wait()  # its services never fail
+        return ""
+
+    async def dead_services(self) -> list[str]:
+        return []
 
 
 async def test_a_failed_experiment_still_gets_a_report_listing_the_failure(tmp_path: Path) -> None:

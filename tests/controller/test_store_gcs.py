@@ -3,6 +3,7 @@ objects and buckets, the staging folder's sync, and the runner putting a trial's
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -170,6 +171,13 @@ class _NoDeployDriver:
     @asynccontextmanager
     async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         yield str(local_dir)
+
+    async def service_lost(self) -> str:
+        await asyncio.Event().wait()  # its services never fail
+        return ""
+
+    async def dead_services(self) -> list[str]:
+        return []
 
 
 async def test_the_runner_puts_every_trial_folder_and_log_in_the_bucket(store: GcsResultStore) -> None:

@@ -1,6 +1,7 @@
 """What every target provides to the runner: deploy a trial's inference service, run load
-generators, and name where a load generator writes a run's files. A driver only brings
-services up and down; the trial logic (ExperimentRunner) is shared by every target."""
+generators, name where a load generator writes a run's files, and say when a service it runs is
+lost. A driver only brings services up and down and watches them; the trial logic
+(ExperimentRunner) is shared by every target."""
 
 from __future__ import annotations
 
@@ -29,4 +30,15 @@ class Driver(Protocol):
     def loadgen_records(self, local_dir: Path, instance: int = 0) -> AbstractAsyncContextManager[str]:
         """Yields the folder to name in a LoadSpec as records_dir (a path on load generator
         `instance`'s file system); on exit the run's files are in `local_dir`."""
+        ...
+
+    async def service_lost(self) -> str:
+        """Returns, with the reason in words (exit status or signal, the log's last lines), as
+        soon as a service this driver runs stops serving on its own; waits until cancelled while
+        all serve. The runner races a trial's load against it."""
+        ...
+
+    async def dead_services(self) -> list[str]:
+        """The services this driver started that are gone although their context is still open
+        (a load generator killed in one trial is replaced before the next)."""
         ...

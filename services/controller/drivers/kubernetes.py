@@ -165,6 +165,8 @@ class KubernetesDriver:
         self._rendered: dict[str, list[dict[str, Any]]] = {}
         # The pod of each running load generator, by instance (several: spec.loadgen_instances).
         self._loadgen_pods: dict[int, str] = {}
+        # Objects (by instance label) whose pods serve now: what service_lost() watches.
+        self._serving: dict[str, str] = {}
 
     # -- the Driver protocol -------------------------------------------------------------------
 
@@ -187,8 +189,10 @@ class KubernetesDriver:
             await self._create(_DEPLOYMENT, deployment, created)
             replicas = deployment["spec"]["replicas"]
             await self._wait_until_ready(what, name, lambda: self._deployment_ready(name, replicas))
+            self._serving[name] = what
             yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.INFERENCE_PORT}"
         finally:
+            self._serving.pop(name, None)
             await _to_completion(self._tear_down(created, name, log_dir, service_log_file("inference")))
 
     @asynccontextmanager
@@ -211,8 +215,10 @@ class KubernetesDriver:
                 forward, endpoint = await self._port_forward(
                     self._loadgen_pods[instance], defaults.LOADGEN_PORT
                 )
+            self._serving[name] = what
             yield endpoint
         finally:
+            self._serving.pop(name, None)
             if forward is not None and forward.returncode is None:
                 forward.terminate()
                 await forward.wait()
@@ -229,6 +235,37 @@ class KubernetesDriver:
             yield remote
         finally:
             await _to_completion(self._copy_records(remote, local_dir, instance))
+
+    async def service_lost(self) -> str:
+        """Polls the pods of every serving object: a container that restarts, a pod that fails,
+        ends or vanishes is a loss (reason and log tail), judged against their state at the start."""
+        watched = dict(self._serving)
+        baseline = {name: await self._pod_restarts(name) for name in watched}
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            for name, what in watched.items():
+                pods = await self._pods(name)
+                for pod in pods:
+                    if reason := pod_failure(pod) or _pod_ended(pod):
+                        return f"{what}: {reason}{await self._log_tail(pod)}"
+                restarts = {pod.metadata.name: _restarts(pod) for pod in pods}
+                for pod_name, before in baseline[name].items():
+                    if pod_name not in restarts:
+                        return f"{what}: pod {pod_name} is gone (deleted or evicted)"
+                    if restarts[pod_name] > before:
+                        pod = next(p for p in pods if p.metadata.name == pod_name)
+                        return f"{what}: pod {pod_name} restarted{await self._log_tail(pod)}"
+
+    async def dead_services(self) -> list[str]:
+        dead = []
+        for name, what in self._serving.items():
+            pods = await self._pods(name)
+            if not pods or any(pod_failure(pod) or _pod_ended(pod) for pod in pods):
+                dead.append(what)
+        return dead
+
+    async def _pod_restarts(self, name: str) -> dict[str, int]:
+        return {pod.metadata.name: _restarts(pod) for pod in await self._pods(name)}
 
     # -- API calls -----------------------------------------------------------------------------
 
@@ -510,6 +547,17 @@ def pod_failure(pod: Any) -> str:
                 detail += f" (last exit code {last.exit_code}, {last.reason or 'no reason'})"
             return detail
     return ""
+
+
+def _restarts(pod: Any) -> int:
+    statuses = (pod.status.container_statuses or []) if pod.status is not None else []
+    return sum(status.restart_count or 0 for status in statuses)
+
+
+def _pod_ended(pod: Any) -> str:
+    """Why a pod that served has stopped for good ("" while it runs)."""
+    phase = pod.status.phase if pod.status is not None else None
+    return f"pod {pod.metadata.name} ended ({phase})" if phase in ("Succeeded", "Failed") else ""
 
 
 def pod_state(pod: Any) -> str:

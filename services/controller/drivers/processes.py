@@ -98,6 +98,20 @@ class ChildService:
                     raise ServiceStartError(self._explain("did not report SERVING in time"))
                 await asyncio.sleep(0.1)
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def exited(self) -> bool:
+        return self._process is not None and self._process.returncode is not None
+
+    async def wait_exited(self) -> str:
+        """Waits until the process exits on its own (or is killed); says how, with its log's tail."""
+        assert self._process is not None, "not started"
+        returncode = await self._process.wait()
+        return await asyncio.to_thread(self._explain, _how_it_ended(returncode))
+
     def _raise_if_exited(self) -> None:
         if self._process is not None and self._process.returncode is not None:
             raise ServiceStartError(self._explain(f"exited with status {self._process.returncode}"))
@@ -122,3 +136,12 @@ class ChildService:
             process.kill()
             await process.wait()
         _log.info("child_stopped", service=self.service, returncode=process.returncode)
+
+
+def _how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
