@@ -1,4 +1,4 @@
-"""Workload service: streams synthetic click sessions (Algorithm 1 of the ETUDE paper)."""
+"""Workload service: streams synthetic click sessions (Algorithm 1 of the ETUDE paper) or a click log."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from etude import defaults
 
 DEFAULT_PORT = defaults.WORKLOAD_PORT
 DEFAULT_POPULARITY_CACHE_SIZE = 2
+DEFAULT_REPLAY_CACHE_SIZE = 2
 
 
 def _non_negative_int(text: str) -> int:
@@ -25,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="item popularity tables kept for repeated workloads (about 40 MB each at 10 "
         "million items; 0 rebuilds the table for every stream)",
     )
+    parser.add_argument(
+        "--replay-cache-size",
+        type=_non_negative_int,
+        default=DEFAULT_REPLAY_CACHE_SIZE,
+        help="indexes of replayed click logs kept for repeated streams (about 12 bytes per click "
+        "on disk under TMPDIR, 8 per session in memory; 0 indexes the log for every stream)",
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -32,9 +40,11 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import workload_pb2, workload_pb2_grpc
 
-    from .server import PopularityCache, WorkloadServicer
+    from .server import PopularityCache, ReplayIndexCache, WorkloadServicer
 
-    servicer = WorkloadServicer(PopularityCache(args.popularity_cache_size))
+    servicer = WorkloadServicer(
+        PopularityCache(args.popularity_cache_size), ReplayIndexCache(args.replay_cache_size)
+    )
     host = ServiceHost(
         service_names=[service_full_name(workload_pb2, "WorkloadService")],
         register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(servicer, server),
