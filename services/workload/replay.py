@@ -54,9 +54,10 @@ MAX_REPLAY_CLICKS = 2**31 - 1
 
 @dataclass(frozen=True)
 class ReplaySource:
-    """A click log and which of its columns hold the session, the item and the timestamp."""
+    """A click log (a local path, as the spec gives it) and which of its columns hold the
+    session, the item and the timestamp."""
 
-    path: Path
+    path: str
     columns: ClickLogColumns = field(default_factory=ClickLogColumns)
 
 
@@ -210,23 +211,26 @@ class ReplayIndex:
 def index_click_log(source: ReplaySource, folder: Path | None = None) -> ReplayIndex:
     """Reads `source` once and returns its index (files in a new folder under `folder`, by
     default the system's temporary folder). Raises ClickLogError saying what is wrong."""
-    if str(source.path).startswith("gs://"):
+    if not source.path:
+        raise ClickLogError("no click log named (the path is empty)", field="path")
+    if "://" in source.path:
         raise ClickLogError(
             f"{source.path}: the workload service reads local files only; copy the log next to it",
             field="path",
         )
-    if source.path.exists() and not source.path.is_file():
-        raise ClickLogError(f"cannot read {source.path}: not a regular file", field="path")
+    path = Path(source.path)
+    if path.exists() and not path.is_file():
+        raise ClickLogError(f"cannot read {path}: not a regular file", field="path")
     index_folder = Path(tempfile.mkdtemp(prefix="etude-replay-", dir=folder))
     try:
-        return _build(source, index_folder)
+        return _build(path, source.columns, index_folder)
     except BaseException:
         shutil.rmtree(index_folder, ignore_errors=True)
         raise
 
 
-def _build(source: ReplaySource, folder: Path) -> ReplayIndex:
-    with_timestamps = source.columns.timestamp is not None
+def _build(path: Path, columns: ClickLogColumns, folder: Path) -> ReplayIndex:
+    with_timestamps = columns.timestamp is not None
     session_file, item_file, time_file = (folder / name for name in ("sessions", "items", "times"))
     session_of: dict[str, int] = {}
     item_of: dict[str, int] = {}
@@ -237,7 +241,7 @@ def _build(source: ReplaySource, folder: Path) -> ReplayIndex:
             session_column, item_column = array("i"), array("i")
             time_column = array("d")
             to_seconds: Callable[[str], float] | None = None
-            clicks = iter_clicks(source.path, source.columns)
+            clicks = iter_clicks(path, columns)
             # dict.setdefault numbers a new key with the next index in one C call.
             new_session, new_item = session_of.setdefault, item_of.setdefault
             for click in clicks:
@@ -245,12 +249,12 @@ def _build(source: ReplaySource, folder: Path) -> ReplayIndex:
                 item_column.append(new_item(click[1], len(item_of) + 1))
                 if with_timestamps:
                     if to_seconds is None:
-                        to_seconds = _timestamp_parser(click[2], source.path)
+                        to_seconds = _timestamp_parser(click[2], path)
                     try:
                         time_column.append(to_seconds(click[2]))
                     except ValueError:
                         raise ClickLogError(
-                            f"{source.path}: click {num_clicks + len(session_column)} has the "
+                            f"{path}: click {num_clicks + len(session_column)} has the "
                             f"timestamp {click[2]!r}, unlike the first click's",
                             field="timestamp_column",
                         ) from None
@@ -259,7 +263,7 @@ def _build(source: ReplaySource, folder: Path) -> ReplayIndex:
                     _flush(session_column, item_column, time_column, sessions_out, items_out, times_out)
                     if num_clicks > MAX_REPLAY_CLICKS:
                         raise ClickLogError(
-                            f"{source.path} holds more than {MAX_REPLAY_CLICKS:,} clicks", field="path"
+                            f"{path} holds more than {MAX_REPLAY_CLICKS:,} clicks", field="path"
                         )
             num_clicks += len(session_column)
             _flush(session_column, item_column, time_column, sessions_out, items_out, times_out)
@@ -269,8 +273,8 @@ def _build(source: ReplaySource, folder: Path) -> ReplayIndex:
     num_sessions, num_items = len(session_of), len(item_of)
     del session_of, item_of
     if num_clicks > MAX_REPLAY_CLICKS:
-        raise ClickLogError(f"{source.path} holds more than {MAX_REPLAY_CLICKS:,} clicks", field="path")
-    return _order_by_session(source, folder, num_clicks, num_sessions, num_items, with_timestamps)
+        raise ClickLogError(f"{path} holds more than {MAX_REPLAY_CLICKS:,} clicks", field="path")
+    return _order_by_session(path, folder, num_clicks, num_sessions, num_items, with_timestamps)
 
 
 def _flush(
@@ -288,7 +292,7 @@ def _flush(
 
 
 def _order_by_session(
-    source: ReplaySource, folder: Path, num_clicks: int, num_sessions: int, num_items: int, timed: bool
+    path: Path, folder: Path, num_clicks: int, num_sessions: int, num_items: int, timed: bool
 ) -> ReplayIndex:
     """Reorders the clicks, stably, by session index (= order of first click); writes the
     ordered item ids (and offsets from the earliest timestamp) and drops the log-order files."""
@@ -297,7 +301,7 @@ def _order_by_session(
     longest = int(lengths.max())
     if longest > MAX_CLICKS_PER_REPLAY_BATCH:
         raise ClickLogError(
-            f"{source.path}: session {int(lengths.argmax()) + 1} (in order of first clicks) has "
+            f"{path}: session {int(lengths.argmax()) + 1} (in order of first clicks) has "
             f"{longest:,} clicks; a replayed session may have at most {MAX_CLICKS_PER_REPLAY_BATCH:,}",
             field="path",
         )
@@ -316,9 +320,7 @@ def _order_by_session(
         times = np.memmap(folder / "times", dtype=np.float64, mode="r", shape=(num_clicks,))
         earliest_s = float(times.min())
         if not math.isfinite(earliest_s) or not math.isfinite(float(times.max())):
-            raise ClickLogError(
-                f"{source.path}: a timestamp is not a finite number", field="timestamp_column"
-            )
+            raise ClickLogError(f"{path}: a timestamp is not a finite number", field="timestamp_column")
         del times
         click_offsets_s = _reordered(
             folder / "times", folder / "times.ordered", np.float64, num_clicks, order, minus=earliest_s
@@ -350,7 +352,7 @@ def _reordered(
     return np.memmap(target, dtype=dtype, mode="r", shape=(num_clicks,))
 
 
-def require_catalog_covers(index: ReplayIndex, catalog_size: int, path: Path) -> None:
+def require_catalog_covers(index: ReplayIndex, catalog_size: int, path: str) -> None:
     """Refuses a catalog smaller than the log's distinct items (the mapped ids go up to N)."""
     if catalog_size < index.num_items:
         raise InvalidWorkloadSpec(
@@ -372,7 +374,7 @@ class ReplayRequest:
     total_clicks: int | None = None
 
     def __post_init__(self) -> None:
-        if not str(self.source.path):
+        if not self.source.path:
             raise InvalidWorkloadSpec("replay.path", "replay.path must name a click log (a local CSV or TSV)")
         _require_int("catalog_size", self.catalog_size, 1, MAX_CATALOG_SIZE)
         _require_int("sessions_per_batch", self.sessions_per_batch, 1, None, " (0 in the proto means 1,024)")
@@ -398,7 +400,7 @@ class ReplayRequest:
             header=not replay.no_header,
         )
         return cls(
-            source=ReplaySource(Path(replay.path), columns),
+            source=ReplaySource(replay.path, columns),
             catalog_size=spec.catalog_size,
             sessions_per_batch=spec.sessions_per_batch or DEFAULT_SESSIONS_PER_BATCH,
             partition=spec.session_partition,

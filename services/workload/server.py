@@ -7,10 +7,12 @@ run off the event loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Iterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import grpc
@@ -100,11 +102,17 @@ class ReplayIndexCache(BuildCache[_ReplayKey, ReplayIndex]):
     async def get(self, source: ReplaySource) -> ReplayIndex:
         """The index of `source`, built in a worker thread when it is not cached (or changed)."""
         try:
-            stat = await asyncio.to_thread(source.path.stat)
-        except OSError as error:
-            raise ClickLogError(f"cannot read {source.path}: {error.strerror}", field="path") from error
-        key = (str(source.path.resolve()), stat.st_mtime_ns, stat.st_size, source.columns)
+            path, stat = await asyncio.to_thread(_resolved_stat, source.path)
+        except OSError:
+            # Not cached: index_click_log says precisely why the log cannot be read.
+            return await asyncio.to_thread(index_click_log, source)
+        key = (path, stat.st_mtime_ns, stat.st_size, source.columns)
         return await self.get_or_build(key, lambda: _build_replay_index(source))
+
+
+def _resolved_stat(path: str) -> tuple[str, os.stat_result]:
+    resolved = Path(path).resolve()
+    return str(resolved), resolved.stat()
 
 
 def _build_replay_index(source: ReplaySource) -> ReplayIndex:
