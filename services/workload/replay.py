@@ -32,7 +32,7 @@ import numpy as np
 
 from etude.v1 import workload_pb2
 
-from .fit import ClickLogColumns, ClickLogError, iter_clicks
+from .fit import ClickLogColumns, ClickLogError, iter_click_chunks
 from .generator import (
     DEFAULT_SESSIONS_PER_BATCH,
     MAX_CATALOG_SIZE,
@@ -46,8 +46,9 @@ from .generator import (
 MAX_CLICKS_PER_REPLAY_BATCH = 2**20
 # Clicks indexed per chunk before appending to the index files (a few MB of buffers).
 _CHUNK_CLICKS = 1 << 18
-# Positions gathered per step when the index is reordered by session.
-_REORDER_CLICKS = 1 << 22
+# Clicks placed per step when the index is ordered by session (about 70 bytes of temporaries
+# each: some 18 MB).
+_REORDER_CLICKS = 1 << 18
 # Ids are int32 in the index.
 MAX_REPLAY_CLICKS = 2**31 - 1
 
@@ -90,8 +91,8 @@ def _timestamp_parser(first: str, path: Path) -> Callable[[str], float]:
 class ReplayIndex:
     """A click log indexed for replay: the clicks ordered by session, in files it owns.
 
-    `item_ids` (int32, 1..num_items) and `click_offsets_s` (float64, or None without
-    timestamps) are memory-mapped, ordered by session; session i's clicks are
+    `item_ids` (int32, 1..num_items) and `timestamps_s` (float64 seconds as in the log, or
+    None without timestamps) are memory-mapped, ordered by session; session i's clicks are
     [session_offsets[i], session_offsets[i + 1]). `close()` (or garbage collection) deletes
     the files.
     """
@@ -101,13 +102,15 @@ class ReplayIndex:
         folder: Path,
         session_offsets: np.ndarray,
         item_ids: np.ndarray,
-        click_offsets_s: np.ndarray | None,
+        timestamps_s: np.ndarray | None,
+        earliest_s: float,
         num_items: int,
     ) -> None:
         self.folder = folder
         self.session_offsets = session_offsets
         self.item_ids = item_ids
-        self.click_offsets_s = click_offsets_s
+        self.timestamps_s = timestamps_s
+        self.earliest_s = earliest_s
         self.num_items = num_items
         self._remove = weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
 
@@ -121,7 +124,7 @@ class ReplayIndex:
 
     @property
     def has_timestamps(self) -> bool:
-        return self.click_offsets_s is not None
+        return self.timestamps_s is not None
 
     def close(self) -> None:
         """Deletes the index files (batches already made are copies and stay valid)."""
@@ -203,8 +206,9 @@ class ReplayIndex:
             positions += np.repeat(starts - (ends - lengths), lengths)
         item_ids = np.asarray(self.item_ids[positions], dtype=np.int64)
         offsets_s = None
-        if self.click_offsets_s is not None:
-            offsets_s = np.array(self.click_offsets_s[positions], dtype=np.float64)
+        if self.timestamps_s is not None:
+            offsets_s = np.array(self.timestamps_s[positions], dtype=np.float64)
+            offsets_s -= self.earliest_s
         return SessionBatch(int(sessions[0]) + 1, lengths.astype(np.int32), item_ids, offsets_s, step)
 
 
@@ -229,75 +233,116 @@ def index_click_log(source: ReplaySource, folder: Path | None = None) -> ReplayI
         raise
 
 
-def _build(path: Path, columns: ClickLogColumns, folder: Path) -> ReplayIndex:
-    with_timestamps = columns.timestamp is not None
-    session_file, item_file, time_file = (folder / name for name in ("sessions", "items", "times"))
-    session_of: dict[str, int] = {}
-    item_of: dict[str, int] = {}
-    num_clicks = 0
-    with session_file.open("wb") as sessions_out, item_file.open("wb") as items_out:
-        times_out = time_file.open("wb") if with_timestamps else None
-        try:
-            session_column, item_column = array("i"), array("i")
-            time_column = array("d")
-            to_seconds: Callable[[str], float] | None = None
-            clicks = iter_clicks(path, columns)
-            # dict.setdefault numbers a new key with the next index in one C call.
-            new_session, new_item = session_of.setdefault, item_of.setdefault
-            for click in clicks:
-                session_column.append(new_session(click[0], len(session_of)))
-                item_column.append(new_item(click[1], len(item_of) + 1))
-                if with_timestamps:
-                    if to_seconds is None:
-                        to_seconds = _timestamp_parser(click[2], path)
-                    try:
-                        time_column.append(to_seconds(click[2]))
-                    except ValueError:
-                        raise ClickLogError(
-                            f"{path}: click {num_clicks + len(session_column)} has the "
-                            f"timestamp {click[2]!r}, unlike the first click's",
-                            field="timestamp_column",
-                        ) from None
-                if len(session_column) >= _CHUNK_CLICKS:
-                    num_clicks += len(session_column)
-                    _flush(session_column, item_column, time_column, sessions_out, items_out, times_out)
-                    if num_clicks > MAX_REPLAY_CLICKS:
-                        raise ClickLogError(
-                            f"{path} holds more than {MAX_REPLAY_CLICKS:,} clicks", field="path"
-                        )
-            num_clicks += len(session_column)
-            _flush(session_column, item_column, time_column, sessions_out, items_out, times_out)
-        finally:
-            if times_out is not None:
-                times_out.close()
-    num_sessions, num_items = len(session_of), len(item_of)
-    del session_of, item_of
-    if num_clicks > MAX_REPLAY_CLICKS:
-        raise ClickLogError(f"{path} holds more than {MAX_REPLAY_CLICKS:,} clicks", field="path")
-    return _order_by_session(path, folder, num_clicks, num_sessions, num_items, with_timestamps)
+class _LogOrderColumns:
+    """The clicks in log order as the pass reads them: int32 session index, int32 item id and
+    float64 timestamp, appended to three files a chunk at a time."""
 
+    def __init__(self, folder: Path, timed: bool) -> None:
+        self.folder = folder
+        self.timed = timed
+        self.sessions, self.items, self.times = array("i"), array("i"), array("d")
+        self.num_clicks = 0
+        self.earliest_s = math.inf
+        self.all_finite = True
 
-def _flush(
-    session_column: array[int],
-    item_column: array[int],
-    time_column: array[float],
-    sessions_out: object,
-    items_out: object,
-    times_out: object | None,
-) -> None:
-    for column, out in ((session_column, sessions_out), (item_column, items_out), (time_column, times_out)):
-        if out is not None:
-            column.tofile(out)  # type: ignore[arg-type]
+    def flush(self) -> None:
+        for name, column in (("sessions", self.sessions), ("items", self.items), ("times", self.times)):
+            if name != "times" or self.timed:
+                with (self.folder / name).open("ab") as out:
+                    column.tofile(out)
+        if self.timed and self.times:
+            # No view of the buffer may outlive this (the buffer is cleared below).
+            earliest_s = float(np.frombuffer(self.times, np.float64).min())
+            latest_s = float(np.frombuffer(self.times, np.float64).max())
+            # NaN is the min or max of a chunk that holds one; it must not be compared away.
+            self.all_finite = self.all_finite and math.isfinite(earliest_s) and math.isfinite(latest_s)
+            self.earliest_s = min(self.earliest_s, earliest_s)
+        self.num_clicks += len(self.sessions)
+        for column in (self.sessions, self.items, self.times):
             del column[:]
+
+    def read(self, name: str, dtype: type, start: int, count: int) -> np.ndarray:
+        """Clicks start..start + count of one column, read into memory."""
+        itemsize = np.dtype(dtype).itemsize
+        return np.fromfile(self.folder / name, dtype=dtype, count=count, offset=start * itemsize)
+
+
+class _Numbering(dict[str, int]):
+    """Numbers keys by first appearance, from `first`; a lookup of a new key numbers it, so
+    `map(numbering.__getitem__, keys)` numbers a whole column in C but for the new keys."""
+
+    def __init__(self, first: int) -> None:
+        super().__init__()
+        self.first = first
+
+    def __missing__(self, key: str) -> int:
+        number = self[key] = len(self) + self.first
+        return number
+
+
+def _build(path: Path, columns: ClickLogColumns, folder: Path) -> ReplayIndex:
+    log_order = _LogOrderColumns(folder, columns.timestamp is not None)
+    session_numbers, item_numbers = _Numbering(0), _Numbering(1)
+    to_seconds: Callable[[str], float] | None = None
+    for chunk in iter_click_chunks(path, columns):
+        log_order.sessions.extend(map(session_numbers.__getitem__, chunk[0]))
+        log_order.items.extend(map(item_numbers.__getitem__, chunk[1]))
+        if log_order.timed:
+            to_seconds = to_seconds or _timestamp_parser(chunk[2][0], path)
+            try:
+                log_order.times.extend(map(to_seconds, chunk[2]))
+            except ValueError:
+                raise _bad_timestamp(path, log_order, chunk[2], to_seconds) from None
+        if len(log_order.sessions) >= _CHUNK_CLICKS:
+            log_order.flush()
+            if log_order.num_clicks > MAX_REPLAY_CLICKS:
+                raise ClickLogError(f"{path} holds more than {MAX_REPLAY_CLICKS:,} clicks", field="path")
+    log_order.flush()
+    if log_order.num_clicks > MAX_REPLAY_CLICKS:
+        raise ClickLogError(f"{path} holds more than {MAX_REPLAY_CLICKS:,} clicks", field="path")
+    if not log_order.all_finite:
+        raise ClickLogError(f"{path}: a timestamp is not a finite number", field="timestamp_column")
+    num_sessions, num_items = len(session_numbers), len(item_numbers)
+    del session_numbers, item_numbers
+    return _order_by_session(path, log_order, num_sessions, num_items)
+
+
+def _bad_timestamp(
+    path: Path, log_order: _LogOrderColumns, timestamps: list[str], to_seconds: Callable[[str], float]
+) -> ClickLogError:
+    """Which click's timestamp did not parse like the first click's (the slow path, once)."""
+    offset, bad = next(
+        (offset, text) for offset, text in enumerate(timestamps) if not _parses(to_seconds, text)
+    )
+    # The chunk's sessions are appended already, its timestamps not (all) yet.
+    click_number = log_order.num_clicks + len(log_order.sessions) - len(timestamps) + offset + 1
+    return ClickLogError(
+        f"{path}: click {click_number:,} has the timestamp {bad!r}, unlike the first click's",
+        field="timestamp_column",
+    )
+
+
+def _parses(to_seconds: Callable[[str], float], text: str) -> bool:
+    try:
+        to_seconds(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _order_by_session(
-    path: Path, folder: Path, num_clicks: int, num_sessions: int, num_items: int, timed: bool
+    path: Path, log_order: _LogOrderColumns, num_sessions: int, num_items: int
 ) -> ReplayIndex:
-    """Reorders the clicks, stably, by session index (= order of first click); writes the
-    ordered item ids (and offsets from the earliest timestamp) and drops the log-order files."""
-    sessions = np.memmap(folder / "sessions", dtype=np.int32, mode="r", shape=(num_clicks,))
-    lengths = np.bincount(sessions, minlength=num_sessions)
+    """Places the clicks, stably, by session (= order of first click) into the index files,
+    a chunk at a time: memory holds per-session counters and one chunk, never the whole log."""
+    num_clicks = log_order.num_clicks
+    lengths = np.zeros(num_sessions, dtype=np.int64)
+    grouped, previous = True, -1
+    for start in range(0, num_clicks, _REORDER_CLICKS):
+        chunk = log_order.read("sessions", np.int32, start, _REORDER_CLICKS)
+        lengths += np.bincount(chunk, minlength=num_sessions)
+        grouped = grouped and int(chunk[0]) >= previous and bool(np.all(chunk[1:] >= chunk[:-1]))
+        previous = int(chunk[-1])
     longest = int(lengths.max())
     if longest > MAX_CLICKS_PER_REPLAY_BATCH:
         raise ClickLogError(
@@ -308,48 +353,51 @@ def _order_by_session(
     session_offsets = np.zeros(num_sessions + 1, dtype=np.int64)
     np.cumsum(lengths, out=session_offsets[1:])
     del lengths
-    # A log already grouped by session (the usual case) needs no reordering at all.
-    grouped = bool(np.all(sessions[1:] >= sessions[:-1]))
-    order = None if grouped else np.argsort(sessions, kind="stable")
-    del sessions
-    (folder / "sessions").unlink()
-
-    item_ids = _reordered(folder / "items", folder / "items.ordered", np.int32, num_clicks, order)
-    click_offsets_s = None
-    if timed:
-        times = np.memmap(folder / "times", dtype=np.float64, mode="r", shape=(num_clicks,))
-        earliest_s = float(times.min())
-        if not math.isfinite(earliest_s) or not math.isfinite(float(times.max())):
-            raise ClickLogError(f"{path}: a timestamp is not a finite number", field="timestamp_column")
-        del times
-        click_offsets_s = _reordered(
-            folder / "times", folder / "times.ordered", np.float64, num_clicks, order, minus=earliest_s
-        )
-    return ReplayIndex(folder, session_offsets, item_ids, click_offsets_s, num_items)
-
-
-def _reordered(
-    source: Path,
-    target: Path,
-    dtype: type,
-    num_clicks: int,
-    order: np.ndarray | None,
-    minus: float = 0.0,
-) -> np.ndarray:
-    """`source` (log order) gathered by `order` (None: as it is) into `target`, read-only."""
-    if order is None and not minus:
-        source.rename(target)
+    folder = log_order.folder
+    names: list[tuple[str, type]] = [("items", np.int32)] + (
+        [("times", np.float64)] if log_order.timed else []
+    )
+    if grouped:
+        # A log already grouped by session (the usual case) is in order as it is.
+        for name, _ in names:
+            (folder / name).rename(folder / f"{name}.ordered")
     else:
-        unordered = np.memmap(source, dtype=dtype, mode="r", shape=(num_clicks,))
-        ordered = np.memmap(target, dtype=dtype, mode="w+", shape=(num_clicks,))
-        for start in range(0, num_clicks, _REORDER_CLICKS):
-            stop = min(start + _REORDER_CLICKS, num_clicks)
-            chunk = unordered[start:stop] if order is None else unordered[order[start:stop]]
-            ordered[start:stop] = chunk - minus if minus else chunk
-        ordered.flush()
-        del unordered, ordered
-        source.unlink()
-    return np.memmap(target, dtype=dtype, mode="r", shape=(num_clicks,))
+        _place_by_session(log_order, session_offsets, names)
+        for name, _ in names:
+            (folder / name).unlink()
+    (folder / "sessions").unlink()
+    item_ids = np.memmap(folder / "items.ordered", dtype=np.int32, mode="r", shape=(num_clicks,))
+    times_s = None
+    if log_order.timed:
+        times_s = np.memmap(folder / "times.ordered", dtype=np.float64, mode="r", shape=(num_clicks,))
+    return ReplayIndex(folder, session_offsets, item_ids, times_s, log_order.earliest_s, num_items)
+
+
+def _place_by_session(
+    log_order: _LogOrderColumns, session_offsets: np.ndarray, names: list[tuple[str, type]]
+) -> None:
+    """A counting sort, chunk by chunk: a click goes to its session's next free slot."""
+    num_clicks = log_order.num_clicks
+    next_slot = session_offsets[:-1].copy()
+    targets = {
+        name: np.memmap(log_order.folder / f"{name}.ordered", dtype=dtype, mode="w+", shape=(num_clicks,))
+        for name, dtype in names
+    }
+    for start in range(0, num_clicks, _REORDER_CLICKS):
+        sessions = log_order.read("sessions", np.int32, start, _REORDER_CLICKS)
+        # Each click's rank among the clicks of its session in this chunk, in log order.
+        order = np.argsort(sessions, kind="stable")
+        sorted_sessions = sessions[order]
+        group_first = np.flatnonzero(np.diff(sorted_sessions, prepend=-1))
+        group_size = np.diff(group_first, append=sorted_sessions.size)
+        rank = np.arange(sorted_sessions.size) - np.repeat(group_first, group_size)
+        positions = np.empty(sorted_sessions.size, dtype=np.int64)
+        positions[order] = next_slot[sorted_sessions] + rank
+        next_slot[sorted_sessions[group_first]] += group_size
+        for name, dtype in names:
+            targets[name][positions] = log_order.read(name, dtype, start, _REORDER_CLICKS)
+    for target in targets.values():
+        target.flush()
 
 
 def require_catalog_covers(index: ReplayIndex, catalog_size: int, path: str) -> None:

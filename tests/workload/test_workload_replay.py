@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click_logs import expected_sessions, random_clicks, sessions_of, write_log
 from etude.services.workload import replay
-from etude.services.workload.fit import ClickLogColumns, ClickLogError
+from etude.services.workload.fit import ClickLogColumns, ClickLogError, iter_click_chunks
 from etude.services.workload.generator import InvalidWorkloadSpec, SessionBatch
 from etude.services.workload.replay import (
     ReplayIndex,
@@ -103,8 +103,9 @@ def test_iso_8601_timestamps_are_read_as_utc_seconds(tmp_path: Path) -> None:
         "1\t2014-04-07T10:51:09.277Z\t7\n1\t2014-04-07T10:51:10.277Z\t8\n2\t2014-04-07T10:50:09\t7\n"
     )
     index = index_of(path, ClickLogColumns("0", "2", "1", header=False))
-    assert index.click_offsets_s is not None
-    np.testing.assert_allclose(index.click_offsets_s, [60.277, 61.277, 0.0])
+    (batch,) = index.batches(10)
+    assert batch.click_offsets_s is not None
+    np.testing.assert_allclose(batch.click_offsets_s, [60.277, 61.277, 0.0])
 
 
 def test_without_a_timestamp_column_batches_carry_no_offsets(tmp_path: Path) -> None:
@@ -138,7 +139,8 @@ def test_columns_in_another_order_are_found_by_name(tmp_path: Path) -> None:
     path.write_text("time,item,visit,referrer\n5,a,x,r\n6,b,y,r\n7,a,x,r\n")
     index = index_of(path, ClickLogColumns("visit", "item", "time"))
     assert sessions_of(list(index.batches(10))) == [[1, 1], [2]]
-    assert index.click_offsets_s is not None and index.click_offsets_s.tolist() == [0.0, 2.0, 1.0]
+    (batch,) = index.batches(10)
+    assert batch.click_offsets_s is not None and batch.click_offsets_s.tolist() == [0.0, 2.0, 1.0]
 
 
 def test_batches_stop_at_total_clicks_and_never_go_past_the_log(tmp_path: Path) -> None:
@@ -205,7 +207,13 @@ def _bad_logs(tmp_path: Path) -> dict[str, tuple[Path | str, ClickLogColumns, st
             text("mixed.csv", "s,i,t\na,x,1\na,y,yesterday\n"),
             ClickLogColumns("0", "1", "2"),
             "timestamp_column",
-            "'yesterday', unlike the first",
+            "click 2 has the timestamp 'yesterday', unlike the first",
+        ),
+        "NaN timestamp": (
+            text("nan.csv", "s,i,t\na,x,1\na,y,2\nb,y,nan\n"),
+            ClickLogColumns("0", "1", "2"),
+            "timestamp_column",
+            "not a finite number",
         ),
         "infinite timestamp": (
             text("inf.csv", "s,i,t\na,x,1\na,y,inf\n"),
@@ -231,6 +239,7 @@ BAD_LOGS = [
     "bad timestamp",
     "mixed timestamps",
     "infinite timestamp",
+    "NaN timestamp",
 ]
 
 
@@ -282,3 +291,17 @@ def test_a_replay_request_reads_the_proto_with_its_defaults_and_bounds() -> None
         ReplayRequest.from_proto(
             workload_pb2.WorkloadSpec(catalog_size=1, replay=workload_pb2.ReplaySource())
         )
+
+
+def test_the_shared_reader_names_the_line_of_a_short_row_past_the_first_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text("session,item\n" + "a,x\n" * 8 + "\n" + "b,y\n" + "c\n")
+    chunks = iter_click_chunks(path, clicks_per_chunk=3)
+    with pytest.raises(ClickLogError, match=r":12: expected columns \[0, 1\]") as refused:
+        list(chunks)
+    assert refused.value.field == "item_column"
+    # The blank line is skipped; every click before the short row came through in order.
+    path.write_text("session,item\n" + "a,x\n" * 8 + "\n" + "b,y\n")
+    chunks = list(iter_click_chunks(path, clicks_per_chunk=3))
+    assert [len(sessions) for sessions, _ in chunks] == [3, 3, 2, 1]
+    assert [item for _, items in chunks for item in items] == ["x"] * 8 + ["y"]
