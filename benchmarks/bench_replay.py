@@ -178,13 +178,12 @@ def main() -> None:
             f"  per CPU second: {numbers['clicks'] / numbers['index_cpu_s']:>11,.0f} clicks/s "
             "(the machine's other work apart)"
         )
-        print(f"streaming:       {numbers['stream_clicks_per_s']:>12,.0f} clicks/s (SessionBatch arrays)")
-        print(
-            f"  as messages:   {numbers['proto_clicks_per_s']:>12,.0f} clicks/s (to_proto: what the service sends)"[:200]
-        )
-        print(
-            f"  part 0 of 4:   {numbers['part_clicks_per_s']:>12,.0f} clicks/s ({numbers['part_clicks']:,} clicks)"
-        )
+        for label, key, note in (
+            ("streaming:      ", "stream_clicks_per_s", "SessionBatch arrays"),
+            ("  as messages:  ", "proto_clicks_per_s", "to_proto: what the service sends"),
+            ("  part 0 of 4:  ", "part_clicks_per_s", f"{numbers['part_clicks']:,} clicks"),
+        ):
+            print(f"{label} {numbers[key]:>12,.0f} clicks/s ({note})")
         baseline_mb = numbers["baseline_rss_kb"] / 1024
         peak_mb = numbers["peak_rss_kb"] / 1024
         print(
