@@ -400,6 +400,22 @@ def _place_by_session(
         target.flush()
 
 
+def confined_to(source: ReplaySource, root: Path | None) -> ReplaySource:
+    """`source` with its path inside `root` (a relative path is taken from `root`); None allows
+    any path. Raises ClickLogError for a path that leaves the root (also through links)."""
+    if root is None or not source.path or "://" in source.path:
+        return source
+    resolved_root = root.resolve()
+    resolved = (resolved_root / source.path).resolve()
+    if not resolved.is_relative_to(resolved_root):
+        raise ClickLogError(
+            f"{source.path} is outside the folder this workload service replays logs from "
+            f"({resolved_root}, its --replay-root)",
+            field="path",
+        )
+    return ReplaySource(str(resolved), source.columns)
+
+
 def require_catalog_covers(index: ReplayIndex, catalog_size: int, path: str) -> None:
     """Refuses a catalog smaller than the log's distinct items (the mapped ids go up to N)."""
     if catalog_size < index.num_items:

@@ -32,7 +32,7 @@ from .generator import (
     StreamRequest,
     SyntheticWorkload,
 )
-from .replay import ReplayIndex, ReplayRequest, ReplaySource, index_click_log
+from .replay import ReplayIndex, ReplayRequest, ReplaySource, confined_to, index_click_log
 
 _log = structlog.get_logger()
 
@@ -153,10 +153,15 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
     """Streams the sessions of a WorkloadSpec, one SessionBatch message per batch."""
 
     def __init__(
-        self, popularity_cache: PopularityCache | None = None, replay_cache: ReplayIndexCache | None = None
+        self,
+        popularity_cache: PopularityCache | None = None,
+        replay_cache: ReplayIndexCache | None = None,
+        replay_root: Path | None = None,
     ) -> None:
+        """`replay_root`: the folder replayed logs must be in (None: any path the process reads)."""
         self._popularity = PopularityCache() if popularity_cache is None else popularity_cache
         self._replays = ReplayIndexCache() if replay_cache is None else replay_cache
+        self._replay_root = replay_root
 
     async def StreamSessions(
         self, request: workload_pb2.WorkloadSpec, context: grpc.aio.ServicerContext
@@ -218,7 +223,8 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
     ) -> tuple[Iterator[SessionBatch], structlog.typing.FilteringBoundLogger]:
         replay = ReplayRequest.from_proto(request)
         check_limits(request, WORKLOAD_SPEC_LIMITS)
-        index = await self._replays.get(replay.source)
+        source = await asyncio.to_thread(confined_to, replay.source, self._replay_root)
+        index = await self._replays.get(source)
         # Refuses a catalog below the log's N before the first batch.
         batches = replay.batches(index)
         log = _log.bind(

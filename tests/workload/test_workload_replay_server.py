@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -12,7 +13,9 @@ import pytest
 from click_logs import expected_sessions, random_clicks, sessions_of, write_log
 from etude.services.workload import server as workload_server
 from etude.services.workload.generator import SessionBatch
+from etude.services.workload.server import WorkloadServicer
 
+from etude.serving import ServiceHost, service_full_name
 from etude.v1 import workload_pb2, workload_pb2_grpc
 
 
@@ -172,3 +175,37 @@ async def test_concurrent_parts_of_one_log_index_it_once_and_a_rewritten_log_ane
     os.utime(path, ns=(1, 1))  # a new modification time even on a coarse clock
     assert sessions_of(await _collect(workload_stub, _replay(path))) == expected_sessions(clicks)
     assert len(built) == 2
+
+
+@pytest.fixture
+async def rooted_stub(tmp_path: Path) -> AsyncIterator[workload_pb2_grpc.WorkloadServiceStub]:
+    """A WorkloadService that replays only logs under tmp_path / "logs" (its --replay-root)."""
+    (tmp_path / "logs").mkdir()
+    servicer = WorkloadServicer(replay_root=tmp_path / "logs")
+    host = ServiceHost(
+        [service_full_name(workload_pb2, "WorkloadService")],
+        lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(servicer, server),
+        port=0,
+    )
+    port = await host.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield workload_pb2_grpc.WorkloadServiceStub(channel)
+    finally:
+        await host.stop(grace_s=0)
+
+
+async def test_a_replay_root_admits_logs_inside_it_and_refuses_others_by_name(
+    rooted_stub: workload_pb2_grpc.WorkloadServiceStub, tmp_path: Path
+) -> None:
+    clicks = random_clicks(300, seed=12)
+    write_log(tmp_path / "logs" / "clicks.csv", clicks)
+    write_log(tmp_path / "secret.csv", clicks)
+    (tmp_path / "logs" / "link.csv").symlink_to(tmp_path / "secret.csv")
+    assert sessions_of(await _collect(rooted_stub, _replay("clicks.csv"))) == expected_sessions(clicks)
+    assert sessions_of(await _collect(rooted_stub, _replay(tmp_path / "logs" / "clicks.csv"))) == (
+        expected_sessions(clicks)
+    )
+    for outside in (tmp_path / "secret.csv", "../secret.csv", "link.csv"):
+        details = await _refusal(rooted_stub, _replay(outside))
+        assert details.startswith("replay.path: ") and "outside the folder" in details
