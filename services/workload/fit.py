@@ -186,10 +186,15 @@ def read_click_log(
 
 def fit_click_log(sessions: np.ndarray, items: np.ndarray) -> ClickLogStatistics:
     """Both parameterisations of the session-length and item click-count distributions."""
-    from scipy import stats
-
     _, session_lengths = np.unique(sessions, return_counts=True)
     _, click_counts = np.unique(items, return_counts=True)
+    return fit_counts(session_lengths, click_counts)
+
+
+def fit_counts(session_lengths: np.ndarray, click_counts: np.ndarray) -> ClickLogStatistics:
+    """Both parameterisations from the clicks per session and per clicked item (a replay
+    index has them without the log's keys: ReplayIndex.session_lengths, .item_click_counts)."""
+    from scipy import stats
 
     jitter = np.random.default_rng(0)
 
@@ -202,7 +207,7 @@ def fit_click_log(sessions: np.ndarray, items: np.ndarray) -> ClickLogStatistics
         return ScipyPowerLaw(float(a), float(loc), float(scale))
 
     return ClickLogStatistics(
-        num_clicks=len(items),
+        num_clicks=int(session_lengths.sum()),
         num_sessions=len(session_lengths),
         num_items=len(click_counts),
         alpha_length=fit_power_law_exponent(session_lengths),

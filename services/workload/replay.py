@@ -104,6 +104,7 @@ class ReplayIndex:
         item_ids: np.ndarray,
         timestamps_s: np.ndarray | None,
         earliest_s: float,
+        latest_s: float,
         num_items: int,
     ) -> None:
         self.folder = folder
@@ -111,6 +112,7 @@ class ReplayIndex:
         self.item_ids = item_ids
         self.timestamps_s = timestamps_s
         self.earliest_s = earliest_s
+        self.latest_s = latest_s
         self.num_items = num_items
         self._remove = weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
 
@@ -121,6 +123,27 @@ class ReplayIndex:
     @property
     def num_clicks(self) -> int:
         return int(self.session_offsets[-1])
+
+    @property
+    def session_lengths(self) -> np.ndarray:
+        """int64 [num_sessions]: clicks per session, in log order."""
+        return np.diff(self.session_offsets)
+
+    @property
+    def item_click_counts(self) -> np.ndarray:
+        """int64 [num_items]: clicks of items 1..N (one pass over the index)."""
+        counts = np.zeros(self.num_items + 1, dtype=np.int64)
+        for start in range(0, self.num_clicks, _REORDER_CLICKS):
+            counts += np.bincount(
+                self.item_ids[start : start + _REORDER_CLICKS], minlength=self.num_items + 1
+            )
+        return counts[1:]
+
+    @property
+    def span_s(self) -> float:
+        """Seconds from the log's earliest to its latest timestamp (0 without timestamps): a
+        replay paced by the log lasts span_s / speedup."""
+        return self.latest_s - self.earliest_s if self.timestamps_s is not None else 0.0
 
     @property
     def has_timestamps(self) -> bool:
@@ -242,7 +265,7 @@ class _LogOrderColumns:
         self.timed = timed
         self.sessions, self.items, self.times = array("i"), array("i"), array("d")
         self.num_clicks = 0
-        self.earliest_s = math.inf
+        self.earliest_s, self.latest_s = math.inf, -math.inf
         self.all_finite = True
 
     def flush(self) -> None:
@@ -257,6 +280,7 @@ class _LogOrderColumns:
             # NaN is the min or max of a chunk that holds one; it must not be compared away.
             self.all_finite = self.all_finite and math.isfinite(earliest_s) and math.isfinite(latest_s)
             self.earliest_s = min(self.earliest_s, earliest_s)
+            self.latest_s = max(self.latest_s, latest_s)
         self.num_clicks += len(self.sessions)
         for column in (self.sessions, self.items, self.times):
             del column[:]
@@ -370,7 +394,9 @@ def _order_by_session(
     times_s = None
     if log_order.timed:
         times_s = np.memmap(folder / "times.ordered", dtype=np.float64, mode="r", shape=(num_clicks,))
-    return ReplayIndex(folder, session_offsets, item_ids, times_s, log_order.earliest_s, num_items)
+    return ReplayIndex(
+        folder, session_offsets, item_ids, times_s, log_order.earliest_s, log_order.latest_s, num_items
+    )
 
 
 def _place_by_session(

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from click_logs import expected_sessions, random_clicks, sessions_of, write_log
 from etude.services.workload import replay
-from etude.services.workload.fit import ClickLogColumns, ClickLogError, iter_click_chunks
+from etude.services.workload.fit import (
+    ClickLogColumns,
+    ClickLogError,
+    fit_click_log,
+    fit_counts,
+    iter_click_chunks,
+    read_click_log,
+)
 from etude.services.workload.generator import InvalidWorkloadSpec, SessionBatch
 from etude.services.workload.replay import (
     ReplayIndex,
@@ -305,3 +312,27 @@ def test_the_shared_reader_names_the_line_of_a_short_row_past_the_first_chunk(tm
     chunks = list(iter_click_chunks(path, clicks_per_chunk=3))
     assert [len(sessions) for sessions, _ in chunks] == [3, 3, 2, 1]
     assert [item for _, items in chunks for item in items] == ["x"] * 8 + ["y"]
+
+
+def test_an_index_fits_like_the_log_it_was_built_from(tmp_path: Path) -> None:
+    clicks = random_clicks(5_000, seed=13)
+    path = write_log(tmp_path / "clicks.csv", clicks)
+    index = index_of(path, TIMED)
+    sessions, items = read_click_log(path, "session_id", "item_id")
+    _, log_lengths = np.unique(sessions, return_counts=True)
+    _, log_counts = np.unique(items, return_counts=True)
+    assert sorted(index.session_lengths.tolist()) == sorted(log_lengths.tolist())
+    assert sorted(index.item_click_counts.tolist()) == sorted(log_counts.tolist())
+    from_index, from_log = (
+        fit_counts(index.session_lengths, index.item_click_counts),
+        fit_click_log(sessions, items),
+    )
+    # The scipy fits jitter the counts in their order, so only the exponents are equal exactly.
+    assert (from_index.alpha_length, from_index.alpha_clicks) == (
+        from_log.alpha_length,
+        from_log.alpha_clicks,
+    )
+    assert from_index.num_clicks == 5_000 and from_index.num_items == index.num_items
+    times = [t for _, _, t in clicks]
+    assert index.span_s == max(times) - min(times)
+    assert index_of(path).span_s == 0.0
