@@ -1,9 +1,10 @@
 """Replay of a real click log: its sessions in the log's order, item ids mapped to 1..N.
 
-No gRPC here. One streaming pass over the log (fit.py's reader) builds an index on disk: per
-click, the session's index and the item's id as int32 (and the timestamp as float64) in
-memory-mapped files, then one stable reordering by session. Memory holds the two key maps (one
-entry per distinct session and item) and the per-session offsets, never the log's text.
+No gRPC here. One streaming pass over the log (fit.py's reader) writes, per click, the
+session's index and the item's id as int32 (and the timestamp as float64) to files; a stable
+counting sort by session, a chunk at a time, then writes the memory-mapped index. Memory holds
+the two key maps (one entry per distinct session and item), the per-session offsets and one
+chunk, never the log's text.
 
 The rules a replay follows:
 - Sessions come in the order of their first click in the log; each session's clicks in log
