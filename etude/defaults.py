@@ -22,6 +22,8 @@ QUEUE_SIZE_PER_BATCH = 4  # max_queue_size = 4 x max_batch_size unless given
 
 # Workload service: item popularity tables kept for repeated workloads.
 POPULARITY_CACHE_SIZE = 2
+# Replayed click logs whose index the workload service keeps (one per log, columns and version).
+REPLAY_CACHE_SIZE = 2
 
 # Service processes: drain time on SIGTERM (`etude serve --grace-s`; the controller gives a child
 # service this long to stop before it kills it), and how long a run waits for its target.

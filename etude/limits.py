@@ -88,6 +88,7 @@ def _workload(prefix: str) -> dict[str, Bound]:
         f"{prefix}max_session_length": Bound(1, MAX_SESSION_ITEMS),
         f"{prefix}sessions_per_batch": Bound(1, 100_000),
         f"{prefix}session_partition": Bound(0, 1_000_000),
+        f"{prefix}session_partition_count": Bound(1, 1_000_000),
     }
 
 
@@ -108,6 +109,8 @@ SPEC_LIMITS: Mapping[str, Bound] = {
     "workload.exponents.alpha_length": POWER_LAW_EXPONENT,
     "workload.exponents.alpha_clicks": POWER_LAW_EXPONENT,
     **_fits("workload.powerlaw_fits"),
+    "workload.speedup": Bound(0.0, 1_000_000.0, low_open=True),
+    "workload.max_session_length": Bound(1, MAX_SESSION_ITEMS),
     "hardware[].monthly_cost_usd": Bound(0.0, 10_000_000.0),
     "hardware[].replicas": Bound(1, 1_000),
     "hardware[].cpu_threads": Bound(1, 1_024),

@@ -37,18 +37,34 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., embedding_dim: _Optional[int] = ...) -> None: ...
 
 class WorkloadStats(_message.Message):
-    __slots__ = ("source", "exponents", "seed", "preset", "powerlaw_fits")
+    __slots__ = ("source", "exponents", "seed", "preset", "powerlaw_fits", "path", "session_column", "item_column", "timestamp_column", "no_header", "pace", "speedup", "max_session_length")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     EXPONENTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     POWERLAW_FITS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SESSION_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ITEM_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    NO_HEADER_FIELD_NUMBER: _ClassVar[int]
+    PACE_FIELD_NUMBER: _ClassVar[int]
+    SPEEDUP_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSION_LENGTH_FIELD_NUMBER: _ClassVar[int]
     source: str
     exponents: _workload_pb2.PowerLawExponents
     seed: int
     preset: str
     powerlaw_fits: _workload_pb2.PowerLawFits
-    def __init__(self, source: _Optional[str] = ..., exponents: _Optional[_Union[_workload_pb2.PowerLawExponents, _Mapping]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., powerlaw_fits: _Optional[_Union[_workload_pb2.PowerLawFits, _Mapping]] = ...) -> None: ...
+    path: str
+    session_column: str
+    item_column: str
+    timestamp_column: str
+    no_header: bool
+    pace: str
+    speedup: float
+    max_session_length: int
+    def __init__(self, source: _Optional[str] = ..., exponents: _Optional[_Union[_workload_pb2.PowerLawExponents, _Mapping]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., powerlaw_fits: _Optional[_Union[_workload_pb2.PowerLawFits, _Mapping]] = ..., path: _Optional[str] = ..., session_column: _Optional[str] = ..., item_column: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., no_header: _Optional[bool] = ..., pace: _Optional[str] = ..., speedup: _Optional[float] = ..., max_session_length: _Optional[int] = ...) -> None: ...
 
 class HardwareOption(_message.Message):
     __slots__ = ("name", "device", "monthly_cost_usd", "replicas", "cpu_threads")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65tude/v1/workload.proto\x12\x08\x65tude.v1\"?\n\x11PowerLawExponents\x12\x14\n\x0c\x61lpha_length\x18\x01 \x01(\x01\x12\x14\n\x0c\x61lpha_clicks\x18\x02 \x01(\x01\"6\n\rScipyPowerLaw\x12\t\n\x01\x61\x18\x01 \x01(\x01\x12\x0b\n\x03loc\x18\x02 \x01(\x01\x12\r\n\x05scale\x18\x03 \x01(\x01\"o\n\x0cPowerLawFits\x12\x30\n\x0fsession_lengths\x18\x01 \x01(\x0b\x32\x17.etude.v1.ScipyPowerLaw\x12-\n\x0c\x63lick_counts\x18\x02 \x01(\x0b\x32\x17.etude.v1.ScipyPowerLaw\"\x8c\x02\n\x0cWorkloadSpec\x12\x14\n\x0c\x63\x61talog_size\x18\x01 \x01(\x03\x12\x30\n\texponents\x18\x02 \x01(\x0b\x32\x1b.etude.v1.PowerLawExponentsH\x00\x12/\n\rpowerlaw_fits\x18\x07 \x01(\x0b\x32\x16.etude.v1.PowerLawFitsH\x00\x12\x14\n\x0ctotal_clicks\x18\x03 \x01(\x03\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x1a\n\x12max_session_length\x18\x05 \x01(\x05\x12\x1a\n\x12sessions_per_batch\x18\x06 \x01(\x05\x12\x19\n\x11session_partition\x18\x08 \x01(\x04\x42\x0c\n\nstatistics\"S\n\x0cSessionBatch\x12\x18\n\x10\x66irst_session_id\x18\x01 \x01(\x04\x12\x17\n\x0fsession_lengths\x18\x02 \x03(\x05\x12\x10\n\x08item_ids\x18\x03 \x03(\x03\x32U\n\x0fWorkloadService\x12\x42\n\x0eStreamSessions\x12\x16.etude.v1.WorkloadSpec\x1a\x16.etude.v1.SessionBatch0\x01\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65tude/v1/workload.proto\x12\x08\x65tude.v1\"?\n\x11PowerLawExponents\x12\x14\n\x0c\x61lpha_length\x18\x01 \x01(\x01\x12\x14\n\x0c\x61lpha_clicks\x18\x02 \x01(\x01\"6\n\rScipyPowerLaw\x12\t\n\x01\x61\x18\x01 \x01(\x01\x12\x0b\n\x03loc\x18\x02 \x01(\x01\x12\r\n\x05scale\x18\x03 \x01(\x01\"o\n\x0cPowerLawFits\x12\x30\n\x0fsession_lengths\x18\x01 \x01(\x0b\x32\x17.etude.v1.ScipyPowerLaw\x12-\n\x0c\x63lick_counts\x18\x02 \x01(\x0b\x32\x17.etude.v1.ScipyPowerLaw\"v\n\x0cReplaySource\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x16\n\x0esession_column\x18\x02 \x01(\t\x12\x13\n\x0bitem_column\x18\x03 \x01(\t\x12\x18\n\x10timestamp_column\x18\x04 \x01(\t\x12\x11\n\tno_header\x18\x05 \x01(\x08\"\xd7\x02\n\x0cWorkloadSpec\x12\x14\n\x0c\x63\x61talog_size\x18\x01 \x01(\x03\x12\x30\n\texponents\x18\x02 \x01(\x0b\x32\x1b.etude.v1.PowerLawExponentsH\x00\x12/\n\rpowerlaw_fits\x18\x07 \x01(\x0b\x32\x16.etude.v1.PowerLawFitsH\x00\x12(\n\x06replay\x18\t \x01(\x0b\x32\x16.etude.v1.ReplaySourceH\x00\x12\x14\n\x0ctotal_clicks\x18\x03 \x01(\x03\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x1a\n\x12max_session_length\x18\x05 \x01(\x05\x12\x1a\n\x12sessions_per_batch\x18\x06 \x01(\x05\x12\x19\n\x11session_partition\x18\x08 \x01(\x04\x12\x1f\n\x17session_partition_count\x18\n \x01(\x04\x42\x0c\n\nstatistics\"\x85\x01\n\x0cSessionBatch\x12\x18\n\x10\x66irst_session_id\x18\x01 \x01(\x04\x12\x17\n\x0fsession_lengths\x18\x02 \x03(\x05\x12\x10\n\x08item_ids\x18\x03 \x03(\x03\x12\x17\n\x0f\x63lick_offsets_s\x18\x04 \x03(\x01\x12\x17\n\x0fsession_id_step\x18\x05 \x01(\x04\x32U\n\x0fWorkloadService\x12\x42\n\x0eStreamSessions\x12\x16.etude.v1.WorkloadSpec\x1a\x16.etude.v1.SessionBatch0\x01\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCIPYPOWERLAW']._serialized_end=156
   _globals['_POWERLAWFITS']._serialized_start=158
   _globals['_POWERLAWFITS']._serialized_end=269
-  _globals['_WORKLOADSPEC']._serialized_start=272
-  _globals['_WORKLOADSPEC']._serialized_end=540
-  _globals['_SESSIONBATCH']._serialized_start=542
-  _globals['_SESSIONBATCH']._serialized_end=625
-  _globals['_WORKLOADSERVICE']._serialized_start=627
-  _globals['_WORKLOADSERVICE']._serialized_end=712
+  _globals['_REPLAYSOURCE']._serialized_start=271
+  _globals['_REPLAYSOURCE']._serialized_end=389
+  _globals['_WORKLOADSPEC']._serialized_start=392
+  _globals['_WORKLOADSPEC']._serialized_end=735
+  _globals['_SESSIONBATCH']._serialized_start=738
+  _globals['_SESSIONBATCH']._serialized_end=871
+  _globals['_WORKLOADSERVICE']._serialized_start=873
+  _globals['_WORKLOADSERVICE']._serialized_end=958
 # @@protoc_insertion_point(module_scope)

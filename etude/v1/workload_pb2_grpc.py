@@ -47,7 +47,9 @@ class WorkloadServiceServicer:
     def StreamSessions(self, request, context):
         """Streams the sessions a WorkloadSpec describes, in batches, until `total_clicks` clicks
         have been produced (or forever when it is 0 and the caller cancels). Deterministic for a
-        seed. INVALID_ARGUMENT names the offending field.
+        seed. A replay streams the log's sessions once, in log order, and ends (or stops after
+        `total_clicks`). INVALID_ARGUMENT names the offending field (for a replay: a missing,
+        unreadable or empty log, a wrong column, or a catalog_size below the log's distinct items).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,4 +1,4 @@
-"""Workload service: streams synthetic click sessions (Algorithm 1 of the ETUDE paper)."""
+"""Workload service: streams synthetic click sessions (Algorithm 1 of the ETUDE paper) or a click log."""
 
 from __future__ import annotations
 
@@ -24,16 +24,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="item popularity tables kept for repeated workloads (about 40 MB each at 10 "
         "million items; 0 rebuilds the table for every stream)",
     )
+    parser.add_argument(
+        "--replay-cache-size",
+        type=_non_negative_int,
+        default=defaults.REPLAY_CACHE_SIZE,
+        help="indexes of replayed click logs kept for repeated streams (4 bytes per click on disk "
+        "under TMPDIR, 12 with timestamps, and 8 per session in memory; 0 indexes the log for every "
+        "stream)",
+    )
+    parser.add_argument(
+        "--replay-root",
+        default=None,
+        help="the folder replayed click logs must be in, relative paths taken from it (default: "
+        "any file this process can read; set it where callers should not name arbitrary files)",
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
     # Imported here so `etude serve --help` does not load numpy and the generated stubs.
+    from pathlib import Path
+
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import workload_pb2, workload_pb2_grpc
 
-    from .server import PopularityCache, WorkloadServicer
+    from .server import PopularityCache, ReplayIndexCache, WorkloadServicer
 
-    servicer = WorkloadServicer(PopularityCache(args.popularity_cache_size))
+    servicer = WorkloadServicer(
+        PopularityCache(args.popularity_cache_size),
+        ReplayIndexCache(args.replay_cache_size),
+        replay_root=Path(args.replay_root) if args.replay_root else None,
+    )
     host = ServiceHost(
         service_names=[service_full_name(workload_pb2, "WorkloadService")],
         register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(servicer, server),

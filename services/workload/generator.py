@@ -364,10 +364,18 @@ class SessionBatch:
     first_session_id: int
     lengths: np.ndarray  # int32 [num_sessions]
     item_ids: np.ndarray  # int64 [sum(lengths)]
+    # A replay with timestamps: float64 [sum(lengths)], seconds from the log's earliest click.
+    click_offsets_s: np.ndarray | None = None
+    # Session ids are first_session_id, + step, + 2 step, ... (a replay part takes every n-th).
+    session_id_step: int = 1
 
     def __post_init__(self) -> None:
         if self.lengths.ndim != 1 or self.item_ids.ndim != 1:
             raise ValueError("lengths and item_ids must be 1-D arrays")
+        if self.click_offsets_s is not None and self.click_offsets_s.shape != self.item_ids.shape:
+            raise ValueError(f"{self.click_offsets_s.size} click offsets for {self.item_ids.size} item ids")
+        if self.session_id_step < 1:
+            raise ValueError(f"session_id_step must be >= 1, got {self.session_id_step}")
         if self.lengths.size and self.lengths.min() < 1:
             raise ValueError("session lengths must be >= 1")
         if int(self.lengths.sum()) != self.item_ids.size:
@@ -392,8 +400,10 @@ class SessionBatch:
 
     @property
     def session_ids(self) -> np.ndarray:
-        """int64 [num_sessions]: the ids of the sessions, consecutive."""
-        return np.arange(self.first_session_id, self.first_session_id + len(self), dtype=np.int64)
+        """int64 [num_sessions]: the ids of the sessions, session_id_step apart."""
+        step = self.session_id_step
+        stop = self.first_session_id + len(self) * step
+        return np.arange(self.first_session_id, stop, step, dtype=np.int64)
 
     def session(self, index: int) -> np.ndarray:
         """The clicks (item ids, oldest first) of the index-th session of this batch (a view)."""
@@ -409,7 +419,10 @@ class SessionBatch:
         lengths = self.lengths[:num_sessions].copy()
         if num_sessions:
             lengths[-1] -= self.offsets[num_sessions] - num_clicks
-        return SessionBatch(self.first_session_id, lengths, self.item_ids[:num_clicks])
+        offsets_s = None if self.click_offsets_s is None else self.click_offsets_s[:num_clicks]
+        return SessionBatch(
+            self.first_session_id, lengths, self.item_ids[:num_clicks], offsets_s, self.session_id_step
+        )
 
     def to_proto(self) -> workload_pb2.SessionBatch:
         # tolist() first: upb copies a list of ints faster than it iterates a numpy array.
@@ -417,15 +430,21 @@ class SessionBatch:
             first_session_id=self.first_session_id,
             session_lengths=self.lengths.tolist(),
             item_ids=self.item_ids.tolist(),
+            click_offsets_s=None if self.click_offsets_s is None else self.click_offsets_s.tolist(),
+            session_id_step=0 if self.session_id_step == 1 else self.session_id_step,
         )
 
     @classmethod
     def from_proto(cls, message: workload_pb2.SessionBatch) -> SessionBatch:
-        """Raises ValueError when the lengths do not add up to the number of item ids."""
+        """Raises ValueError when the lengths do not add up to the number of item ids, or the
+        click offsets (when there are any) do not match them."""
+        offsets_s = message.click_offsets_s
         return cls(
             first_session_id=message.first_session_id,
             lengths=np.array(message.session_lengths, dtype=np.int32),
             item_ids=np.array(message.item_ids, dtype=np.int64),
+            click_offsets_s=np.array(offsets_s, dtype=np.float64) if len(offsets_s) else None,
+            session_id_step=message.session_id_step or 1,
         )
 
 
