@@ -84,7 +84,9 @@ def serving_threads(cpu_count: int) -> int:
     """Torch intra-op threads for a serving process on `cpu_count` CPUs: all but one.
 
     The spare CPU runs the event loop, gRPC's threads and, on a development machine, a
-    co-located load generator; a model thread pool spanning every CPU stalls at each parallel
-    region whenever one of its threads is descheduled (benchmarks/bench_scoring.py --threads).
+    co-located load generator. A thread pool spanning every CPU waits at each operator's barrier
+    whenever one of its threads is descheduled: on the shared 2-core machine the chunked scorer
+    ran 3-10x slower per operator with 2 threads than with 1 (benchmarks/bench_scoring.py
+    --thread-sweep and its 1- and 2-thread runs). `--threads` overrides it.
     """
     return max(1, cpu_count - 1)

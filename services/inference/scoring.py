@@ -21,14 +21,15 @@ __all__ = ["PRECISIONS", "CatalogScorer", "FirstItemsScorer", "Scorer", "chunk_i
 # Upper bound of one chunk's score block (B x chunk) on CUDA, and of every chunk anywhere: at
 # B = 256 and C = 20M an unchunked fp32 score buffer would take 20 GB.
 DEFAULT_MAX_SCORE_ELEMENTS = 1 << 25
-# CPU chunks: the chunk's fp32 score block (B x chunk x 4 bytes) is written by the product and
-# read back by the block maxima and the gathers, so it should stay in cache. 8 MiB (a quarter of
-# this machine's 32 MiB L3, four 2 MiB L2s' worth) measured best: benchmarks/bench_scoring.py
-# --chunk-sweep. The bounds keep a chunk big enough to amortise per-chunk calls and small
-# enough for B = 1 to stay in L2 with its table slice.
-CPU_SCORE_BLOCK_BYTES = 8 << 20
-MIN_CHUNK_ITEMS = 16_384
-MAX_CHUNK_ITEMS = 131_072
+# CPU chunks: the chunk's score block (B x chunk) is written by the product and read back by the
+# block maxima and the gathers, so it should stay in the last-level cache (32 MiB here); every
+# chunk costs half a dozen operator calls, each a barrier of the thread pool, so chunks are no
+# smaller than 64k items. Measured with benchmarks/bench_scoring.py --chunk-sweep (1 thread,
+# C = 1M, d = 32, bf16): 64k-256k items within noise of each other and 1.3-2x faster than 8k-16k
+# at every B; the rule gives 256k items up to B = 32, 128k at 64, 64k from 128 on.
+CPU_SCORE_BLOCK_BYTES = 32 << 20
+MIN_CHUNK_ITEMS = 65_536
+MAX_CHUNK_ITEMS = 262_144
 # A chunk's scores are viewed as [B, SCORE_GROUPS, chunk / SCORE_GROUPS]; the maximum over the
 # groups (a vectorised elementwise max of contiguous rows) leaves chunk / 16 block maxima, and
 # only the k best blocks' items can hold the chunk's top k: torch.topk then sorts 16x fewer

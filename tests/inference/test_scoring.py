@@ -8,6 +8,7 @@ from etude.services.inference import precision
 from etude.services.inference.precision import PrecisionUnsupported
 from etude.services.inference.scoring import (
     CPU_SCORE_BLOCK_BYTES,
+    DEFAULT_MAX_SCORE_ELEMENTS,
     MAX_CHUNK_ITEMS,
     MIN_CHUNK_ITEMS,
     CatalogScorer,
@@ -106,7 +107,7 @@ def test_bf16_on_a_cpu_with_native_bf16_is_accepted(monkeypatch: pytest.MonkeyPa
         (8, 5000, 21, 2048),  # block maxima (128 blocks of 16) on full chunks
         (2, 4096, 100, 4096),  # k large against the blocks: falls back to a plain top-k
         (16, 3000, 50, 1600),  # 100 blocks for k = 50: plain; tail of 1400
-        (7, 40_000, 33, 16_384),  # the CPU minimum chunk, block maxima, tail of 7,232
+        (7, 40_000, 33, 16_384),  # 16k-item chunks, block maxima, tail of 7,232
         (2, 300, 300, 64),  # k = C: every item, in order
     ],
 )
@@ -126,11 +127,12 @@ def test_chunked_top_k_equals_a_full_top_k(
 @pytest.mark.parametrize("batch_size", [1, 8, 32, 64, 128, 256, 1024])
 def test_cpu_chunk_size_follows_the_cache_rule_and_the_score_bound(batch_size: int) -> None:
     chunk = chunk_items_for(batch_size, "cpu")
-    assert MIN_CHUNK_ITEMS <= chunk <= MAX_CHUNK_ITEMS
+    score_bound = DEFAULT_MAX_SCORE_ELEMENTS // batch_size
+    assert min(MIN_CHUNK_ITEMS, score_bound) <= chunk <= min(MAX_CHUNK_ITEMS, score_bound)
     assert chunk & (chunk - 1) == 0  # a power of two: whole groups of SCORE_GROUPS
-    assert batch_size * chunk * 4 <= CPU_SCORE_BLOCK_BYTES or chunk == MIN_CHUNK_ITEMS
+    assert batch_size * chunk * 4 <= CPU_SCORE_BLOCK_BYTES or chunk in (MIN_CHUNK_ITEMS, score_bound)
     assert chunk_items_for(batch_size, "cpu", max_score_elements=batch_size * 10) == 10
-    assert chunk_items_for(batch_size, "cuda", max_score_elements=1 << 25) == (1 << 25) // batch_size
+    assert chunk_items_for(batch_size, "cuda") == score_bound
 
 
 def test_padding_item_zero_is_never_returned_by_the_chunked_scorer() -> None:
