@@ -11,6 +11,7 @@ precision against fp32 exact. On CUDA (when present) the same, plus the matrix p
     .venv/bin/python benchmarks/bench_scoring.py                     # C = 1M and 10M, B = 1..256
     .venv/bin/python benchmarks/bench_scoring.py --chunk-sweep       # CPU chunk size, C = 1M
     .venv/bin/python benchmarks/bench_scoring.py --thread-sweep      # 1 vs 2 threads, idle / busy
+    .venv/bin/python benchmarks/bench_scoring.py --model-recall      # accuracy mode per model, 1M
 """
 
 from __future__ import annotations
@@ -187,6 +188,21 @@ def thread_sweep(catalog_size: int, batch_sizes: Sequence[int], repeats: int, dt
         print(f"{batch_size:>5}  {idle1:8.3f}  {idle2:8.3f}  {busy1:8.3f}  {busy2:8.3f}", flush=True)
 
 
+def model_recall(models: Sequence[str], catalog_size: int, dtype: torch.dtype) -> None:
+    """Accuracy mode per model: the start-up check of `etude serve inference --precision`
+    (recall@21 against fp32 exact scoring of the same random weights, 1,000 workload sessions)."""
+    from etude.services.inference.recommender import Recommender, RecommenderConfig
+
+    name = PRECISION_OF_DTYPE[dtype]
+    print(f"\naccuracy mode, C = {catalog_size:,}, {name} vs fp32 exact, 1,000 workload sessions")
+    for model in models:
+        started = time.perf_counter()
+        report = Recommender(RecommenderConfig(model, catalog_size, precision=name, warmup=False)).accuracy
+        assert report is not None
+        elapsed_s = time.perf_counter() - started
+        print(f"{model:>10}  recall@{report.k} {report.recall_at_k:.4f}  (build + check {elapsed_s:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog-sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -195,6 +211,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--chunk-sweep", action="store_true", help="only the CPU chunk-size sweep")
     parser.add_argument("--thread-sweep", action="store_true", help="only the 1 vs 2 threads sweep")
+    parser.add_argument(
+        "--model-recall", nargs="*", metavar="MODEL", help="only accuracy mode of these models at C = 1M"
+    )
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -203,6 +222,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"bf16 on CPU: {bf16_reason}")  # fmt: skip
     cpu_reduced = torch.bfloat16 if bf16_ok else None
+    if args.model_recall is not None:
+        model_recall(
+            args.model_recall or ["gru4rec", "narm", "stamp", "sasrec", "core"], 1_000_000, torch.bfloat16
+        )
+        return
     if args.chunk_sweep or args.thread_sweep:
         dtype = cpu_reduced or torch.float32
         if args.chunk_sweep:

@@ -182,10 +182,13 @@ class Recommender:
     def _make_scorer(self, precision: str) -> Scorer:
         """The model's head over its own table, scoring in `precision`."""
         if self.model_file is not None:
+            table = self.model_file.item_table
             return CatalogScorer(
-                self.model_file.item_table,
+                table,
                 compute_dtype=PRECISIONS[precision],
                 max_score_elements=self.config.max_score_elements,
+                # An fp32 table the module holds anyway re-scores a reduced precision's candidates.
+                rescore_table=table if table.dtype == torch.float32 else None,
             )
         if not isinstance(self.encoder, SessionEncoder):
             raise TypeError(f"a registry model must be a SessionEncoder, got {type(self.encoder).__name__}")

@@ -36,9 +36,11 @@ MAX_CHUNK_ITEMS = 262_144
 # values, which is what made it cost more than the product.
 SCORE_GROUPS = 16
 # Reduced precision picks this many times k candidates with its own scores, then re-scores them
-# in fp32 (query fp32, table rows upcast): rounding of the scores cannot drop an item whose
-# fp32 score is in the top k unless it falls 2k places, which only the table's own rounding can
-# do (recall@21 vs fp32 ~0.99 on random tables; the accuracy check measures it per model).
+# in fp32: an item of the fp32 top k is lost only if rounding drops it 2k places. Re-scored
+# against the fp32 table the encoder keeps anyway (no second copy), recall@21 is ~1; against
+# the reduced table's rows upcast (a head whose table exists only in the scorer, CORE's
+# normalised one), the table's own rounding limits it (~0.993 on random tables). The
+# accuracy check measures it per model at start-up.
 RESCORE_FACTOR = 2
 
 
@@ -121,7 +123,9 @@ class CatalogScorer:
     Item 0 is excluded by scoring the rows E[1:] and shifting the ids by one, which is the -inf
     mask on column 0 without writing it. The table is stored once, in `compute_dtype` (bf16 on
     CPUs with native bf16 and on CUDA, fp16 on CUDA); queries are cast to it, and a reduced
-    precision's RESCORE_FACTOR x k candidates are re-scored in fp32. Scores come back in fp32.
+    precision's RESCORE_FACTOR x k candidates are re-scored in fp32, against `rescore_table`
+    (an fp32 table that exists anyway, the encoder's own) when given, else against the reduced
+    rows upcast. Scores come back in fp32.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class CatalogScorer:
         *,
         compute_dtype: torch.dtype = torch.float32,
         max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
+        rescore_table: Tensor | None = None,
     ) -> None:
         if item_embeddings.dim() != 2 or item_embeddings.size(0) < 2:
             raise ValueError(
@@ -146,6 +151,14 @@ class CatalogScorer:
         self.max_score_elements = max_score_elements
         # contiguous(): a [1:] view of an fp32 table would make every chunk product strided.
         self._items = item_embeddings.detach()[1:].to(compute_dtype).contiguous()
+        self._rescore_items = self._items
+        if rescore_table is not None and compute_dtype != torch.float32:
+            if rescore_table.shape != item_embeddings.shape or rescore_table.dtype != torch.float32:
+                raise ValueError(
+                    f"rescore_table must be fp32 {list(item_embeddings.shape)}, "
+                    f"got {rescore_table.dtype} {list(rescore_table.shape)}"
+                )
+            self._rescore_items = rescore_table.detach()[1:]
 
     def top_k(self, session_repr: Tensor, k: int, item_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if not 1 <= k <= self.catalog_size:
@@ -159,7 +172,7 @@ class CatalogScorer:
             session_repr.to(self.compute_dtype), self._items, candidates, chunk_items
         )
         # [B, m, d] rows upcast, times the fp32 query: the merge is in fp32.
-        rows = self._items[candidate_ids].float()
+        rows = self._rescore_items[candidate_ids].float()
         exact = torch.bmm(rows, session_repr.float().unsqueeze(2)).squeeze(2)
         scores, order = torch.topk(exact, k, dim=1)
         return scores, torch.gather(candidate_ids, 1, order) + 1
@@ -186,11 +199,14 @@ def catalog_scorer(
     compute_dtype: torch.dtype = torch.float32,
     max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
 ) -> Scorer:
-    """The shared head over the encoder's own item table (the registry's default)."""
+    """The shared head over the encoder's own item table (the registry's default); a reduced
+    precision re-scores its candidates against that fp32 table, which the encoder keeps."""
+    table = encoder.item_embeddings()
     return CatalogScorer(
-        encoder.item_embeddings(),
+        table,
         compute_dtype=compute_dtype,
         max_score_elements=max_score_elements,
+        rescore_table=table,
     )
 
 

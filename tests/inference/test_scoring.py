@@ -163,6 +163,23 @@ def test_bf16_on_cpu_keeps_the_fp32_top_k_and_never_returns_item_zero() -> None:
     assert _overlap(approx, exact) >= 0.97
 
 
+@pytest.mark.skipif(not precision.cpu_bf16_support()[0], reason="this CPU has no native bf16")
+def test_bf16_candidates_rescored_against_the_fp32_table_give_the_fp32_answers() -> None:
+    table = random_catalog(50_000, 32, seed=13)
+    queries = torch.randn(64, 32, generator=torch.Generator().manual_seed(14))
+    _, exact = CatalogScorer(table).top_k(queries, 21)
+    scorer = CatalogScorer(table, compute_dtype=torch.bfloat16, rescore_table=table)
+    scores, approx = scorer.top_k(queries, 21)
+    # Returned scores are the fp32 scores of the returned items, whatever the bf16 selection.
+    torch.testing.assert_close(scores, torch.einsum("bd,bkd->bk", queries, table[approx]))
+    assert _overlap(approx, exact) >= 0.995
+
+
+def test_a_rescore_table_of_another_shape_is_refused() -> None:
+    with pytest.raises(ValueError, match="rescore_table must be fp32"):
+        CatalogScorer(random_catalog(10, 4), compute_dtype=torch.bfloat16, rescore_table=torch.zeros(11, 5))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
