@@ -124,8 +124,9 @@ class CatalogScorer:
     mask on column 0 without writing it. The table is stored once, in `compute_dtype` (bf16 on
     CPUs with native bf16 and on CUDA, fp16 on CUDA); queries are cast to it, and a reduced
     precision's RESCORE_FACTOR x k candidates are re-scored in fp32, against `rescore_table`
-    (an fp32 table that exists anyway, the encoder's own) when given, else against the reduced
-    rows upcast. Scores come back in fp32.
+    (an fp32 table that exists anyway, the encoder's own; rows normalised first with
+    `rescore_normalised`, for a cosine head) when given, else against the reduced rows upcast.
+    Scores come back in fp32.
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class CatalogScorer:
         compute_dtype: torch.dtype = torch.float32,
         max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
         rescore_table: Tensor | None = None,
+        rescore_normalised: bool = False,
     ) -> None:
         if item_embeddings.dim() != 2 or item_embeddings.size(0) < 2:
             raise ValueError(
@@ -159,6 +161,8 @@ class CatalogScorer:
                     f"got {rescore_table.dtype} {list(rescore_table.shape)}"
                 )
             self._rescore_items = rescore_table.detach()[1:]
+        # Cosine heads score a normalised table: normalise only the candidates' fp32 rows.
+        self._rescore_normalised = rescore_normalised and rescore_table is not None
 
     def top_k(self, session_repr: Tensor, k: int, item_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if not 1 <= k <= self.catalog_size:
@@ -173,6 +177,8 @@ class CatalogScorer:
         )
         # [B, m, d] rows upcast, times the fp32 query: the merge is in fp32.
         rows = self._rescore_items[candidate_ids].float()
+        if self._rescore_normalised:
+            rows = torch.nn.functional.normalize(rows, dim=-1)
         exact = torch.bmm(rows, session_repr.float().unsqueeze(2)).squeeze(2)
         scores, order = torch.topk(exact, k, dim=1)
         return scores, torch.gather(candidate_ids, 1, order) + 1
