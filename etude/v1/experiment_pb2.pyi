@@ -101,7 +101,7 @@ class ServiceLevelObjective(_message.Message):
     def __init__(self, percentile: _Optional[float] = ..., latency_ms: _Optional[float] = ..., rate_per_s: _Optional[float] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances")
+    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances", "precisions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZES_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class ExperimentSpec(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     LOADGEN_INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
     catalog_sizes: _containers.RepeatedScalarFieldContainer[int]
@@ -130,10 +131,11 @@ class ExperimentSpec(_message.Message):
     target: str
     results: str
     loadgen_instances: int
-    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ...) -> None: ...
+    precisions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ..., precisions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("trial_id", "model", "catalog_size", "embedding_dim", "hardware", "runtime", "repetition")
+    __slots__ = ("trial_id", "model", "catalog_size", "embedding_dim", "hardware", "runtime", "repetition", "precision")
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +143,7 @@ class Trial(_message.Message):
     HARDWARE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     REPETITION_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     trial_id: str
     model: ModelSpec
     catalog_size: int
@@ -148,10 +151,11 @@ class Trial(_message.Message):
     hardware: HardwareOption
     runtime: str
     repetition: int
-    def __init__(self, trial_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hardware: _Optional[_Union[HardwareOption, _Mapping]] = ..., runtime: _Optional[str] = ..., repetition: _Optional[int] = ...) -> None: ...
+    precision: str
+    def __init__(self, trial_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hardware: _Optional[_Union[HardwareOption, _Mapping]] = ..., runtime: _Optional[str] = ..., repetition: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class TrialResult(_message.Message):
-    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s")
+    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s", "recall_at_k", "recall_k", "recall_sessions")
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +165,9 @@ class TrialResult(_message.Message):
     RESULTS_URI_FIELD_NUMBER: _ClassVar[int]
     PROBES_FIELD_NUMBER: _ClassVar[int]
     MAX_SUSTAINED_RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    RECALL_AT_K_FIELD_NUMBER: _ClassVar[int]
+    RECALL_K_FIELD_NUMBER: _ClassVar[int]
+    RECALL_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     trial: Trial
     state: TrialState
     summary: _loadgen_pb2.LoadSummary
@@ -170,7 +177,10 @@ class TrialResult(_message.Message):
     results_uri: str
     probes: _containers.RepeatedCompositeFieldContainer[SearchProbe]
     max_sustained_rate_per_s: float
-    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ...) -> None: ...
+    recall_at_k: float
+    recall_k: int
+    recall_sessions: int
+    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ..., recall_at_k: _Optional[float] = ..., recall_k: _Optional[int] = ..., recall_sessions: _Optional[int] = ...) -> None: ...
 
 class SearchProbe(_message.Message):
     __slots__ = ("rate_per_s", "slo_met", "verdict", "summary")

@@ -65,7 +65,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "catalog_size", "embedding_dim", "device", "runtime", "max_session_length", "max_request_items", "max_batch_size", "max_batch_delay_ms", "max_queue_size", "parameter_count", "details")
+    __slots__ = ("model", "catalog_size", "embedding_dim", "device", "runtime", "max_session_length", "max_request_items", "max_batch_size", "max_batch_delay_ms", "max_queue_size", "parameter_count", "details", "precision", "accuracy")
     class DetailsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,8 @@ class ModelInfo(_message.Message):
     MAX_QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
     model: str
     catalog_size: int
     embedding_dim: int
@@ -97,4 +99,18 @@ class ModelInfo(_message.Message):
     max_queue_size: int
     parameter_count: int
     details: _containers.ScalarMap[str, str]
-    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., max_session_length: _Optional[int] = ..., max_request_items: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., parameter_count: _Optional[int] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    precision: str
+    accuracy: ScoringAccuracy
+    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., max_session_length: _Optional[int] = ..., max_request_items: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., parameter_count: _Optional[int] = ..., details: _Optional[_Mapping[str, str]] = ..., precision: _Optional[str] = ..., accuracy: _Optional[_Union[ScoringAccuracy, _Mapping]] = ...) -> None: ...
+
+class ScoringAccuracy(_message.Message):
+    __slots__ = ("recall_at_k", "k", "sessions", "reference")
+    RECALL_AT_K_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    recall_at_k: float
+    k: int
+    sessions: int
+    reference: str
+    def __init__(self, recall_at_k: _Optional[float] = ..., k: _Optional[int] = ..., sessions: _Optional[int] = ..., reference: _Optional[str] = ...) -> None: ...

@@ -19,6 +19,9 @@ from .batcher import (
 )
 from .models import MODEL_NAMES
 from .options import (
+    DEFAULT_ACCURACY_ALPHA_CLICKS,
+    DEFAULT_ACCURACY_ALPHA_LENGTH,
+    DEFAULT_ACCURACY_SESSIONS,
     DEFAULT_EMBEDDING_POLICY,
     DEFAULT_K,
     DEFAULT_MAX_REQUEST_ITEMS,
@@ -81,8 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISION_NAMES,
         default="fp32",
-        help="scoring precision; bf16/fp16 only on cuda",
+        help="scoring precision: bf16 on cuda and on CPUs with native bf16 (refused with the reason "
+        "elsewhere), fp16 on cuda only; a reduced precision measures its recall@k against fp32 at "
+        "start-up (accuracy mode, shown by GetModelInfo)",
     )
+    parser.add_argument(
+        "--accuracy-sessions",
+        type=int,
+        default=DEFAULT_ACCURACY_SESSIONS,
+        help="workload sessions of the start-up accuracy check of a reduced precision (0 = no check)",
+    )
+    parser.add_argument("--accuracy-alpha-length", type=float, default=DEFAULT_ACCURACY_ALPHA_LENGTH)
+    parser.add_argument("--accuracy-alpha-clicks", type=float, default=DEFAULT_ACCURACY_ALPHA_CLICKS)
+    parser.add_argument("--accuracy-seed", type=int, default=0, help="seed of the accuracy check's sessions")
     parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
     parser.add_argument(
         "--max-batch-delay-ms",
@@ -104,7 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--default-k", type=int, default=DEFAULT_K, help="k when a request says 0")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0 = every available CPU but one, left to the event loop)",
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -114,13 +133,14 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
+    from .accuracy import AccuracySettings
     from .batcher import DynamicBatcher
     from .model_file import ModelFileError
+    from .precision import PrecisionUnsupported, available_cpus, serving_threads
     from .recommender import Recommender, RecommenderConfig
     from .server import RecommenderServicer, batch_span_attributes
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads if args.threads > 0 else serving_threads(available_cpus()))
     try:
         config = RecommenderConfig(
             model=args.model,
@@ -134,6 +154,12 @@ async def serve(args: argparse.Namespace) -> None:
             default_k=args.default_k,
             seed=args.seed,
             model_path=args.model_path,
+            accuracy=AccuracySettings(
+                sessions=args.accuracy_sessions,
+                alpha_length=args.accuracy_alpha_length,
+                alpha_clicks=args.accuracy_alpha_clicks,
+                seed=args.accuracy_seed,
+            ),
         )
         _log.info(
             "building_model",
@@ -142,9 +168,10 @@ async def serve(args: argparse.Namespace) -> None:
         )
         # Building and warming up can take seconds at large catalogs: keep the loop free.
         recommender = await asyncio.to_thread(Recommender, config)
-    except ModelFileError as error:
+    except (ModelFileError, PrecisionUnsupported) as error:
         # Exit before serving with the reason in the log's last lines (the controller shows them).
-        _log.error("model_file_refused", reason=str(error))
+        event = "precision_refused" if isinstance(error, PrecisionUnsupported) else "model_file_refused"
+        _log.error(event, reason=str(error))
         raise SystemExit(f"etude serve inference: {error}") from None
     batcher = DynamicBatcher(
         recommender.recommend_batch,

@@ -12,6 +12,11 @@ PRECISION_NAMES = ("fp32", "bf16", "fp16")
 DEFAULT_K = defaults.TOP_K
 DEFAULT_MAX_REQUEST_ITEMS = defaults.MAX_REQUEST_ITEMS
 DEFAULT_EMBEDDING_POLICY = defaults.EMBEDDING_POLICY
+# Accuracy mode: sessions replayed at start-up to measure a reduced precision's recall@k (enough
+# for recall@21 to two decimals), drawn with the microbenchmark's classic exponents.
+DEFAULT_ACCURACY_SESSIONS = 1000
+DEFAULT_ACCURACY_ALPHA_LENGTH = 2.2
+DEFAULT_ACCURACY_ALPHA_CLICKS = 1.8
 
 
 def fourth_root_dim(catalog_size: int) -> int:

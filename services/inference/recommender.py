@@ -14,6 +14,7 @@ import structlog
 import torch
 from torch import nn
 
+from .accuracy import AccuracyReport, AccuracySettings, measure_recall, workload_sessions
 from .model_file import (
     MODEL_FILE_RUNTIMES,
     LoadedModelFile,
@@ -34,8 +35,9 @@ from .options import (
     EMBEDDING_POLICIES,
     RUNTIMES,
 )
+from .precision import PRECISIONS, require_supported
 from .runtime import prepare_encoder
-from .scoring import DEFAULT_MAX_SCORE_ELEMENTS, PRECISIONS, CatalogScorer, Scorer
+from .scoring import DEFAULT_MAX_SCORE_ELEMENTS, CatalogScorer, Scorer
 
 _log = structlog.get_logger()
 
@@ -85,6 +87,8 @@ class RecommenderConfig:
     # A TorchScript model file (services/inference/model_file.py) served instead of the registry
     # model; `model` is then only its label, and catalog_size 0 takes C from the file's table.
     model_path: str = ""
+    # Accuracy mode: with a reduced precision, recall@k against fp32 is measured at start-up.
+    accuracy: AccuracySettings = field(default_factory=AccuracySettings)
 
     def __post_init__(self) -> None:
         if self.model_path:
@@ -109,10 +113,9 @@ class RecommenderConfig:
             )
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {self.runtime!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if self.precision != "fp32" and torch.device(self.device).type != "cuda":
-            raise ValueError(f"precision {self.precision} needs a cuda device, got {self.device!r}")
+        # PrecisionUnsupported (a ValueError) names the reason: unknown, fp16 off CUDA, or a CPU
+        # without native bf16.
+        require_supported(self.precision, self.device)
         if self.max_request_items < 1:
             raise ValueError(f"max_request_items must be >= 1, got {self.max_request_items}")
         if self.default_k < 1:
@@ -163,11 +166,7 @@ class Recommender:
                 seed=config.seed,
                 **dict(config.model_options),
             ).to(self.device)
-            self.scorer = MODELS[config.model].make_scorer(
-                self.encoder,
-                compute_dtype=PRECISIONS[config.precision],
-                max_score_elements=config.max_score_elements,
-            )
+            self.scorer = self._make_scorer(config.precision)
             self.served_encoder = prepare_encoder(self.encoder, config.runtime)
         # The default is a server setting, not a request value: a tiny catalog shrinks it.
         self.default_k = min(self.config.default_k, self.config.catalog_size)
@@ -175,6 +174,58 @@ class Recommender:
         self._positions = np.arange(MAX_SESSION_LENGTH)
         if config.warmup:
             self.warm_up()
+        # Accuracy mode: what a reduced precision costs in answers, measured before serving.
+        self.accuracy: AccuracyReport | None = None
+        if config.precision != "fp32" and config.accuracy.sessions > 0:
+            self.accuracy = self.check_accuracy(config.accuracy)
+
+    def _make_scorer(self, precision: str) -> Scorer:
+        """The model's head over its own table, scoring in `precision`."""
+        if self.model_file is not None:
+            table = self.model_file.item_table
+            return CatalogScorer(
+                table,
+                compute_dtype=PRECISIONS[precision],
+                max_score_elements=self.config.max_score_elements,
+                # An fp32 table the module holds anyway re-scores a reduced precision's candidates.
+                rescore_table=table if table.dtype == torch.float32 else None,
+            )
+        if not isinstance(self.encoder, SessionEncoder):
+            raise TypeError(f"a registry model must be a SessionEncoder, got {type(self.encoder).__name__}")
+        return MODELS[self.config.model].make_scorer(
+            self.encoder,
+            compute_dtype=PRECISIONS[precision],
+            max_score_elements=self.config.max_score_elements,
+        )
+
+    def check_accuracy(self, settings: AccuracySettings) -> AccuracyReport:
+        """recall@default_k of the served scorer against fp32 exact scoring of the same weights.
+
+        The fp32 reference head exists only during the check (over the fp32 table the encoder
+        keeps anyway, so it costs no second copy of the catalog for most heads).
+        """
+        sessions = workload_sessions(settings, self.config.catalog_size)
+        reference = self._make_scorer("fp32")
+        try:
+            report = measure_recall(
+                self.served_encoder,
+                self.scorer,
+                reference,
+                sessions,
+                self.default_k,
+                self.device,
+                settings.describe(),
+            )
+        finally:
+            del reference
+        _log.info(
+            "accuracy_checked",
+            precision=self.config.precision,
+            recall_at_k=round(report.recall_at_k, 5),
+            k=report.k,
+            sessions=report.sessions,
+        )
+        return report
 
     def _load_model_file(self, config: RecommenderConfig) -> None:
         """Serves a checked TorchScript file with the shared scorer; raises ModelFileError."""
@@ -184,11 +235,7 @@ class Recommender:
         self.config = replace(config, model=loaded.name, catalog_size=loaded.catalog_size)
         self.embedding_dim = loaded.embedding_dim
         self.encoder = loaded.module
-        self.scorer = CatalogScorer(
-            loaded.item_table,
-            compute_dtype=PRECISIONS[config.precision],
-            max_score_elements=config.max_score_elements,
-        )
+        self.scorer = self._make_scorer(config.precision)
         self.served_encoder = prepare_model_file(loaded.module, config.runtime)
 
     def warm_up(self, batch_sizes: Sequence[int] = WARMUP_BATCH_SIZES) -> None:

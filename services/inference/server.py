@@ -21,6 +21,7 @@ from opentelemetry.util.types import AttributeValue
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, traceparent_sampled
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
+from .accuracy import AccuracyReport
 from .batcher import (
     Batched,
     BatcherStopped,
@@ -167,6 +168,8 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             max_queue_size=self._batcher.max_queue_size,
             parameter_count=recommender.parameter_count,
             details=recommender.details(),
+            precision=config.precision,
+            accuracy=_accuracy_message(recommender.accuracy),
         )
 
     def _trace_parent(self, context: grpc.aio.ServicerContext | None) -> otel_context.Context | None:
@@ -283,6 +286,15 @@ def _response(
             server_total_us=(done_ns - arrival_ns) // 1000,
         ),
         request_id=request.request_id,
+    )
+
+
+def _accuracy_message(report: AccuracyReport | None) -> recommender_pb2.ScoringAccuracy | None:
+    """ModelInfo.accuracy: absent (None) when the precision is fp32 or the check was off."""
+    if report is None:
+        return None
+    return recommender_pb2.ScoringAccuracy(
+        recall_at_k=report.recall_at_k, k=report.k, sessions=report.sessions, reference=report.reference
     )
 
 

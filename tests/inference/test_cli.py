@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from etude.services.controller.drivers.processes import ServiceStartError
 from etude.services.inference import cli
 from etude.services.inference.models import MODEL_NAMES
+from etude.services.inference.precision import cpu_bf16_support, serving_threads
 
 from etude.config import apply_env_defaults
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
@@ -68,3 +70,32 @@ async def test_etude_serve_inference_runs_as_a_process_and_answers(
     assert len(response.item_ids) == 4
     assert (info.model, info.runtime, info.embedding_dim) == ("gru4rec", "jit", 6)
     assert info.details["torch_threads"] == "1"
+
+
+@pytest.mark.skipif(not cpu_bf16_support()[0], reason="this CPU has no native bf16")
+async def test_serve_inference_with_bf16_reports_precision_and_recall(
+    child_service: Callable[..., object],
+) -> None:
+    flags = ["--model", "gru4rec", "--catalog-size", "5000", "--precision", "bf16", "--threads", "1"]
+    async with child_service("inference", flags) as endpoint:  # type: ignore[attr-defined]
+        async with grpc.aio.insecure_channel(endpoint) as channel:
+            stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+            response = await stub.Recommend(recommender_pb2.RecommendRequest(item_ids=[5, 6, 7], k=4))
+            info = await stub.GetModelInfo(recommender_pb2.GetModelInfoRequest())
+    assert len(response.item_ids) == 4
+    assert info.precision == "bf16" and info.HasField("accuracy")
+    assert (info.accuracy.k, info.accuracy.sessions) == (21, 1000)
+    assert 0.9 <= info.accuracy.recall_at_k <= 1.0
+
+
+async def test_serve_inference_refuses_fp16_on_cpu_naming_the_reason(
+    child_service: Callable[..., object],
+) -> None:
+    flags = ["--model", "gru4rec", "--catalog-size", "100", "--precision", "fp16"]
+    with pytest.raises(ServiceStartError, match="fp16 needs a cuda device"):
+        async with child_service("inference", flags):  # type: ignore[attr-defined]
+            pass
+
+
+def test_threads_default_leaves_one_cpu_to_the_event_loop() -> None:
+    assert [serving_threads(cpus) for cpus in (1, 2, 4, 16)] == [1, 1, 3, 15]

@@ -142,7 +142,7 @@ def test_jit_runtime_answers_like_eager() -> None:
         ({"model": "bert4rec"}, "model must be one of"),
         ({"catalog_size": 0}, "catalog_size must be >= 1"),
         ({"runtime": "onnx"}, "runtime must be one of"),
-        ({"precision": "bf16"}, "needs a cuda device"),
+        ({"precision": "fp16"}, "fp16 needs a cuda device"),
         ({"precision": "int8"}, "precision must be one of"),
         ({"embedding_policy": "sqrt"}, "embedding_policy must be one of"),
         ({"max_request_items": 0}, "max_request_items must be >= 1"),

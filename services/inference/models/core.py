@@ -98,8 +98,14 @@ class CosineScorer:
         self.temperature = temperature
         with torch.no_grad():
             normalised = F.normalize(item_embeddings.detach(), dim=-1)
+        # A reduced precision re-scores its candidates against the raw fp32 table (the encoder's,
+        # kept anyway), normalising only those rows: no second fp32 table.
         self._catalog = CatalogScorer(
-            normalised, compute_dtype=compute_dtype, max_score_elements=max_score_elements
+            normalised,
+            compute_dtype=compute_dtype,
+            max_score_elements=max_score_elements,
+            rescore_table=item_embeddings if item_embeddings.dtype == torch.float32 else None,
+            rescore_normalised=True,
         )
         self.catalog_size = self._catalog.catalog_size
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, Scorer
+from ..precision import PRECISION_OF_DTYPE, require_supported
+from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, Scorer, chunk_items_for
 from .base import SessionEncoder, zero_padding_row
 
 
@@ -124,8 +125,9 @@ class RepeatNetScorer:
                 f"explore_items must be [catalog_size + 1, {2 * hidden_size}] with catalog_size >= 1, "
                 f"got {list(explore_items.shape)}"
             )
-        if compute_dtype != torch.float32 and explore_items.device.type != "cuda":
-            raise ValueError(f"reduced precision ({compute_dtype}) is only supported on CUDA")
+        if compute_dtype not in PRECISION_OF_DTYPE:
+            raise ValueError(f"compute_dtype must be one of {list(PRECISION_OF_DTYPE)}, got {compute_dtype}")
+        require_supported(PRECISION_OF_DTYPE[compute_dtype], explore_items.device)
         if max_score_elements < 1:
             raise ValueError(f"max_score_elements must be >= 1, got {max_score_elements}")
         self.catalog_size = explore_items.size(0) - 1
@@ -160,7 +162,7 @@ class RepeatNetScorer:
         log_normalisers = [(queries @ self._padding_item).float().unsqueeze(1)]
         candidate_logits: list[Tensor] = []
         candidate_ids: list[Tensor] = []
-        chunk_size = max(1, self.max_score_elements // max(1, batch_size))
+        chunk_size = chunk_items_for(batch_size, self._items.device.type, self.max_score_elements)
         for start in range(0, self.catalog_size, chunk_size):
             chunk = self._items[start : start + chunk_size]
             logits = (queries @ chunk.T).float()
