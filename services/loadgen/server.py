@@ -22,9 +22,10 @@ from .client import (
     open_channel,
     wait_until_ready,
 )
-from .generator import LoadGenerator, Session
+from .generator import CallbackRecommendClient, LoadGenerator, Session
 from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
-from .spec import InvalidLoadSpec, validate_load_spec
+from .spec import InvalidLoadSpec, transport, validate_load_spec
+from .stream_client import TRANSPORT_STREAM, GrpcStreamRecommendClient
 
 _log = structlog.get_logger()
 
@@ -80,9 +81,17 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 sessions = self._in_process_source(request.workload)
             # Closed before the channels (exit stack order): ends the workload stream cleanly.
             stack.push_async_callback(sessions.aclose)
+            client: CallbackRecommendClient
+            if transport(request) == TRANSPORT_STREAM:
+                stream_client = GrpcStreamRecommendClient(target_channel, request_spans=self._request_spans)
+                # Closed before the channel: ends the stream and its reader and writer.
+                stack.push_async_callback(stream_client.aclose)
+                client = stream_client
+            else:
+                client = GrpcRecommendClient(target_channel, request_spans=self._request_spans)
             updates: asyncio.Queue[loadgen_pb2.TickProgress | None] = asyncio.Queue()
             generator = LoadGenerator(
-                GrpcRecommendClient(target_channel, request_spans=self._request_spans),
+                client,
                 sessions,
                 request.profile,
                 run_id=request.run_id,
