@@ -242,7 +242,8 @@ def measure_all(target: str, args: argparse.Namespace, folder: Path) -> None:
             footprint = summary.footprint
             print(
                 f"   reached {rate:.0f} req/s without falling behind (target 8,000): send lateness p99 "
-                f"{footprint.send_lateness.p99_ms:.3f} ms, {footprint.cpu_us_per_request:.0f} us CPU per request"
+                f"{footprint.send_lateness.p99_ms:.3f} ms, "
+                f"{footprint.cpu_us_per_request:.0f} us CPU per request"
             )
 
     print("\n3. p90 from the actual send at 2,000 req/s: load generator (unary) vs h2load, same server")
