@@ -75,9 +75,29 @@ class NoopRecommender(recommender_pb2_grpc.RecommenderServiceServicer):
         request_iterator: AsyncIterator[recommender_pb2.RecommendRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[recommender_pb2.RecommendStreamResponse]:
-        async for request in request_iterator:
-            response = self._answer(request, time.perf_counter_ns())
-            yield recommender_pb2.RecommendStreamResponse(request_id=request.request_id, response=response)
+        # Reading and answering run apart (as in the inference service): answers never wait
+        # for the next request to be read, nor reads for the previous answer to be written.
+        answers: asyncio.Queue[recommender_pb2.RecommendStreamResponse | None] = asyncio.Queue()
+
+        async def read_all() -> None:
+            try:
+                async for request in request_iterator:
+                    response = self._answer(request, time.perf_counter_ns())
+                    answers.put_nowait(
+                        recommender_pb2.RecommendStreamResponse(
+                            request_id=request.request_id, response=response
+                        )
+                    )
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
 
 
 async def serve_noop(port_file: Path) -> None:
@@ -172,6 +192,7 @@ def h2load_p90_ms(target: str, rate: float, duration_s: int, folder: Path) -> tu
     # A gRPC message on the wire: uncompressed flag, 4-byte big-endian length, the message.
     body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
     log = folder / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends to it
     per_client_rate = max(1, round(rate / H2LOAD_CLIENTS))
     command = [
         "h2load",
@@ -201,9 +222,10 @@ def h2load_p90_ms(target: str, rate: float, duration_s: int, folder: Path) -> tu
     return p90_us / 1000.0, len(latencies_us), failed
 
 
-def measure_all(target: str, args: argparse.Namespace, folder: Path) -> None:
+def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folder: Path) -> None:
     print(
-        f"no-op RecommenderService at {target} (its own process); each load-generator run in its own "
+        f"no-op RecommenderService at {target} (its own process; for part 2 a second one pinned to "
+        f"core {SERVER_CPU}); each load-generator run in its own "
         f"process; ramp {args.ramp_s} s, hold {args.hold_s} s; achieved = OK answers/s over the hold; "
         "act = latency from the actual send, late = send lateness (actual - intended), ms; "
         "cpu_us/req and cores = the load generator's process CPU over the run (LoadGenFootprint); "
@@ -230,7 +252,7 @@ def measure_all(target: str, args: argparse.Namespace, folder: Path) -> None:
         print_header()
         reached: tuple[float, loadgen_pb2.LoadSummary] | None = None
         for rate in PINNED_RATES:
-            summary = run_loadgen(target, rate, "unary", args.ramp_s, args.hold_s, cpu=LOADGEN_CPU)
+            summary = run_loadgen(pinned_target, rate, "unary", args.ramp_s, args.hold_s, cpu=LOADGEN_CPU)
             print_row(rate, summary)
             if not kept_up(rate, summary):
                 break
@@ -267,23 +289,32 @@ def measure_all(target: str, args: argparse.Namespace, folder: Path) -> None:
     print(f"   median ratio loadgen / h2load: {statistics.median(ratios):.2f} (target within 15%: 0.85-1.15)")
 
 
+def start_server(folder: Path, name: str, cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = folder / f"{name}.port"
+    command = [sys.executable, __file__, "--serve-noop", str(port_file)]
+    if cpu is not None:
+        command += ["--cpu", str(cpu)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not port_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server, f"127.0.0.1:{port_file.read_text()}"
+
+
 def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        port_file = folder / "port"
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve-noop", str(port_file), "--cpu", str(SERVER_CPU)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        servers: list[subprocess.Popen[bytes]] = []
         try:
-            deadline = time.monotonic() + 30
-            while not port_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            measure_all(f"127.0.0.1:{port_file.read_text()}", args, folder)
+            server, target = start_server(folder, "free", None)
+            servers.append(server)
+            pinned_server, pinned_target = start_server(folder, "pinned", SERVER_CPU)
+            servers.append(pinned_server)
+            measure_all(target, pinned_target, args, folder)
         finally:
-            server.terminate()
-            server.wait(10)
+            for server in servers:
+                server.terminate()
+                server.wait(10)
 
 
 def parse_args() -> argparse.Namespace:
