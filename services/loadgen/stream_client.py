@@ -53,7 +53,8 @@ class GrpcStreamRecommendClient:
         # request_id -> (deadline in perf_counter_ns, on_done), in send order.
         self._pending: dict[int, tuple[int, OnDone]] = {}
         self._next_request_id = 1
-        self._outbox: deque[bytes] = deque()
+        # (request_id, serialised request) waiting for the stream's writer.
+        self._outbox: deque[tuple[int, bytes]] = deque()
         self._call: grpc.aio.StreamStreamCall[Any, Any] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -66,7 +67,7 @@ class GrpcStreamRecommendClient:
         request_id = self._next_request_id
         self._next_request_id += 1
         self._pending[request_id] = (time.perf_counter_ns() + int(timeout_s * 1e9), on_done)
-        self._outbox.append(encode_request(session_id, item_ids, k, request_id))
+        self._outbox.append((request_id, encode_request(session_id, item_ids, k, request_id)))
         if self._call is None:
             self._open()
         assert self._outbox_ready is not None
@@ -91,7 +92,11 @@ class GrpcStreamRecommendClient:
                 await outbox_ready.wait()
                 outbox_ready.clear()
                 while self._outbox:
-                    await call.write(self._outbox.popleft())
+                    request_id, payload = self._outbox.popleft()
+                    # A request that timed out while it waited here is not sent at all: the
+                    # server would only spend time on an answer nobody reads.
+                    if request_id in self._pending:
+                        await call.write(payload)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass  # the stream ended; the reader reports its status
 
