@@ -29,10 +29,10 @@ import numpy as np
 import structlog
 from google.protobuf import json_format
 
-from etude import defaults
 from etude.v1 import loadgen_pb2
 
 from . import spec as load_spec
+from .footprint import loadgen_footprint
 from .ramp import Tick, ramp_ticks
 from .records import Row, RunFiles
 from .stats import LatencyHistogram
@@ -46,8 +46,6 @@ WAIT_STEP_S = 0.001
 DRAIN_SLACK_S = 1.0
 # How long cancelled requests get to report back before the summary is written without them.
 CANCEL_WAIT_S = 5.0
-# Share of one core above which the run is flagged as perturbed by its own load generator.
-CORE_BUDGET = defaults.LOADGEN_CORE_BUDGET
 
 OK = "OK"
 # Status of requests still in flight when the run was cancelled.
@@ -508,16 +506,9 @@ class LoadGenerator:
             self._all_answered = None
 
     def _footprint(self, duration_s: float) -> loadgen_pb2.LoadGenFootprint:
+        # Process CPU time (every thread: the event loop, grpc's poller, the records writer).
         cpu_s = max(0.0, time.process_time() - self._cpu_start_s)
-        cores_used = cpu_s / duration_s
-        return loadgen_pb2.LoadGenFootprint(
-            cpu_s=cpu_s,
-            cpu_us_per_request=1e6 * cpu_s / self._sent if self._sent else 0.0,
-            cores_used=cores_used,
-            core_budget=CORE_BUDGET,
-            over_core_budget=cores_used > CORE_BUDGET,
-            send_lateness=self._send_lateness.summary(),
-        )
+        return loadgen_footprint(cpu_s, self._sent, duration_s, self._send_lateness.summary())
 
     def _summarise(self) -> loadgen_pb2.LoadSummary:
         self._record_latencies()
