@@ -272,25 +272,33 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
                 f"{footprint.cpu_us_per_request:.0f} us CPU per request"
             )
 
-    print("\n3. p90 from the actual send at 2,000 req/s: load generator (unary) vs h2load, same server")
+    print(
+        "\n3. p90 from the actual send at 2,000 req/s: load generator (unary, then stream) vs h2load "
+        f"({H2LOAD_CLIENTS} connections), one after the other on the same server"
+    )
     if shutil.which("h2load") is None:
         print("   skipped: h2load not found (apt-get install nghttp2-client)")
         return
-    ratios = []
+    ratios: dict[str, list[float]] = {"unary": [], "stream": []}
     for round_index in range(args.rounds):
-        summary = run_loadgen(target, 2000.0, "unary", 0, args.hold_s)
+        summaries = {
+            transport: run_loadgen(target, 2000.0, transport, 0, args.hold_s) for transport in ratios
+        }
         measured = h2load_p90_ms(target, 2000.0, args.hold_s, folder)
         assert measured is not None
         h2load_p90, done, failed = measured
-        loadgen_p90 = summary.latency_from_actual.p90_ms
-        ratio = loadgen_p90 / h2load_p90 if h2load_p90 else float("nan")
-        ratios.append(ratio)
+        line = f"   round {round_index + 1}: h2load p90 {h2load_p90:.2f} ms ({done} OK, {failed} failed)"
+        for transport, summary in summaries.items():
+            loadgen_p90 = summary.latency_from_actual.p90_ms
+            ratio = loadgen_p90 / h2load_p90 if h2load_p90 else float("nan")
+            ratios[transport].append(ratio)
+            line += f"; {transport} p90 {loadgen_p90:.2f} ms ({summary.requests_ok} OK), ratio {ratio:.2f}"
+        print(line, flush=True)
+    for transport, values in ratios.items():
         print(
-            f"   round {round_index + 1}: loadgen p90 {loadgen_p90:.2f} ms ({summary.requests_ok} OK), "
-            f"h2load p90 {h2load_p90:.2f} ms ({done} OK, {failed} failed), ratio {ratio:.2f}",
-            flush=True,
+            f"   median ratio loadgen ({transport}) / h2load: {statistics.median(values):.2f} "
+            "(target within 15%: 0.85-1.15)"
         )
-    print(f"   median ratio loadgen / h2load: {statistics.median(ratios):.2f} (target within 15%: 0.85-1.15)")
 
 
 def start_server(folder: Path, name: str, cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
