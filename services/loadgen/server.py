@@ -113,12 +113,25 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 except Exception as error:
                     log.warning("load_run_failed", error=str(error))
                     await context.abort(*_status_of(error))
+                footprint = summary.footprint
                 log.info(
                     "load_run_finished",
                     sent=summary.requests_sent,
                     ok=summary.requests_ok,
                     not_sent=summary.requests_not_sent,
+                    transport=summary.transport,
+                    cpu_us_per_request=round(footprint.cpu_us_per_request, 1),
+                    cores_used=round(footprint.cores_used, 3),
+                    send_lateness_p99_ms=footprint.send_lateness.p99_ms,
                 )
+                if footprint.over_core_budget:
+                    # The latencies of this run may include the load generator's own CPU
+                    # contention: the report warns too; scale out with loadgen_instances.
+                    log.warning(
+                        "loadgen_over_core_budget",
+                        cores_used=round(footprint.cores_used, 3),
+                        core_budget=footprint.core_budget,
+                    )
                 yield loadgen_pb2.RunUpdate(summary=summary)
             finally:
                 # The caller went away (or the server is stopping): stop the load; the
