@@ -118,8 +118,20 @@ async def test_stream_transport_records_every_request_as_unary_does(
         assert Counter(row["tick"] for row in records[transport]) == {"0": 40, "1": 40}
 
 
+Client = GrpcRecommendClient | GrpcStreamRecommendClient
+
+
+def client_for(transport: str, channel: grpc.aio.Channel) -> Client:
+    return GrpcStreamRecommendClient(channel) if transport == "stream" else GrpcRecommendClient(channel)
+
+
+async def close(client: Client) -> None:
+    if isinstance(client, GrpcStreamRecommendClient):
+        await client.aclose()
+
+
 async def collect(
-    client: GrpcStreamRecommendClient, requests: list[tuple[str, list[int], int]], timeout_s: float
+    client: Client, requests: list[tuple[str, list[int], int]], timeout_s: float
 ) -> list[Outcome]:
     """Starts every request at once and returns their outcomes in request order."""
     outcomes: dict[int, Outcome] = {}
@@ -136,26 +148,30 @@ async def collect(
     return [outcomes[index] for index in range(len(requests))]
 
 
-async def test_a_refused_request_on_the_stream_fails_alone(recommender: Recommender) -> None:
+@pytest.mark.parametrize("transport", ["unary", "stream"])
+async def test_a_refused_request_fails_alone(recommender: Recommender, transport: str) -> None:
     async with inference_server(recommender) as target, open_channel(target) as channel:
-        client = GrpcStreamRecommendClient(channel)
+        client = client_for(transport, channel)
         try:
             outcomes = await collect(
                 client, [("a", [1, 2], 5), ("b", [CATALOG_SIZE + 1], 5), ("c", [3], 5)], 2.0
             )
         finally:
-            await client.aclose()
+            await close(client)
     assert [outcome.status for outcome in outcomes] == [OK, "INVALID_ARGUMENT", OK]
     assert outcomes[0].batch_size >= 1
 
 
-async def test_a_stream_request_past_its_timeout_is_deadline_exceeded(recommender: Recommender) -> None:
+@pytest.mark.parametrize("transport", ["unary", "stream"])
+async def test_a_request_past_its_timeout_is_deadline_exceeded(
+    recommender: Recommender, transport: str
+) -> None:
     def slow(queries: list[SessionQuery]) -> Sequence[Recommendation]:
         time.sleep(0.3)
         return recommender.recommend_batch(queries)
 
     async with inference_server(recommender, slow) as target, open_channel(target) as channel:
-        client = GrpcStreamRecommendClient(channel)
+        client = client_for(transport, channel)
         try:
             started = time.monotonic()
             (outcome,) = await collect(client, [("a", [1], 5)], 0.05)
@@ -164,19 +180,20 @@ async def test_a_stream_request_past_its_timeout_is_deadline_exceeded(recommende
             await asyncio.sleep(0.4)
             (next_outcome,) = await collect(client, [("b", [2], 5)], 2.0)
         finally:
-            await client.aclose()
+            await close(client)
     assert outcome.status == "DEADLINE_EXCEEDED"
     assert waited_s < 0.25
     assert next_outcome.status == OK
 
 
-async def test_an_unreachable_target_fails_stream_requests_as_unavailable() -> None:
+@pytest.mark.parametrize("transport", ["unary", "stream"])
+async def test_an_unreachable_target_fails_requests_as_unavailable(transport: str) -> None:
     async with open_channel("127.0.0.1:1") as channel:
-        client = GrpcStreamRecommendClient(channel)
+        client = client_for(transport, channel)
         try:
             outcomes = await collect(client, [("a", [1], 5), ("b", [1], 5)], 2.0)
         finally:
-            await client.aclose()
+            await close(client)
     assert [outcome.status for outcome in outcomes] == ["UNAVAILABLE", "UNAVAILABLE"]
 
 
