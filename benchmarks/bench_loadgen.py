@@ -174,12 +174,13 @@ def print_row(rate: float, summary: loadgen_pb2.LoadSummary) -> None:
     )
 
 
-def kept_up(rate: float, summary: loadgen_pb2.LoadSummary) -> bool:
-    return (
-        summary.requests_not_sent == 0
-        and summary.requests_failed == 0
-        and summary.footprint.send_lateness.p99_ms <= MAX_LATENESS_P99_MS
-    )
+def sent_in_full(rate: float, summary: loadgen_pb2.LoadSummary) -> bool:
+    """Every request of the schedule went out and was answered (however late it went out)."""
+    return summary.requests_not_sent == 0 and summary.requests_failed == 0
+
+
+def on_schedule(summary: loadgen_pb2.LoadSummary) -> bool:
+    return summary.footprint.send_lateness.p99_ms <= MAX_LATENESS_P99_MS
 
 
 def h2load_p90_ms(target: str, rate: float, duration_s: int, folder: Path) -> tuple[float, int, int] | None:
@@ -250,24 +251,28 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         print("   skipped: needs 2 cores")
     else:
         print_header()
-        reached: tuple[float, loadgen_pb2.LoadSummary] | None = None
+        # The highest rate sent in full, and the highest also on schedule (lateness p99 <= 1 ms).
+        in_full: tuple[float, loadgen_pb2.LoadSummary] | None = None
+        in_time: tuple[float, loadgen_pb2.LoadSummary] | None = None
         for rate in PINNED_RATES:
             summary = run_loadgen(pinned_target, rate, "unary", args.ramp_s, args.hold_s, cpu=LOADGEN_CPU)
             print_row(rate, summary)
-            if not kept_up(rate, summary):
+            if not sent_in_full(rate, summary):
                 break
-            reached = (rate, summary)
-        if reached is None:
-            print(
-                f"   fell behind already at {PINNED_RATES[0]:.0f} req/s "
-                f"(lateness p99 > {MAX_LATENESS_P99_MS} ms, "
-                "a request unsent or failed)"
-            )
-        else:
+            in_full = (rate, summary)
+            if on_schedule(summary) and (in_time is None or in_time[0] < rate):
+                in_time = (rate, summary)
+        for label, reached in (
+            ("sent every request and got every answer", in_full),
+            (f"also kept send lateness p99 <= {MAX_LATENESS_P99_MS} ms", in_time),
+        ):
+            if reached is None:
+                print(f"   {label}: at no rate tried")
+                continue
             rate, summary = reached
             footprint = summary.footprint
             print(
-                f"   reached {rate:.0f} req/s without falling behind (target 8,000): send lateness p99 "
+                f"   {label}: up to {rate:.0f} req/s (target 8,000): send lateness p99 "
                 f"{footprint.send_lateness.p99_ms:.3f} ms, "
                 f"{footprint.cpu_us_per_request:.0f} us CPU per request"
             )
