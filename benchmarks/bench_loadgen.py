@@ -174,9 +174,10 @@ def print_row(rate: float, summary: loadgen_pb2.LoadSummary) -> None:
     )
 
 
-def sent_in_full(rate: float, summary: loadgen_pb2.LoadSummary) -> bool:
-    """Every request of the schedule went out and was answered (however late it went out)."""
-    return summary.requests_not_sent == 0 and summary.requests_failed == 0
+def sent_in_full(summary: loadgen_pb2.LoadSummary) -> bool:
+    """Every request of the schedule went out, however late (answers are the server's part:
+    one Python server process on one core saturates first, and backpressure then stops sends)."""
+    return summary.requests_not_sent == 0
 
 
 def on_schedule(summary: loadgen_pb2.LoadSummary) -> bool:
@@ -257,13 +258,13 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         for rate in PINNED_RATES:
             summary = run_loadgen(pinned_target, rate, "unary", args.ramp_s, args.hold_s, cpu=LOADGEN_CPU)
             print_row(rate, summary)
-            if not sent_in_full(rate, summary):
+            if not sent_in_full(summary):
                 break
             in_full = (rate, summary)
             if on_schedule(summary) and (in_time is None or in_time[0] < rate):
                 in_time = (rate, summary)
         for label, reached in (
-            ("sent every request and got every answer", in_full),
+            ("sent every request of the schedule", in_full),
             (f"also kept send lateness p99 <= {MAX_LATENESS_P99_MS} ms", in_time),
         ):
             if reached is None:
