@@ -184,7 +184,9 @@ def on_schedule(summary: loadgen_pb2.LoadSummary) -> bool:
     return summary.footprint.send_lateness.p99_ms <= MAX_LATENESS_P99_MS
 
 
-def h2load_p90_ms(target: str, rate: float, duration_s: int, folder: Path) -> tuple[float, int, int] | None:
+def h2load_p90_ms(
+    target: str, rate: float, duration_s: int, folder: Path, cpu: int | None = None
+) -> tuple[float, int, int] | None:
     """p90 (ms) from the actual send, requests done and failed, of h2load at `rate` for `duration_s`."""
     if shutil.which("h2load") is None:
         return None
@@ -210,7 +212,13 @@ def h2load_p90_ms(target: str, rate: float, duration_s: int, folder: Path) -> tu
         f"--log-file={log}",
         f"http://{target}/etude.v1.RecommenderService/Recommend",
     ]
-    subprocess.run(command, check=True, capture_output=True, timeout=duration_s + 60)
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        timeout=duration_s + 60,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+    )
     latencies_us, failed = [], 0
     for line in log.read_text().splitlines():
         _, status, latency_us = line.split("\t")[:3]
@@ -280,7 +288,8 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
 
     print(
         "\n3. p90 from the actual send at 2,000 req/s: load generator (unary, then stream) vs h2load "
-        f"({H2LOAD_CLIENTS} connections), one after the other on the same server"
+        f"({H2LOAD_CLIENTS} connections), one after the other, each pinned to core {LOADGEN_CPU}, on the "
+        f"server pinned to core {SERVER_CPU}"
     )
     if shutil.which("h2load") is None:
         print("   skipped: h2load not found (apt-get install nghttp2-client)")
@@ -288,9 +297,10 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
     ratios: dict[str, list[float]] = {"unary": [], "stream": []}
     for round_index in range(args.rounds):
         summaries = {
-            transport: run_loadgen(target, 2000.0, transport, 0, args.hold_s) for transport in ratios
+            transport: run_loadgen(pinned_target, 2000.0, transport, 0, args.hold_s, cpu=LOADGEN_CPU)
+            for transport in ratios
         }
-        measured = h2load_p90_ms(target, 2000.0, args.hold_s, folder)
+        measured = h2load_p90_ms(pinned_target, 2000.0, args.hold_s, folder, cpu=LOADGEN_CPU)
         assert measured is not None
         h2load_p90, done, failed = measured
         line = f"   round {round_index + 1}: h2load p90 {h2load_p90:.2f} ms ({done} OK, {failed} failed)"
