@@ -11,8 +11,10 @@ its CPU time is its own):
    the highest rate it holds without falling behind (no request left unsent, send lateness
    p99 <= 1 ms), and its CPU per request there.
 3. p90 from the actual send at 2,000 req/s against h2load (nghttp2's HTTP/2 load tool, in C) on
-   the same server in the same run, sending the same pre-encoded gRPC request open-loop; the
-   ratio. h2load: `apt-get install nghttp2-client`; the part is skipped when it is missing.
+   the same server in the same run, sending a pre-encoded gRPC request open-loop; the ratio.
+   Both clients run pinned to core 0 and the server to core 1, as in part 2, so that the other
+   work on a shared machine moves them less. h2load: `apt-get install nghttp2-client`; the part
+   is skipped when it is missing.
 
     .venv/bin/python benchmarks/bench_loadgen.py [--ramp-s 2 --hold-s 10] [--rounds 2]
 """
