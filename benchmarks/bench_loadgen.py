@@ -16,7 +16,7 @@ its CPU time is its own):
    work on a shared machine moves them less. h2load: `apt-get install nghttp2-client`; the part
    is skipped when it is missing.
 
-    .venv/bin/python benchmarks/bench_loadgen.py [--ramp-s 2 --hold-s 10] [--rounds 2]
+    .venv/bin/python benchmarks/bench_loadgen.py [--ramp-s 2 --hold-s 10] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -352,7 +352,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0])
     parser.add_argument("--ramp-s", type=int, default=2)
     parser.add_argument("--hold-s", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the h2load comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the h2load comparison")
     parser.add_argument("--serve-noop", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--drive", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
