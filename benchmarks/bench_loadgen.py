@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import shutil
@@ -188,8 +189,9 @@ def on_schedule(summary: loadgen_pb2.LoadSummary) -> bool:
 
 def h2load_p90_ms(
     target: str, rate: float, duration_s: int, folder: Path, cpu: int | None = None
-) -> tuple[float, int, int] | None:
-    """p90 (ms) from the actual send, requests done and failed, of h2load at `rate` for `duration_s`."""
+) -> tuple[float, int, int, float] | None:
+    """h2load at `rate` for `duration_s`: p90 (ms) from the actual send, requests done and failed,
+    and the share of its sends that came within 100 us of the previous one (its burstiness)."""
     if shutil.which("h2load") is None:
         return None
     request = recommender_pb2.RecommendRequest(session_id="4711", item_ids=[11, 2_000, 37, 512, 9], k=21)
@@ -221,9 +223,10 @@ def h2load_p90_ms(
         timeout=duration_s + 60,
         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
     )
-    latencies_us, failed = [], 0
+    latencies_us, sends_us, failed = [], [], 0
     for line in log.read_text().splitlines():
-        _, status, latency_us = line.split("\t")[:3]
+        start_us, status, latency_us = line.split("\t")[:3]
+        sends_us.append(int(start_us))
         if status == "200":
             latencies_us.append(int(latency_us))
         else:
@@ -231,7 +234,10 @@ def h2load_p90_ms(
     latencies_us.sort()
     # Nearest rank, as HdrHistogram reads it.
     p90_us = latencies_us[max(0, int(0.9 * len(latencies_us) + 0.5) - 1)] if latencies_us else 0
-    return p90_us / 1000.0, len(latencies_us), failed
+    sends_us.sort()
+    gaps_us = [later - earlier for earlier, later in itertools.pairwise(sends_us)]
+    burst_share = sum(1 for gap in gaps_us if gap < 100) / len(gaps_us) if gaps_us else 0.0
+    return p90_us / 1000.0, len(latencies_us), failed, burst_share
 
 
 def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folder: Path) -> None:
@@ -304,8 +310,11 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         }
         measured = h2load_p90_ms(pinned_target, 2000.0, args.hold_s, folder, cpu=LOADGEN_CPU)
         assert measured is not None
-        h2load_p90, done, failed = measured
-        line = f"   round {round_index + 1}: h2load p90 {h2load_p90:.2f} ms ({done} OK, {failed} failed)"
+        h2load_p90, done, failed, burst_share = measured
+        line = (
+            f"   round {round_index + 1}: h2load p90 {h2load_p90:.2f} ms ({done} OK, {failed} failed, "
+            f"{100 * burst_share:.0f}% of sends < 100 us after the previous)"
+        )
         for transport, summary in summaries.items():
             loadgen_p90 = summary.latency_from_actual.p90_ms
             ratio = loadgen_p90 / h2load_p90 if h2load_p90 else float("nan")
