@@ -1,18 +1,33 @@
-"""How much load one load-generator process can offer, and what it adds to the latency it reports.
+"""What one load-generator process costs, how far it can drive, and whether it measures what an
+independent tool measures.
 
-Starts a no-op RecommenderService (answers at once) in a separate process on loopback, runs the
-load generator at several rates (ramp then hold) and prints the achieved rate, latency from the
-intended and from the actual send time, and the load generator's CPU seconds per request.
+Starts a no-op RecommenderService (answers Recommend and RecommendStream at once) in a process
+of its own on loopback, then, each load-generator run in a process of its own as well (so that
+its CPU time is its own):
 
-    .venv/bin/python benchmarks/bench_loadgen.py [--rates 500 1000 2000] [--ramp-s 2 --hold-s 8]
+1. CPU per request of the load generator at 1,000 and 2,000 req/s, unary and stream transport
+   (its LoadGenFootprint: process CPU over the run / requests sent), with its send lateness.
+2. One load generator pinned to core 0, the server to core 1, at rising rates up to 8,000 req/s:
+   the highest rate it holds without falling behind (no request left unsent, send lateness
+   p99 <= 1 ms), and its CPU per request there.
+3. p90 from the actual send at 2,000 req/s against h2load (nghttp2's HTTP/2 load tool, in C) on
+   the same server in the same run, sending a pre-encoded gRPC request open-loop; the ratio.
+   Both clients run pinned to core 0 and the server to core 1, as in part 2, so that the other
+   work on a shared machine moves them less. h2load: `apt-get install nghttp2-client`; the part
+   is skipped when it is missing.
+
+    .venv/bin/python benchmarks/bench_loadgen.py [--ramp-s 2 --hold-s 10] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import os
 import random
-import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,17 +38,26 @@ from pathlib import Path
 import grpc
 from etude.services.loadgen.client import GrpcRecommendClient, open_channel, wait_until_ready
 from etude.services.loadgen.generator import LoadGenerator, Session
+from etude.services.loadgen.stream_client import GrpcStreamRecommendClient
+from google.protobuf import json_format
 
 from etude.v1 import loadgen_pb2, recommender_pb2, recommender_pb2_grpc
 
+# Falling behind: a send later than this at p99 (or any request left unsent).
+MAX_LATENESS_P99_MS = 1.0
+PINNED_RATES = [1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0]
+LOADGEN_CPU, SERVER_CPU = 0, 1
+# h2load sends from this many connections, each at rate / H2LOAD_CLIENTS and started 1 ms apart
+# (its per-connection rate timer ticks every 10 ms: one connection alone would send in bursts).
+H2LOAD_CLIENTS = 20
+
 
 class NoopRecommender(recommender_pb2_grpc.RecommenderServiceServicer):
-    """Answers every Recommend at once with k fixed items: the serving path without a model."""
+    """Answers at once with k fixed items: the serving path without a model or a batcher."""
 
-    async def Recommend(
-        self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
+    def _answer(
+        self, request: recommender_pb2.RecommendRequest, started_ns: int
     ) -> recommender_pb2.RecommendResponse:
-        started_ns = time.perf_counter_ns()
         k = request.k or 21
         return recommender_pb2.RecommendResponse(
             item_ids=range(1, k + 1),
@@ -41,7 +65,42 @@ class NoopRecommender(recommender_pb2_grpc.RecommenderServiceServicer):
             timing=recommender_pb2.ServerTiming(
                 batch_size=1, server_total_us=(time.perf_counter_ns() - started_ns) // 1000
             ),
+            request_id=request.request_id,
         )
+
+    async def Recommend(
+        self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
+    ) -> recommender_pb2.RecommendResponse:
+        return self._answer(request, time.perf_counter_ns())
+
+    async def RecommendStream(
+        self,
+        request_iterator: AsyncIterator[recommender_pb2.RecommendRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[recommender_pb2.RecommendStreamResponse]:
+        # Reading and answering run apart (as in the inference service): answers never wait
+        # for the next request to be read, nor reads for the previous answer to be written.
+        answers: asyncio.Queue[recommender_pb2.RecommendStreamResponse | None] = asyncio.Queue()
+
+        async def read_all() -> None:
+            try:
+                async for request in request_iterator:
+                    response = self._answer(request, time.perf_counter_ns())
+                    answers.put_nowait(
+                        recommender_pb2.RecommendStreamResponse(
+                            request_id=request.request_id, response=response
+                        )
+                    )
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
 
 
 async def serve_noop(port_file: Path) -> None:
@@ -65,91 +124,262 @@ async def synthetic_sessions(catalog_size: int = 100_000) -> AsyncIterator[Sessi
         index += 1
 
 
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def measure(target: str, rate: float, ramp_s: int, hold_s: int, no_request_spans: bool) -> None:
+async def drive(
+    target: str, rate: float, transport: str, ramp_s: int, hold_s: int
+) -> loadgen_pb2.LoadSummary:
+    """One load-generator run (in this process), records written as in a real trial."""
     async with open_channel(target) as channel:
         await wait_until_ready(channel, target, 10.0)
         profile = loadgen_pb2.LoadProfile(
             target_rate_per_s=rate, ramp_duration_s=ramp_s, hold_duration_s=hold_s
         )
         with tempfile.TemporaryDirectory() as records_dir:
-            generator = LoadGenerator(
-                GrpcRecommendClient(channel, request_spans=not no_request_spans),
-                synthetic_sessions(),
-                profile,
-                records_dir=Path(records_dir),
-            )
-            cpu_before = cpu_s()
-            summary = await generator.run()
-            cpu_used = cpu_s() - cpu_before
-    intended, actual = summary.latency_from_intended, summary.latency_from_actual
+            if transport == "stream":
+                client = GrpcStreamRecommendClient(channel)
+                try:
+                    return await LoadGenerator(
+                        client, synthetic_sessions(), profile, records_dir=Path(records_dir)
+                    ).run()
+                finally:
+                    await client.aclose()
+            return await LoadGenerator(
+                GrpcRecommendClient(channel), synthetic_sessions(), profile, records_dir=Path(records_dir)
+            ).run()
+
+
+def run_loadgen(
+    target: str, rate: float, transport: str, ramp_s: int, hold_s: int, cpu: int | None = None
+) -> loadgen_pb2.LoadSummary:
+    """A load-generator run in a child process (optionally pinned to one core); its summary."""
+    command = [sys.executable, __file__, "--drive", target, "--rate", str(rate), "--transport", transport]
+    command += ["--ramp-s", str(ramp_s), "--hold-s", str(hold_s)]
+    if cpu is not None:
+        command += ["--cpu", str(cpu)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=ramp_s + hold_s + 60)
+    return json_format.Parse(output.stdout.strip().splitlines()[-1], loadgen_pb2.LoadSummary())
+
+
+def print_header() -> None:
     print(
-        f"{rate:>7.0f} {summary.achieved_hold_rate_per_s:>9.1f} {summary.requests_sent:>7d} "
-        f"{summary.requests_not_sent:>8d} {summary.requests_failed:>6d} "
-        f"{intended.p50_ms:>7.2f} {intended.p90_ms:>7.2f} {intended.p99_ms:>8.2f} "
-        f"{actual.p50_ms:>7.2f} {actual.p90_ms:>7.2f} {actual.p99_ms:>8.2f} "
-        f"{1e6 * cpu_used / max(1, summary.requests_sent):>9.0f}",
+        "      rate transport achieved    sent not_sent errors act_p50 act_p90 act_p99 "
+        "late_p50 late_p99 cpu_us/req cores"
+    )
+
+
+def print_row(rate: float, summary: loadgen_pb2.LoadSummary) -> None:
+    actual, footprint, late = summary.latency_from_actual, summary.footprint, summary.footprint.send_lateness
+    print(
+        f"{rate:>10.0f} {summary.transport:>9} {summary.achieved_hold_rate_per_s:>8.0f} "
+        f"{summary.requests_sent:>7d} {summary.requests_not_sent:>8d} {summary.requests_failed:>6d} "
+        f"{actual.p50_ms:>7.2f} {actual.p90_ms:>7.2f} {actual.p99_ms:>7.2f} {late.p50_ms:>8.3f} "
+        f"{late.p99_ms:>8.3f} {footprint.cpu_us_per_request:>10.0f} {footprint.cores_used:>5.2f}",
         flush=True,
     )
 
 
-async def measure_all(target: str, args: argparse.Namespace) -> None:
-    print(
-        f"loadgen against a no-op RecommenderService at {target}; ramp {args.ramp_s} s, "
-        f"hold {args.hold_s} s; achieved = OK answers/s over the hold; "
-        f"latencies in ms (HDR, 3 significant digits); tracing "
-        f"{'on (SDK provider, no exporter)' if args.tracing else 'off (no-op tracer)'}"
-        f"{', no request spans' if args.no_request_spans else ''}"
+def sent_in_full(summary: loadgen_pb2.LoadSummary) -> bool:
+    """Every request of the schedule went out, however late (answers are the server's part:
+    one Python server process on one core saturates first, and backpressure then stops sends)."""
+    return summary.requests_not_sent == 0
+
+
+def on_schedule(summary: loadgen_pb2.LoadSummary) -> bool:
+    return summary.footprint.send_lateness.p99_ms <= MAX_LATENESS_P99_MS
+
+
+def h2load_p90_ms(
+    target: str, rate: float, duration_s: int, folder: Path, cpu: int | None = None
+) -> tuple[float, int, int, float] | None:
+    """h2load at `rate` for `duration_s`: p90 (ms) from the actual send, requests done and failed,
+    and the share of its sends that came within 100 us of the previous one (its burstiness)."""
+    if shutil.which("h2load") is None:
+        return None
+    request = recommender_pb2.RecommendRequest(session_id="4711", item_ids=[11, 2_000, 37, 512, 9], k=21)
+    message = request.SerializeToString()
+    body = folder / "request.grpc"
+    # A gRPC message on the wire: uncompressed flag, 4-byte big-endian length, the message.
+    body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+    log = folder / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends to it
+    per_client_rate = max(1, round(rate / H2LOAD_CLIENTS))
+    command = [
+        "h2load",
+        f"--requests={per_client_rate * H2LOAD_CLIENTS * duration_s}",
+        f"--clients={H2LOAD_CLIENTS}",
+        "--rate=1",
+        "--rate-period=1ms",
+        f"--rps={per_client_rate}",
+        "--max-concurrent-streams=64",
+        f"--data={body}",
+        "--header=content-type: application/grpc",
+        "--header=te: trailers",
+        f"--log-file={log}",
+        f"http://{target}/etude.v1.RecommenderService/Recommend",
+    ]
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        timeout=duration_s + 60,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
     )
+    latencies_us, sends_us, failed = [], [], 0
+    for line in log.read_text().splitlines():
+        start_us, status, latency_us = line.split("\t")[:3]
+        sends_us.append(int(start_us))
+        if status == "200":
+            latencies_us.append(int(latency_us))
+        else:
+            failed += 1
+    latencies_us.sort()
+    # Nearest rank, as HdrHistogram reads it.
+    p90_us = latencies_us[max(0, int(0.9 * len(latencies_us) + 0.5) - 1)] if latencies_us else 0
+    sends_us.sort()
+    gaps_us = [later - earlier for earlier, later in itertools.pairwise(sends_us)]
+    burst_share = sum(1 for gap in gaps_us if gap < 100) / len(gaps_us) if gaps_us else 0.0
+    return p90_us / 1000.0, len(latencies_us), failed, burst_share
+
+
+def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folder: Path) -> None:
     print(
-        "   rate  achieved    sent not_sent errors "
-        "int_p50 int_p90  int_p99 act_p50 act_p90  act_p99 cpu_us/req"
+        f"no-op RecommenderService at {target} (its own process; for part 2 a second one pinned to "
+        f"core {SERVER_CPU}); each load-generator run in its own "
+        f"process; ramp {args.ramp_s} s, hold {args.hold_s} s; achieved = OK answers/s over the hold; "
+        "act = latency from the actual send, late = send lateness (actual - intended), ms; "
+        "cpu_us/req and cores = the load generator's process CPU over the run (LoadGenFootprint); "
+        f"{os.cpu_count()} cores, shared with whatever else runs here"
     )
+    print("\n1. load-generator CPU per request")
+    print_header()
+    cpu_at_2000: dict[str, float] = {}
     for rate in args.rates:
-        await measure(target, rate, args.ramp_s, args.hold_s, args.no_request_spans)
+        for transport in ("unary", "stream"):
+            summary = run_loadgen(target, rate, transport, args.ramp_s, args.hold_s)
+            print_row(rate, summary)
+            if rate == 2000:
+                cpu_at_2000[transport] = summary.footprint.cpu_us_per_request
+    for transport, cpu_us in cpu_at_2000.items():
+        print(f"   CPU per request at 2,000 req/s, {transport}: {cpu_us:.0f} us (target <= 100 us)")
+
+    print(
+        f"\n2. one load generator pinned to core {LOADGEN_CPU}, the server to core {SERVER_CPU}: rising rates"
+    )
+    if (os.cpu_count() or 1) < 2:
+        print("   skipped: needs 2 cores")
+    else:
+        print_header()
+        # The highest rate sent in full, and the highest also on schedule (lateness p99 <= 1 ms).
+        in_full: tuple[float, loadgen_pb2.LoadSummary] | None = None
+        in_time: tuple[float, loadgen_pb2.LoadSummary] | None = None
+        for rate in PINNED_RATES:
+            summary = run_loadgen(pinned_target, rate, "unary", args.ramp_s, args.hold_s, cpu=LOADGEN_CPU)
+            print_row(rate, summary)
+            if not sent_in_full(summary):
+                break
+            in_full = (rate, summary)
+            if on_schedule(summary) and (in_time is None or in_time[0] < rate):
+                in_time = (rate, summary)
+        for label, reached in (
+            ("sent every request of the schedule", in_full),
+            (f"also kept send lateness p99 <= {MAX_LATENESS_P99_MS} ms", in_time),
+        ):
+            if reached is None:
+                print(f"   {label}: at no rate tried")
+                continue
+            rate, summary = reached
+            footprint = summary.footprint
+            print(
+                f"   {label}: up to {rate:.0f} req/s (target 8,000): send lateness p99 "
+                f"{footprint.send_lateness.p99_ms:.3f} ms, "
+                f"{footprint.cpu_us_per_request:.0f} us CPU per request"
+            )
+
+    print(
+        "\n3. p90 from the actual send at 2,000 req/s: load generator (unary, then stream) vs h2load "
+        f"({H2LOAD_CLIENTS} connections), one after the other, each pinned to core {LOADGEN_CPU}, on the "
+        f"server pinned to core {SERVER_CPU}"
+    )
+    if shutil.which("h2load") is None:
+        print("   skipped: h2load not found (apt-get install nghttp2-client)")
+        return
+    ratios: dict[str, list[float]] = {"unary": [], "stream": []}
+    for round_index in range(args.rounds):
+        summaries = {
+            transport: run_loadgen(pinned_target, 2000.0, transport, 0, args.hold_s, cpu=LOADGEN_CPU)
+            for transport in ratios
+        }
+        measured = h2load_p90_ms(pinned_target, 2000.0, args.hold_s, folder, cpu=LOADGEN_CPU)
+        assert measured is not None
+        h2load_p90, done, failed, burst_share = measured
+        line = (
+            f"   round {round_index + 1}: h2load p90 {h2load_p90:.2f} ms ({done} OK, {failed} failed, "
+            f"{100 * burst_share:.0f}% of sends < 100 us after the previous)"
+        )
+        for transport, summary in summaries.items():
+            loadgen_p90 = summary.latency_from_actual.p90_ms
+            ratio = loadgen_p90 / h2load_p90 if h2load_p90 else float("nan")
+            ratios[transport].append(ratio)
+            line += f"; {transport} p90 {loadgen_p90:.2f} ms ({summary.requests_ok} OK), ratio {ratio:.2f}"
+        print(line, flush=True)
+    for transport, values in ratios.items():
+        print(
+            f"   median ratio loadgen ({transport}) / h2load: {statistics.median(values):.2f} "
+            "(target within 15%: 0.85-1.15)"
+        )
+
+
+def start_server(folder: Path, name: str, cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = folder / f"{name}.port"
+    command = [sys.executable, __file__, "--serve-noop", str(port_file)]
+    if cpu is not None:
+        command += ["--cpu", str(cpu)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not port_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server, f"127.0.0.1:{port_file.read_text()}"
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.tracing:
-        from etude.telemetry import configure_tracing
-
-        configure_tracing("bench-loadgen")
-    with tempfile.TemporaryDirectory() as folder:
-        port_file = Path(folder) / "port"
-        # Its own process, so that its CPU is not counted as the load generator's.
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve-noop", str(port_file)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        servers: list[subprocess.Popen[bytes]] = []
         try:
-            deadline = time.monotonic() + 30
-            while not port_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            asyncio.run(measure_all(f"127.0.0.1:{port_file.read_text()}", args))
+            server, target = start_server(folder, "free", None)
+            servers.append(server)
+            pinned_server, pinned_target = start_server(folder, "pinned", SERVER_CPU)
+            servers.append(pinned_server)
+            measure_all(target, pinned_target, args, folder)
         finally:
-            server.terminate()
-            server.wait(10)
+            for server in servers:
+                server.terminate()
+                server.wait(10)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", type=float, nargs="+", default=[500.0, 1000.0, 2000.0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0])
     parser.add_argument("--ramp-s", type=int, default=2)
-    parser.add_argument("--hold-s", type=int, default=8)
-    parser.add_argument("--tracing", action="store_true", help="install the OpenTelemetry SDK")
-    parser.add_argument("--no-request-spans", action="store_true", help="no span per request")
+    parser.add_argument("--hold-s", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the h2load comparison")
     parser.add_argument("--serve-noop", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--drive", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--transport", default="unary", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     arguments = parse_args()
+    if arguments.cpu is not None and (os.cpu_count() or 1) > arguments.cpu:
+        os.sched_setaffinity(0, {arguments.cpu})  # taskset -c N, for this process and its threads
     if arguments.serve_noop is not None:
         asyncio.run(serve_noop(arguments.serve_noop))
+    elif arguments.drive is not None:
+        summary = asyncio.run(
+            drive(arguments.drive, arguments.rate, arguments.transport, arguments.ramp_s, arguments.hold_s)
+        )
+        print(json_format.MessageToJson(summary, indent=None))
     else:
         main(arguments)

@@ -33,6 +33,11 @@ CONNECT_TIMEOUT_S = 10.0
 # Load profile.
 REQUEST_TIMEOUT_MS = 1000
 SESSIONS_PER_BATCH = 1024
+# How the load generator sends requests: "unary" (a Recommend call each) or "stream".
+LOADGEN_TRANSPORT = "unary"
+# Share of one core above which a load generator counts as perturbing what it measures
+# (LoadGenFootprint.over_core_budget; the report warns about such runs).
+LOADGEN_CORE_BUDGET = 0.5
 
 # Experiment.
 WORKLOAD_SOURCE = "synthetic"

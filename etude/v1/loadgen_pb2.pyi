@@ -22,20 +22,22 @@ class LoadProfile(_message.Message):
     def __init__(self, target_rate_per_s: _Optional[float] = ..., ramp_duration_s: _Optional[int] = ..., hold_duration_s: _Optional[int] = ..., request_timeout_ms: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
 
 class LoadSpec(_message.Message):
-    __slots__ = ("target", "profile", "workload", "workload_endpoint", "records_dir", "run_id")
+    __slots__ = ("target", "profile", "workload", "workload_endpoint", "records_dir", "run_id", "transport")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_DIR_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     target: str
     profile: LoadProfile
     workload: _workload_pb2.WorkloadSpec
     workload_endpoint: str
     records_dir: str
     run_id: str
-    def __init__(self, target: _Optional[str] = ..., profile: _Optional[_Union[LoadProfile, _Mapping]] = ..., workload: _Optional[_Union[_workload_pb2.WorkloadSpec, _Mapping]] = ..., workload_endpoint: _Optional[str] = ..., records_dir: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+    transport: str
+    def __init__(self, target: _Optional[str] = ..., profile: _Optional[_Union[LoadProfile, _Mapping]] = ..., workload: _Optional[_Union[_workload_pb2.WorkloadSpec, _Mapping]] = ..., workload_endpoint: _Optional[str] = ..., records_dir: _Optional[str] = ..., run_id: _Optional[str] = ..., transport: _Optional[str] = ...) -> None: ...
 
 class LatencyPercentiles(_message.Message):
     __slots__ = ("count", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")
@@ -81,8 +83,24 @@ class TickProgress(_message.Message):
     p99_ms: float
     def __init__(self, run_id: _Optional[str] = ..., tick: _Optional[int] = ..., target_rate_per_s: _Optional[float] = ..., sent: _Optional[int] = ..., completed: _Optional[int] = ..., errors: _Optional[int] = ..., not_sent: _Optional[int] = ..., in_flight: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...
 
+class LoadGenFootprint(_message.Message):
+    __slots__ = ("cpu_s", "cpu_us_per_request", "cores_used", "core_budget", "over_core_budget", "send_lateness")
+    CPU_S_FIELD_NUMBER: _ClassVar[int]
+    CPU_US_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CORES_USED_FIELD_NUMBER: _ClassVar[int]
+    CORE_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    OVER_CORE_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SEND_LATENESS_FIELD_NUMBER: _ClassVar[int]
+    cpu_s: float
+    cpu_us_per_request: float
+    cores_used: float
+    core_budget: float
+    over_core_budget: bool
+    send_lateness: LatencyPercentiles
+    def __init__(self, cpu_s: _Optional[float] = ..., cpu_us_per_request: _Optional[float] = ..., cores_used: _Optional[float] = ..., core_budget: _Optional[float] = ..., over_core_budget: _Optional[bool] = ..., send_lateness: _Optional[_Union[LatencyPercentiles, _Mapping]] = ...) -> None: ...
+
 class LoadSummary(_message.Message):
-    __slots__ = ("run_id", "requests_sent", "requests_ok", "requests_failed", "errors_by_status", "requests_not_sent", "requests_offered", "duration_s", "achieved_rate_per_s", "achieved_hold_rate_per_s", "latency_from_intended", "latency_from_actual", "server_queue", "server_inference", "network_and_overhead", "mean_batch_size", "ticks", "records_dir")
+    __slots__ = ("run_id", "requests_sent", "requests_ok", "requests_failed", "errors_by_status", "requests_not_sent", "requests_offered", "duration_s", "achieved_rate_per_s", "achieved_hold_rate_per_s", "latency_from_intended", "latency_from_actual", "server_queue", "server_inference", "network_and_overhead", "mean_batch_size", "ticks", "records_dir", "transport", "footprint")
     class ErrorsByStatusEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +126,8 @@ class LoadSummary(_message.Message):
     MEAN_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     TICKS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_DIR_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    FOOTPRINT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     requests_sent: int
     requests_ok: int
@@ -126,7 +146,9 @@ class LoadSummary(_message.Message):
     mean_batch_size: float
     ticks: int
     records_dir: str
-    def __init__(self, run_id: _Optional[str] = ..., requests_sent: _Optional[int] = ..., requests_ok: _Optional[int] = ..., requests_failed: _Optional[int] = ..., errors_by_status: _Optional[_Mapping[str, int]] = ..., requests_not_sent: _Optional[int] = ..., requests_offered: _Optional[int] = ..., duration_s: _Optional[float] = ..., achieved_rate_per_s: _Optional[float] = ..., achieved_hold_rate_per_s: _Optional[float] = ..., latency_from_intended: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., latency_from_actual: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., server_queue: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., server_inference: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., network_and_overhead: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., mean_batch_size: _Optional[float] = ..., ticks: _Optional[int] = ..., records_dir: _Optional[str] = ...) -> None: ...
+    transport: str
+    footprint: LoadGenFootprint
+    def __init__(self, run_id: _Optional[str] = ..., requests_sent: _Optional[int] = ..., requests_ok: _Optional[int] = ..., requests_failed: _Optional[int] = ..., errors_by_status: _Optional[_Mapping[str, int]] = ..., requests_not_sent: _Optional[int] = ..., requests_offered: _Optional[int] = ..., duration_s: _Optional[float] = ..., achieved_rate_per_s: _Optional[float] = ..., achieved_hold_rate_per_s: _Optional[float] = ..., latency_from_intended: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., latency_from_actual: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., server_queue: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., server_inference: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., network_and_overhead: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., mean_batch_size: _Optional[float] = ..., ticks: _Optional[int] = ..., records_dir: _Optional[str] = ..., transport: _Optional[str] = ..., footprint: _Optional[_Union[LoadGenFootprint, _Mapping]] = ...) -> None: ...
 
 class RunUpdate(_message.Message):
     __slots__ = ("progress", "summary")

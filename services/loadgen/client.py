@@ -1,10 +1,14 @@
-"""The gRPC side of the load generator: RecommendClient over one grpc.aio channel.
+"""The gRPC side of the load generator: the unary RecommendClient over one grpc.aio channel.
 
 Every RPC failure comes back as an Outcome carrying the status name; nothing here raises for
 an unreachable, slow or refusing server, so the generator counts failures instead of dying.
 The client takes each request's sampling decision (etude.telemetry): a sampled request gets a
 client span from its intended send time to its answer; any other one only a traceparent string
 with the sampled flag clear, so that the server follows the decision instead of drawing its own.
+
+The hot path (`start`) costs the least grpc.aio allows: the request is serialised once by us and
+sent through a bytes-in, bytes-out callable, and the answer is read in a done callback on the
+call instead of in a task of our own. (The streaming transport lives in stream_client.py.)
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import asyncio
 import time
 import weakref
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import grpc
+import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.util.types import AttributeValue
@@ -23,12 +30,21 @@ from etude.serving import MAX_MESSAGE_BYTES
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, unsampled_traceparent
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
-from .generator import INTENDED_SEND_NS, OK, Outcome
+from .generator import CANCELLED, CLIENT_ERROR, INTENDED_SEND_NS, OK, OnDone, Outcome
+
+_log = structlog.get_logger()
 
 RPC_SERVICE = "etude.v1.RecommenderService"
 RPC_METHOD = "Recommend"
 # OpenTelemetry RPC semantic conventions: span name "{rpc.service}/{rpc.method}".
 SPAN_NAME = f"{RPC_SERVICE}/{RPC_METHOD}"
+RECOMMEND_PATH = f"/{RPC_SERVICE}/{RPC_METHOD}"
+TRANSPORT_UNARY = "unary"
+
+# Status names by the integer code grpc's core reports (the same as StatusCode.value[0]).
+STATUS_NAMES: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
+_CANCELLED_OUTCOME = Outcome(CANCELLED)
+_CLIENT_ERROR_OUTCOME = Outcome(CLIENT_ERROR)
 
 # The target each channel of open_channel was opened for (server.address/port of client spans).
 _channel_targets: weakref.WeakKeyDictionary[grpc.aio.Channel, str] = weakref.WeakKeyDictionary()
@@ -63,12 +79,21 @@ async def wait_until_ready(channel: grpc.aio.Channel, target: str, timeout_s: fl
         ) from error
 
 
+def encode_request(session_id: str, item_ids: Sequence[int], k: int, request_id: int = 0) -> bytes:
+    """The serialised RecommendRequest."""
+    return recommender_pb2.RecommendRequest(
+        session_id=session_id, item_ids=item_ids, k=k, request_id=request_id
+    ).SerializeToString()
+
+
 class GrpcRecommendClient:
     """Calls etude.v1.RecommenderService/Recommend with the request's timeout as its deadline.
 
     `request_spans=False` switches tracing off for this client; `tracing` None takes the
     process's (`etude.telemetry.request_tracing()`, None when tracing is off).
     """
+
+    transport = TRANSPORT_UNARY
 
     def __init__(
         self,
@@ -79,25 +104,95 @@ class GrpcRecommendClient:
         target: str = "",
     ) -> None:
         self._stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+        # Bytes in, bytes out: no serializer hooks, and a call registered once with the core.
+        self._recommend_bytes = channel.unary_unary(
+            RECOMMEND_PATH, request_serializer=None, response_deserializer=None, _registered_method=True
+        )
+        self._calls: set[grpc.aio.UnaryUnaryCall[Any, Any]] = set()
+        self._traced_tasks: set[asyncio.Task[Outcome]] = set()
         self._tracing = (tracing if tracing is not None else request_tracing()) if request_spans else None
         self._tracer = self._tracing.tracer(__name__) if self._tracing is not None else None
         self._span_attributes = _rpc_attributes(target or _channel_targets.get(channel, ""))
 
-    async def recommend(self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float) -> Outcome:
-        request = recommender_pb2.RecommendRequest(session_id=session_id, item_ids=item_ids, k=k)
-        metadata: tuple[tuple[str, str], ...] = ()
-        if self._tracing is not None:
-            parent = trace.get_current_span().get_span_context()
-            # A caller's own trace decides for it; otherwise this is the request's root.
-            sampled = parent.trace_flags.sampled if parent.is_valid else self._tracing.sample_root()
-            if sampled:
-                return await self._traced(request, timeout_s)
-            metadata = _propagated() if parent.is_valid else ((TRACEPARENT, unsampled_traceparent()),)
+    def start(
+        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+    ) -> None:
+        """Sends the request and returns; `on_done` gets its Outcome when it ends."""
+        metadata = self._metadata()
+        if metadata is None:
+            request = recommender_pb2.RecommendRequest(session_id=session_id, item_ids=item_ids, k=k)
+            task = asyncio.ensure_future(self._traced(request, timeout_s))
+            self._traced_tasks.add(task)
+            task.add_done_callback(partial(self._traced_done, on_done))
+            return
+        call = self._recommend_bytes(
+            encode_request(session_id, item_ids, k), timeout=timeout_s, metadata=metadata
+        )
+        self._calls.add(call)
+        # grpc.aio runs each call as a task of its own (grpcio 1.85: `_invocation_task`); its
+        # done callback fires once the answer is read, without another task of ours.
+        call._invocation_task.add_done_callback(partial(self._call_done, call, on_done))  # type: ignore[attr-defined]
+
+    def _call_done(
+        self, call: grpc.aio.UnaryUnaryCall[Any, Any], on_done: OnDone, task: asyncio.Task[Any]
+    ) -> None:
+        self._calls.discard(call)
+        if task.cancelled() or call.cancelled():
+            on_done(_CANCELLED_OUTCOME)
+            return
         try:
-            response = await self._stub.Recommend(request, timeout=timeout_s, metadata=metadata)
+            response = task.result()
+            if isinstance(response, bytes):
+                outcome = _outcome_of_bytes(response)
+            else:
+                # No message (grpc's EOF): the call ended with a status other than OK, which
+                # grpc.aio keeps on its cython call; reading it here saves awaiting `code()`.
+                outcome = Outcome(STATUS_NAMES.get(call._cython_call._status.code(), "UNKNOWN"))  # type: ignore[attr-defined]
+        except Exception:
+            _log_client_error()
+            outcome = _CLIENT_ERROR_OUTCOME
+        on_done(outcome)
+
+    def _traced_done(self, on_done: OnDone, task: asyncio.Task[Outcome]) -> None:
+        self._traced_tasks.discard(task)
+        if task.cancelled():
+            on_done(_CANCELLED_OUTCOME)
+        elif task.exception() is not None:
+            _log_client_error()
+            on_done(_CLIENT_ERROR_OUTCOME)
+        else:
+            on_done(task.result())
+
+    def cancel_all(self) -> None:
+        """Cancels every request in flight; each reports CANCELLED."""
+        for call in list(self._calls):
+            call.cancel()
+        for task in list(self._traced_tasks):
+            task.cancel()
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The request's metadata, or None when the request is sampled (it gets a span)."""
+        if self._tracing is None:
+            return ()
+        parent = trace.get_current_span().get_span_context()
+        # A caller's own trace decides for it; otherwise this is the request's root.
+        sampled = parent.trace_flags.sampled if parent.is_valid else self._tracing.sample_root()
+        if sampled:
+            return None
+        return _propagated() if parent.is_valid else ((TRACEPARENT, unsampled_traceparent()),)
+
+    async def recommend(self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float) -> Outcome:
+        metadata = self._metadata()
+        if metadata is None:
+            request = recommender_pb2.RecommendRequest(session_id=session_id, item_ids=item_ids, k=k)
+            return await self._traced(request, timeout_s)
+        try:
+            response = await self._recommend_bytes(
+                encode_request(session_id, item_ids, k), timeout=timeout_s, metadata=metadata
+            )
         except grpc.aio.AioRpcError as error:
             return Outcome(error.code().name)
-        return _outcome_of(response)
+        return _outcome_of_bytes(response)
 
     async def _traced(self, request: recommender_pb2.RecommendRequest, timeout_s: float) -> Outcome:
         """The call inside a client span that starts at the request's intended send time."""
@@ -131,7 +226,7 @@ class GrpcRecommendClient:
                 span.set_status(trace.StatusCode.ERROR, f"{status.name}: {error.details()}")
                 return Outcome(status.name)
             status = grpc.StatusCode.OK
-            return _outcome_of(response)
+            return outcome_of(response)
         except asyncio.CancelledError:
             status = grpc.StatusCode.CANCELLED
             span.set_status(trace.StatusCode.ERROR, "CANCELLED")
@@ -162,7 +257,15 @@ def _rpc_attributes(target: str) -> dict[str, AttributeValue]:
     return attributes
 
 
-def _outcome_of(response: recommender_pb2.RecommendResponse) -> Outcome:
+def _log_client_error() -> None:
+    _log.exception("recommend_client_raised")
+
+
+def _outcome_of_bytes(response: bytes) -> Outcome:
+    return outcome_of(recommender_pb2.RecommendResponse.FromString(response))
+
+
+def outcome_of(response: recommender_pb2.RecommendResponse) -> Outcome:
     timing = response.timing
     return Outcome(
         OK,

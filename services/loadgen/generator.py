@@ -5,6 +5,12 @@ the ramp. Each request has an intended send time fixed by the schedule (the tick
 evenly spread over the tick, ticks anchored to the start of the run); whatever is overdue is
 sent at once, so a late event loop or backpressure shows up as latency from the intended send
 time instead of silently thinning the load (wrk2's coordinated-omission correction).
+
+One scheduler task sends every request: a `CallbackRecommendClient` hands each request to the
+transport and calls back when it ends, so no asyncio task is created per request (an async
+`RecommendClient` gets one task per request through an adapter). Latencies are fed to the
+histograms in one batch per tick. The generator measures its own footprint (CPU per request,
+send lateness) and reports it in every summary.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import numpy as np
 import structlog
 from google.protobuf import json_format
 
@@ -28,6 +35,7 @@ from ..results.records import CANCELLED, CLIENT_ERROR, OK, Record
 from ..results.run import RunWriter
 from ..results.series import SeriesRow
 from . import spec as load_spec
+from .footprint import loadgen_footprint
 from .ramp import Tick, ramp_ticks
 from .stats import LatencyHistogram
 
@@ -38,6 +46,8 @@ TICK_NS = 1_000_000_000
 WAIT_STEP_S = 0.001
 # After the last tick, in-flight requests get their timeout plus this before being cancelled.
 DRAIN_SLACK_S = 1.0
+# How long cancelled requests get to report back before the summary is written without them.
+CANCEL_WAIT_S = 5.0
 
 # A request's status (OK, CANCELLED, CLIENT_ERROR or a gRPC code name) is spelled in results/records.py.
 
@@ -46,8 +56,7 @@ DRAIN_SLACK_S = 1.0
 INTENDED_SEND_NS: contextvars.ContextVar[int] = contextvars.ContextVar("etude_intended_send_ns")
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How one request ended: a gRPC status name and, when OK, the server's timing split."""
 
     status: str
@@ -63,6 +72,63 @@ class RecommendClient(Protocol):
     async def recommend(
         self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float
     ) -> Outcome: ...
+
+
+# Called exactly once per request with how it ended.
+OnDone = Callable[[Outcome], None]
+
+
+@runtime_checkable
+class CallbackRecommendClient(Protocol):
+    """The system under test without a task per request: `start` hands the request to the
+    transport and returns at once; `on_done` is called later (or, for a request that fails at
+    once, already inside `start`) exactly once with its Outcome. `cancel_all` ends every
+    request in flight, each reported as CANCELLED. `transport` names the transport."""
+
+    transport: str
+
+    def start(
+        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+    ) -> None: ...
+
+    def cancel_all(self) -> None: ...
+
+
+class _TaskPerRequest:
+    """Adapts an async RecommendClient: each request runs as a task of its own."""
+
+    def __init__(self, client: RecommendClient) -> None:
+        self._client = client
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.transport: str = getattr(client, "transport", "")
+
+    def start(
+        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+    ) -> None:
+        task = asyncio.create_task(self._request(session_id, item_ids, k, timeout_s, on_done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _request(
+        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+    ) -> None:
+        try:
+            outcome = await self._client.recommend(session_id, item_ids, k, timeout_s)
+        except asyncio.CancelledError:
+            on_done(_CANCELLED)
+            raise
+        except Exception:
+            _log.exception("recommend_client_raised", session_id=session_id)
+            outcome = _CLIENT_ERROR
+        on_done(outcome)
+
+    def cancel_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+_CANCELLED = Outcome(CANCELLED)
+_CLIENT_ERROR = Outcome(CLIENT_ERROR)
 
 
 class Session(NamedTuple):
@@ -101,7 +167,7 @@ class LoadGenerator:
 
     def __init__(
         self,
-        client: RecommendClient,
+        client: RecommendClient | CallbackRecommendClient,
         sessions: SessionSource,
         profile: loadgen_pb2.LoadProfile,
         *,
@@ -110,7 +176,9 @@ class LoadGenerator:
         on_progress: ProgressCallback | None = None,
     ) -> None:
         load_spec.validate_profile(profile)
-        self._client = client
+        self._client: CallbackRecommendClient = (
+            client if isinstance(client, CallbackRecommendClient) else _TaskPerRequest(client)
+        )
         self._sessions = sessions
         self._profile = profile
         self._ticks: list[Tick] = ramp_ticks(
@@ -125,10 +193,12 @@ class LoadGenerator:
 
         self._ready: deque[_ActiveSession] = deque()
         self._source_exhausted = False
-        self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
+        # Set when the last request in flight ends, while the run waits for that.
+        self._all_answered: asyncio.Event | None = None
         self._in_hold = False
         self._start_ns = 0
+        self._cpu_start_s = 0.0
         self._rows: list[Record] = []
         self._open_tick: Tick | None = None
         self._tick_sent = 0
@@ -147,6 +217,11 @@ class LoadGenerator:
         self._server_queue = LatencyHistogram()
         self._server_inference = LatencyHistogram()
         self._network_and_overhead = LatencyHistogram()
+        self._send_lateness = LatencyHistogram()
+        # Per OK answer (from intended, from actual, queue, inference, network and overhead),
+        # and per request sent its lateness, all in us: recorded into the histograms in batches.
+        self._ok_latencies_us: list[tuple[int, int, int, int, int]] = []
+        self._lateness_us: list[int] = []
 
         self._tick_completed = 0
         self._tick_ok = 0
@@ -166,6 +241,7 @@ class LoadGenerator:
             # Opened before the clock starts, so that tick 0 does not begin late.
             await self._files.open(self._run_info(time.perf_counter_ns(), time.time_ns()))
         self._start_ns = time.perf_counter_ns()
+        self._cpu_start_s = time.process_time()
         cancelled = False
         try:
             try:
@@ -265,23 +341,18 @@ class LoadGenerator:
         click_index = session.next_click
         self._in_flight += 1
         self._sent += 1
-        task = asyncio.create_task(self._request(session, click_index, tick, intended_ns))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _request(self, session: _ActiveSession, click_index: int, tick: int, intended_ns: int) -> None:
-        item_ids = session.item_ids[: click_index + 1]
+        # Read by a tracing client's span, in this (the scheduler's) context or a task's copy.
         INTENDED_SEND_NS.set(intended_ns)
         actual_ns = time.perf_counter_ns()
+        self._lateness_us.append((actual_ns - intended_ns) // 1000)
+        on_done = partial(self._complete, session, click_index, tick, intended_ns, actual_ns)
         try:
-            outcome = await self._client.recommend(session.session_id, item_ids, self._k, self._timeout_s)
-        except asyncio.CancelledError:
-            self._complete(session, click_index, tick, intended_ns, actual_ns, Outcome(CANCELLED))
-            raise
+            self._client.start(
+                session.session_id, session.item_ids[: click_index + 1], self._k, self._timeout_s, on_done
+            )
         except Exception:
             _log.exception("recommend_client_raised", session_id=session.session_id)
-            outcome = Outcome(CLIENT_ERROR)
-        self._complete(session, click_index, tick, intended_ns, actual_ns, outcome)
+            on_done(_CLIENT_ERROR)
 
     def _complete(
         self,
@@ -305,12 +376,15 @@ class LoadGenerator:
             self._tick_ok += 1
             if self._in_hold:
                 self._hold_ok += 1
-            self._from_intended.record_us(from_intended_us)
-            self._tick_from_intended.record_us(from_intended_us)
-            self._from_actual.record_us(from_actual_us)
-            self._server_queue.record_us(outcome.queue_us)
-            self._server_inference.record_us(outcome.inference_us)
-            self._network_and_overhead.record_us(max(0, from_actual_us - outcome.server_total_us))
+            self._ok_latencies_us.append(
+                (
+                    from_intended_us,
+                    from_actual_us,
+                    outcome.queue_us,
+                    outcome.inference_us,
+                    max(0, from_actual_us - outcome.server_total_us),
+                )
+            )
             if outcome.batch_size > 0:
                 self._batch_size_sum += outcome.batch_size
                 self._batch_size_count += 1
@@ -335,6 +409,23 @@ class LoadGenerator:
                 outcome.server_total_us,
             )
         )
+        if self._in_flight == 0 and self._all_answered is not None:
+            self._all_answered.set()
+
+    def _record_latencies(self) -> None:
+        """Moves the latencies gathered since the last call into the histograms, in one batch."""
+        if self._ok_latencies_us:
+            columns = np.array(self._ok_latencies_us, dtype=np.int64)
+            self._ok_latencies_us = []
+            self._from_intended.record_many_us(columns[:, 0])
+            self._tick_from_intended.record_many_us(columns[:, 0])
+            self._from_actual.record_many_us(columns[:, 1])
+            self._server_queue.record_many_us(columns[:, 2])
+            self._server_inference.record_many_us(columns[:, 3])
+            self._network_and_overhead.record_many_us(columns[:, 4])
+        if self._lateness_us:
+            self._send_lateness.record_many_us(self._lateness_us)
+            self._lateness_us = []
 
     async def _refill(self) -> None:
         """Pulls one new session into the ready pool, unless the source is exhausted."""
@@ -350,6 +441,7 @@ class LoadGenerator:
         return self._source_exhausted and not self._ready and self._in_flight == 0
 
     def _end_tick(self, tick: Tick, sent: int, not_sent: int) -> None:
+        self._record_latencies()
         p50_ms, p90_ms, p99_ms = self._tick_from_intended.percentiles_ms([50, 90, 99])
         progress = loadgen_pb2.TickProgress(
             run_id=self._run_id,
@@ -379,17 +471,33 @@ class LoadGenerator:
         """Lets the requests still in flight answer, up to their timeout."""
         # Answers from here on belong to no tick; they count in the summary only.
         self._in_hold = False
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self._timeout_s + DRAIN_SLACK_S)
+        await self._until_all_answered(self._timeout_s + DRAIN_SLACK_S)
 
     async def _cancel_in_flight(self) -> None:
-        tasks = set(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._in_flight > 0:
+            self._client.cancel_all()
+            await self._until_all_answered(CANCEL_WAIT_S)
+            if self._in_flight > 0:
+                _log.warning("requests_not_reported_after_cancel", in_flight=self._in_flight)
+
+    async def _until_all_answered(self, timeout_s: float) -> None:
+        if self._in_flight == 0:
+            return
+        self._all_answered = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._all_answered.wait(), timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._all_answered = None
+
+    def _footprint(self, duration_s: float) -> loadgen_pb2.LoadGenFootprint:
+        # Process CPU time (every thread: the event loop, grpc's poller, the records writer).
+        cpu_s = max(0.0, time.process_time() - self._cpu_start_s)
+        return loadgen_footprint(cpu_s, self._sent, duration_s, self._send_lateness.summary())
 
     def _summarise(self) -> loadgen_pb2.LoadSummary:
+        self._record_latencies()
         duration_s = max((time.perf_counter_ns() - self._start_ns) / 1e9, 1e-9)
         hold_s = sum(1 for tick in self._ticks[: self._ticks_run] if tick.in_hold)
         failed = sum(self._errors_by_status.values())
@@ -414,4 +522,6 @@ class LoadGenerator:
             ),
             ticks=self._ticks_run,
             records_dir=str(self._files.folder) if self._files is not None else "",
+            transport=self._client.transport,
+            footprint=self._footprint(duration_s),
         )

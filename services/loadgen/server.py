@@ -23,9 +23,10 @@ from .client import (
     open_channel,
     wait_until_ready,
 )
-from .generator import LoadGenerator, Session
+from .generator import CallbackRecommendClient, LoadGenerator, Session
 from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
-from .spec import InvalidLoadSpec, validate_load_spec
+from .spec import InvalidLoadSpec, transport, validate_load_spec
+from .stream_client import TRANSPORT_STREAM, GrpcStreamRecommendClient
 
 _log = structlog.get_logger()
 
@@ -79,9 +80,17 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 sessions = self._in_process_source(request.workload)
             # Closed before the channels (exit stack order): ends the workload stream cleanly.
             stack.push_async_callback(sessions.aclose)
+            client: CallbackRecommendClient
+            if transport(request) == TRANSPORT_STREAM:
+                stream_client = GrpcStreamRecommendClient(target_channel, request_spans=self._request_spans)
+                # Closed before the channel: ends the stream and its reader and writer.
+                stack.push_async_callback(stream_client.aclose)
+                client = stream_client
+            else:
+                client = GrpcRecommendClient(target_channel, request_spans=self._request_spans)
             updates: asyncio.Queue[loadgen_pb2.TickProgress | None] = asyncio.Queue()
             generator = LoadGenerator(
-                GrpcRecommendClient(target_channel, request_spans=self._request_spans),
+                client,
                 sessions,
                 request.profile,
                 run_id=request.run_id,
@@ -103,12 +112,25 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 except Exception as error:
                     log.warning("load_run_failed", error=str(error))
                     await context.abort(*_status_of(error))
+                footprint = summary.footprint
                 log.info(
                     "load_run_finished",
                     sent=summary.requests_sent,
                     ok=summary.requests_ok,
                     not_sent=summary.requests_not_sent,
+                    transport=summary.transport,
+                    cpu_us_per_request=round(footprint.cpu_us_per_request, 1),
+                    cores_used=round(footprint.cores_used, 3),
+                    send_lateness_p99_ms=footprint.send_lateness.p99_ms,
                 )
+                if footprint.over_core_budget:
+                    # The latencies of this run may include the load generator's own CPU
+                    # contention: the report warns too; scale out with loadgen_instances.
+                    log.warning(
+                        "loadgen_over_core_budget",
+                        cores_used=round(footprint.cores_used, 3),
+                        core_budget=footprint.core_budget,
+                    )
                 yield loadgen_pb2.RunUpdate(summary=summary)
             finally:
                 # The caller went away (or the server is stopping): stop the load; the

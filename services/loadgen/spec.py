@@ -1,4 +1,4 @@
-"""Checks a LoadSpec before a run and resolves its defaults (timeout 1,000 ms, k 21).
+"""Checks a LoadSpec before a run and resolves its defaults (timeout 1,000 ms, k 21, unary).
 
 Raises `InvalidLoadSpec` naming the offending field and the allowed range; the servicer turns
 it into INVALID_ARGUMENT.
@@ -14,6 +14,8 @@ from etude.v1 import loadgen_pb2, workload_pb2
 
 DEFAULT_REQUEST_TIMEOUT_MS = defaults.REQUEST_TIMEOUT_MS
 DEFAULT_K = defaults.TOP_K
+DEFAULT_TRANSPORT = defaults.LOADGEN_TRANSPORT
+TRANSPORTS = ("unary", "stream")
 
 
 class InvalidLoadSpec(ValueError):
@@ -32,6 +34,11 @@ def request_timeout_s(profile: loadgen_pb2.LoadProfile) -> float:
 def items_per_recommendation(profile: loadgen_pb2.LoadProfile) -> int:
     """k for each request (0 in the spec means the default)."""
     return profile.k or DEFAULT_K
+
+
+def transport(spec: loadgen_pb2.LoadSpec) -> str:
+    """How the requests travel ("" in the spec means the default, unary)."""
+    return spec.transport or DEFAULT_TRANSPORT
 
 
 def validate_profile(profile: loadgen_pb2.LoadProfile, prefix: str = "profile.") -> None:
@@ -102,6 +109,10 @@ def validate_load_spec(spec: loadgen_pb2.LoadSpec) -> None:
         check_limits(spec, LOAD_SPEC_LIMITS)
     except LimitExceeded as error:
         raise InvalidLoadSpec(error.field, error.reason) from None
+    if spec.transport and spec.transport not in TRANSPORTS:
+        raise InvalidLoadSpec(
+            "transport", f"must be one of {', '.join(TRANSPORTS)} (or empty), got {spec.transport!r}"
+        )
     if spec.workload_endpoint:
         # The workload service validates its own spec and answers INVALID_ARGUMENT itself.
         return

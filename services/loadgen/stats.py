@@ -2,10 +2,14 @@
 
 Range 1 us .. 1 hour at 3 significant digits: a percentile is read back at the top of its
 value's bucket, at most 0.1% above the recorded value; values outside the range are clamped.
-The mean is exact (a running sum), not read from the buckets.
+The mean is exact (a running sum), not read from the buckets. Values can be recorded one at a
+time or, on the load generator's hot path, a batch at a time (one numpy pass instead of a
+Python call per value).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -34,6 +38,32 @@ class LatencyHistogram:
         value_us = min(max(value_us, LOWEST_US), HIGHEST_US)
         self._histogram.record_value(value_us)
         self._sum_us += value_us
+
+    def record_many_us(self, values_us: Sequence[int] | np.ndarray) -> None:
+        """Records every value of `values_us` (clamped like `record_us`), in the same buckets
+        HdrHistogram's own record_value would use."""
+        if len(values_us) == 0:
+            return
+        values = np.clip(np.asarray(values_us, dtype=np.int64), LOWEST_US, HIGHEST_US)
+        histogram = self._histogram
+        # HdrHistogram's _counts_index_for, vectorised: the bucket is the power of two holding
+        # the value (frexp's exponent is the bit length, exact for values below 2**53).
+        _, bit_length = np.frexp((values | histogram.sub_bucket_mask).astype(np.float64))
+        bucket = (
+            bit_length.astype(np.int64)
+            - histogram.unit_magnitude
+            - (histogram.sub_bucket_half_count_magnitude + 1)
+        )
+        sub_bucket = values >> (bucket + histogram.unit_magnitude)
+        index = ((bucket + 1) << histogram.sub_bucket_half_count_magnitude) + (
+            sub_bucket - histogram.sub_bucket_half_count
+        )
+        buckets, counts = np.unique(index, return_counts=True)
+        self._counts[buckets] += counts.astype(self._counts.dtype)
+        histogram.total_count += len(values)
+        histogram.min_value = min(histogram.min_value, int(values.min()))
+        histogram.max_value = max(histogram.max_value, int(values.max()))
+        self._sum_us += int(values.sum())
 
     @property
     def count(self) -> int:

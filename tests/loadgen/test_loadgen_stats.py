@@ -43,3 +43,16 @@ def test_summary_mean_is_exact_and_max_is_the_top_of_its_bucket() -> None:
     assert summary.mean_ms == 3.0
     assert summary.p50_ms == 2.0
     assert 6.0 <= summary.max_ms <= 6.0 * 1.001
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.integers(min_value=-5, max_value=10 * HIGHEST_US), min_size=0, max_size=300))
+def test_recording_a_batch_fills_the_same_buckets_as_recording_one_by_one(values: list[int]) -> None:
+    one_by_one, batched = LatencyHistogram(), LatencyHistogram()
+    for value in values:
+        one_by_one.record_us(value)
+    batched.record_many_us(values[: len(values) // 2])
+    batched.record_many_us(values[len(values) // 2 :])
+    assert batched.count == one_by_one.count
+    assert batched.summary() == one_by_one.summary()
+    assert batched.percentiles_ms([0.1, 50, 99.9, 100]) == one_by_one.percentiles_ms([0.1, 50, 99.9, 100])
