@@ -45,6 +45,8 @@ WORKLOAD_SOURCE = "synthetic"
 STARTUP_TIMEOUT_S = 300.0
 EMBEDDING_POLICY = "fourth_root"
 RUNTIME = "eager"
+# Scoring precision when a spec names none (an axis next to runtimes).
+PRECISION = "fp32"
 HARDWARE_NAME = "cpu"
 DEVICE = "cpu"
 RESULTS = "results"

@@ -101,7 +101,7 @@ class ServiceLevelObjective(_message.Message):
     def __init__(self, percentile: _Optional[float] = ..., latency_ms: _Optional[float] = ..., rate_per_s: _Optional[float] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances", "precisions")
+    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances", "precisions", "loadgen_transport")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZES_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class ExperimentSpec(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     LOADGEN_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     PRECISIONS_FIELD_NUMBER: _ClassVar[int]
+    LOADGEN_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     name: str
     models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
     catalog_sizes: _containers.RepeatedScalarFieldContainer[int]
@@ -132,7 +133,8 @@ class ExperimentSpec(_message.Message):
     results: str
     loadgen_instances: int
     precisions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ..., precisions: _Optional[_Iterable[str]] = ...) -> None: ...
+    loadgen_transport: str
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ..., precisions: _Optional[_Iterable[str]] = ..., loadgen_transport: _Optional[str] = ...) -> None: ...
 
 class Trial(_message.Message):
     __slots__ = ("trial_id", "model", "catalog_size", "embedding_dim", "hardware", "runtime", "repetition", "precision")

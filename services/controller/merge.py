@@ -160,7 +160,9 @@ def merged_summary(
     from_intended, from_actual = LatencyHistogram(), LatencyHistogram()
     queue, inference, network = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
     batch_size_sum = batch_size_count = 0
+    lateness = LatencyHistogram()
     for row in records.rows():
+        lateness.record_us(max(0, (row.actual_send_ns - row.intended_send_ns) // 1000))
         if row.status != OK:
             continue
         from_intended.record_us(row.latency_from_intended_us)
@@ -193,6 +195,25 @@ def merged_summary(
         mean_batch_size=batch_size_sum / batch_size_count if batch_size_count else 0.0,
         ticks=max(s.ticks for s in summaries),
         records_dir=records_dir,
+        transport=summaries[0].transport,
+        footprint=_merged_footprint(summaries, lateness),
+    )
+
+
+def _merged_footprint(
+    summaries: Sequence[loadgen_pb2.LoadSummary], lateness: LatencyHistogram
+) -> loadgen_pb2.LoadGenFootprint:
+    """The instances' footprint together: CPU adds up, per request over every request sent; over
+    budget when any instance was (each ran on its own share of CPU)."""
+    cpu_s = sum(s.footprint.cpu_s for s in summaries)
+    sent = sum(s.requests_sent for s in summaries)
+    return loadgen_pb2.LoadGenFootprint(
+        cpu_s=cpu_s,
+        cpu_us_per_request=cpu_s * 1e6 / sent if sent else 0.0,
+        cores_used=sum(s.footprint.cores_used for s in summaries),
+        core_budget=summaries[0].footprint.core_budget,
+        over_core_budget=any(s.footprint.over_core_budget for s in summaries),
+        send_lateness=lateness.summary(),
     )
 
 

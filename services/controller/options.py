@@ -6,6 +6,7 @@ environment variables (`ETUDE_CATALOG_SIZE=10000`): `etude serve inference` acce
 
 from __future__ import annotations
 
+from etude import defaults
 from etude.v1 import experiment_pb2
 
 
@@ -24,6 +25,13 @@ def inference_options(trial: experiment_pb2.Trial, spec: experiment_pb2.Experime
     }
     if trial.hardware.cpu_threads:
         options["threads"] = str(trial.hardware.cpu_threads)
+    if trial.precision and trial.precision != defaults.PRECISION:
+        options["precision"] = trial.precision
+        # Accuracy mode replays the experiment's own kind of sessions (its seed, its exponents).
+        options["accuracy_seed"] = str(spec.workload.seed)
+        if spec.workload.HasField("exponents"):
+            options["accuracy_alpha_length"] = str(spec.workload.exponents.alpha_length)
+            options["accuracy_alpha_clicks"] = str(spec.workload.exponents.alpha_clicks)
     return options
 
 

@@ -17,8 +17,9 @@ from etude.spec import SpecError, read_spec_file
 from etude.v1 import experiment_pb2
 
 from ..inference.models import MODELS
-from ..inference.options import EMBEDDING_POLICIES, RUNTIMES, resolve_embedding_dim
+from ..inference.options import EMBEDDING_POLICIES, PRECISION_NAMES, RUNTIMES, resolve_embedding_dim
 from ..inference.sizing import estimated_catalog_bytes
+from ..loadgen.spec import TRANSPORTS
 from ..workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
 
 DEVICES = ("cpu", "cuda")
@@ -84,6 +85,10 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
         raise SpecError("hardware", f"names must be unique, got {names}")
     for index, runtime in enumerate(spec.runtimes):
         _check_choice(f"runtimes[{index}]", runtime, RUNTIMES, allow_empty=False)
+    for index, precision in enumerate(spec.precisions):
+        _check_choice(f"precisions[{index}]", precision, PRECISION_NAMES, allow_empty=False)
+    if len(set(spec.precisions)) != len(spec.precisions):
+        raise SpecError("precisions", f"must not repeat a value, got {list(spec.precisions)}")
     _validate_batching(spec.batching)
     _validate_load(spec)
     _validate_slo(spec.slo)
@@ -92,6 +97,7 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
     if spec.loadgen_instances < 0:
         raise SpecError("loadgen_instances", "must be >= 0 (0 means 1)")
     _check_choice("target", spec.target, TARGETS)
+    _check_choice("loadgen_transport", spec.loadgen_transport, TRANSPORTS)
     _validate_limits(spec)
 
 
@@ -102,12 +108,13 @@ def _validate_limits(spec: experiment_pb2.ExperimentSpec) -> None:
         check_limits(spec, SPEC_LIMITS)
     except LimitExceeded as error:
         raise SpecError(error.field, error.reason) from None
-    axes = (spec.models, spec.catalog_sizes, spec.hardware, spec.runtimes)
+    axes = (spec.models, spec.catalog_sizes, spec.hardware, spec.runtimes, spec.precisions)
     trials = trial_count(*(len(axis) for axis in axes), spec.repetitions)
     if trials > MAX_TRIALS:
         raise SpecError(
             "repetitions",
-            f"the matrix (models x catalog sizes x hardware x runtimes x repetitions) has {trials:,}"
+            f"the matrix (models x catalog sizes x hardware x runtimes x precisions x repetitions)"
+            f" has {trials:,}"
             f" trials; at most {MAX_TRIALS:,} per experiment",
         )
     if spec.target not in ("", "local"):
@@ -224,6 +231,9 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
         option.replicas = option.replicas or 1
     if not full.runtimes:
         full.runtimes.append(defaults.RUNTIME)
+    if not full.precisions:
+        full.precisions.append(defaults.PRECISION)
+    full.loadgen_transport = full.loadgen_transport or defaults.LOADGEN_TRANSPORT
     batching = full.batching
     batching.max_batch_size = batching.max_batch_size or defaults.MAX_BATCH_SIZE
     if not batching.HasField("max_batch_delay_ms"):

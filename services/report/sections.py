@@ -179,6 +179,7 @@ def _trial_notes(experiment: controller_pb2.Experiment, trials: Sequence[TrialRe
             parts.append(f"error: {trial.result.error}")
         if trial.problem:
             parts.append(trial.problem)
+        parts += _precision_and_loadgen_notes(trial.result)
         stable = trial.stable
         if stable is not None:
             if stable.broken_at_tick is not None:
@@ -193,6 +194,38 @@ def _trial_notes(experiment: controller_pb2.Experiment, trials: Sequence[TrialRe
         if parts:
             notes.append(f"{trial.trial_id}: " + "; ".join(parts))
     return tuple(notes)
+
+
+def _precision_and_loadgen_notes(result: experiment_pb2.TrialResult) -> list[str]:
+    """The accuracy of a reduced precision, and what the load generator itself cost: a loadgen
+    over its core budget competed with the service for CPU, so its latencies are perturbed."""
+    notes = []
+    precision = result.trial.precision or defaults.PRECISION
+    if precision != defaults.PRECISION:
+        if result.recall_k:
+            notes.append(
+                f"{precision} scoring: recall@{result.recall_k} {result.recall_at_k:.4f} against fp32"
+                f" exact scoring on {result.recall_sessions:,} workload sessions"
+            )
+        else:
+            notes.append(f"{precision} scoring: no recall measured (the service was not reachable)")
+    if result.HasField("summary") and result.summary.footprint.cpu_us_per_request:
+        footprint, transport = (
+            result.summary.footprint,
+            result.summary.transport or defaults.LOADGEN_TRANSPORT,
+        )
+        text = (
+            f"load generator ({transport}): {footprint.cpu_us_per_request:,.0f} us CPU per request,"
+            f" {footprint.cores_used:.2f} cores, send lateness p99 {footprint.send_lateness.p99_ms:.2f} ms"
+        )
+        if footprint.over_core_budget:
+            text = (
+                f"WARNING: {text}, over its budget of {footprint.core_budget:g} core: it competed with"
+                " the service for CPU, so these latencies include its perturbation (more"
+                " loadgen_instances, or a load machine of its own)"
+            )
+        notes.append(text)
+    return notes
 
 
 def _search_blocks(trials: Sequence[TrialReport]) -> list[Block]:

@@ -222,3 +222,20 @@ def test_progress_is_passed_on_once_per_tick_with_the_counts_added() -> None:
     merger.add(0, tick(2, 1, 0.0))
     merger.finish(0)
     assert [p.tick for p in emitted] == [0, 1, 2]
+
+
+def test_the_load_generators_footprints_add_up_and_one_over_budget_flags_the_trial(
+    two_runs, tmp_path: Path
+) -> None:
+    _, folders, summaries = two_runs
+    for summary, (cpu_s, cores, over) in zip(summaries, [(0.5, 0.3, False), (1.5, 0.7, True)], strict=True):
+        summary.transport = "stream"
+        summary.footprint.cpu_s, summary.footprint.cores_used = cpu_s, cores
+        summary.footprint.core_budget, summary.footprint.over_core_budget = 0.5, over
+    merged = merge_runs(folders, summaries, tmp_path, "trial")
+    assert merged.transport == "stream"
+    assert merged.footprint.cpu_s == pytest.approx(2.0)
+    assert merged.footprint.cpu_us_per_request == pytest.approx(2.0e6 / merged.requests_sent)
+    assert merged.footprint.cores_used == pytest.approx(1.0) and merged.footprint.over_core_budget
+    # Send lateness from every record: actual minus intended send time.
+    assert merged.footprint.send_lateness.count == merged.requests_sent

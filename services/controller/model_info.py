@@ -1,0 +1,34 @@
+"""What the controller asks a deployed inference service about itself: its GetModelInfo, for the
+accuracy of a reduced precision (and whatever else a trial records of the served model)."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+
+from etude.v1 import experiment_pb2, recommender_pb2, recommender_pb2_grpc
+
+_log = structlog.get_logger()
+
+MODEL_INFO_TIMEOUT_S = 10.0
+
+
+async def model_info(endpoint: str) -> recommender_pb2.ModelInfo | None:
+    """The service's ModelInfo, or None when the controller cannot reach it (on Kubernetes from
+    outside the cluster only the load generator reaches the inference Service)."""
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        try:
+            return await recommender_pb2_grpc.RecommenderServiceStub(channel).GetModelInfo(
+                recommender_pb2.GetModelInfoRequest(), timeout=MODEL_INFO_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            _log.warning("model_info_unavailable", endpoint=endpoint, code=error.code().name)
+            return None
+
+
+def record_accuracy(result: experiment_pb2.TrialResult, info: recommender_pb2.ModelInfo | None) -> None:
+    """Copies the service's accuracy-mode recall (a reduced precision against fp32) into `result`."""
+    if info is not None and info.HasField("accuracy"):
+        result.recall_at_k = info.accuracy.recall_at_k
+        result.recall_k = info.accuracy.k
+        result.recall_sessions = info.accuracy.sessions
