@@ -38,6 +38,10 @@ LOADGEN_TRANSPORT = "unary"
 # Share of one core above which a load generator counts as perturbing what it measures
 # (LoadGenFootprint.over_core_budget; the report warns about such runs).
 LOADGEN_CORE_BUDGET = 0.5
+# CPU a load generator spends per request, measured by benchmarks/bench_loadgen.py (2,000 req/s:
+# 288 us unary, 251 us stream, on the 2-core development machine): what `loadgen_instances: 0`
+# (auto) sizes the load generators with before a trial has measured its own.
+LOADGEN_CPU_US_PER_REQUEST = {"unary": 290.0, "stream": 250.0}
 
 # Experiment.
 WORKLOAD_SOURCE = "synthetic"

@@ -19,6 +19,7 @@ from etude.v1 import experiment_pb2
 from ..inference.models import MODELS
 from ..inference.options import EMBEDDING_POLICIES, PRECISION_NAMES, RUNTIMES, resolve_embedding_dim
 from ..inference.sizing import estimated_catalog_bytes
+from ..loadgen.footprint import instances_needed
 from ..loadgen.spec import TRANSPORTS
 from ..workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
 
@@ -95,7 +96,7 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
     if spec.repetitions < 0:
         raise SpecError("repetitions", "must be >= 0 (0 means 1)")
     if spec.loadgen_instances < 0:
-        raise SpecError("loadgen_instances", "must be >= 0 (0 means 1)")
+        raise SpecError("loadgen_instances", "must be >= 0 (0 picks them from the rate)")
     _check_choice("target", spec.target, TARGETS)
     _check_choice("loadgen_transport", spec.loadgen_transport, TRANSPORTS)
     _validate_limits(spec)
@@ -247,7 +248,10 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
     full.slo.latency_ms = full.slo.latency_ms or defaults.SLO_LATENCY_MS
     full.slo.rate_per_s = full.slo.rate_per_s or full.load.target_rate_per_s
     full.repetitions = full.repetitions or 1
-    full.loadgen_instances = full.loadgen_instances or 1
+    if not full.loadgen_instances:
+        # Auto: enough load generators that none spends more than its core budget at the rate.
+        cost_us = defaults.LOADGEN_CPU_US_PER_REQUEST[full.loadgen_transport]
+        full.loadgen_instances = instances_needed(full.load.target_rate_per_s, cost_us)
     full.target = full.target or defaults.TARGET
     full.results = full.results or defaults.RESULTS
     return full

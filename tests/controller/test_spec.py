@@ -198,3 +198,21 @@ def test_absurd_numbers_are_refused_before_anything_runs(line: str, field: str) 
     with pytest.raises(SpecError) as refused:
         resolve(parse_spec_text("\n".join(base.values()) + "\n", "absurd.yaml"))
     assert refused.value.field == field, str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("rate", "transport", "instances"), [(200, "", 1), (1000, "", 1), (2000, "", 2), (4000, "stream", 2)]
+)
+def test_zero_load_generators_means_enough_to_keep_each_within_its_core_budget(
+    rate: int, transport: str, instances: int
+) -> None:
+    from etude.services.controller.validation import resolve
+
+    spec = parse_spec_text(
+        "name: auto\nmodels: [{name: noop}]\ncatalog_sizes: [1000]\n"
+        "workload: {exponents: {alpha_length: 2.2, alpha_clicks: 1.8}}\n"
+        f"load: {{target_rate_per_s: {rate}, hold_duration_s: 1}}\n"
+        + (f"loadgen_transport: {transport}\n" if transport else ""),
+        "auto.yaml",
+    )
+    assert resolve(spec).loadgen_instances == instances
