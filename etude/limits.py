@@ -62,6 +62,17 @@ MAX_SESSION_ID_CHARS = 256
 MAX_TRIALS = 1_000
 MAX_LIST_ENTRIES = 64
 
+# The largest request each service accepts, in bytes: what its largest valid request needs, with
+# headroom (a Recommend of 1,000 clicks is about 10 KiB; an experiment spec a few KiB). Anything
+# bigger is refused by gRPC itself (RESOURCE_EXHAUSTED) before it takes memory.
+MAX_REQUEST_BYTES = {
+    "etude.v1.RecommenderService": 1 << 20,
+    "etude.v1.WorkloadService": 64 << 10,
+    "etude.v1.LoadGeneratorService": 256 << 10,
+    "etude.v1.ControllerService": 4 << 20,
+}
+DEFAULT_MAX_REQUEST_BYTES = 4 << 20
+
 POWER_LAW_EXPONENT = Bound(1.0, 100.0, low_open=True)
 _POWERLAW_FIT = {
     "a": Bound(0.0, 1_000.0, low_open=True),

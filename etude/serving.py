@@ -18,17 +18,28 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from etude import defaults, security
+from etude.limits import DEFAULT_MAX_REQUEST_BYTES, MAX_REQUEST_BYTES
 from etude.reflection import DocumentedPool
 
 _log = structlog.get_logger()
 
-# Enough for a session batch or a large top-k answer; gRPC's default is 4 MiB.
+# What a server may send (a session batch, a large top-k answer, an experiment listing) and a
+# client may receive; gRPC's default is 4 MiB. What a server accepts is per service (limits.py).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-SERVER_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-]
+
+
+def server_options(service_names: Sequence[str]) -> list[tuple[str, int]]:
+    """gRPC options of a server hosting `service_names`: requests no larger than the largest of
+    their limits."""
+    receive = max(
+        (MAX_REQUEST_BYTES.get(name, DEFAULT_MAX_REQUEST_BYTES) for name in service_names),
+        default=DEFAULT_MAX_REQUEST_BYTES,
+    )
+    return [
+        ("grpc.max_receive_message_length", receive),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
 
 
 class ServiceHost:
@@ -44,7 +55,7 @@ class ServiceHost:
     ) -> None:
         self._security = security.server_security()
         self.server = grpc.aio.server(
-            options=SERVER_OPTIONS, interceptors=security.server_interceptors(self._security)
+            options=server_options(service_names), interceptors=security.server_interceptors(self._security)
         )
         register(self.server)
         self._health = health.aio.HealthServicer()
