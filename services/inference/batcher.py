@@ -2,7 +2,10 @@
 
 A batch is formed when `max_batch_size` requests wait or when the oldest waiting request has
 waited `max_batch_delay_ms` (Triton's max queue delay, which bounds every request's wait), and
-runs in one dedicated executor thread so the next batch fills while the current one computes.
+runs on whichever of its executors (one dedicated thread each) is free, so the next batch fills
+while the current ones compute. Admission is by deadline: from what batches have cost so far
+(cost_model.py) it refuses at arrival a request that would finish after its deadline, drops a
+queued one that no longer can, and cuts a batch at the size its most urgent member can afford.
 A batch holding a traced request gets a span of its own, linked to the requests it served.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import heapq
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +28,8 @@ from opentelemetry.util.types import AttributeValue
 
 from etude import defaults
 
+from .cost_model import BatchCostModel
+
 _log = structlog.get_logger()
 
 BATCH_SPAN = "inference.batch"
@@ -34,6 +40,11 @@ ResultT = TypeVar("ResultT")
 DEFAULT_MAX_BATCH_SIZE = defaults.MAX_BATCH_SIZE
 DEFAULT_MAX_BATCH_DELAY_MS = defaults.MAX_BATCH_DELAY_MS
 DEFAULT_MAX_QUEUE_SIZE = defaults.QUEUE_SIZE_PER_BATCH * defaults.MAX_BATCH_SIZE
+# Admission and batch forming keep this fraction of a request's expected model time in reserve:
+# the estimates are means, and the answer still has to travel back before the deadline.
+DEADLINE_HEADROOM = 0.1
+# Full batches ahead simulated one by one in an admission estimate; a deeper queue is spread evenly.
+_SCHEDULED_BATCHES = 64
 
 
 class BatcherError(Exception):
@@ -44,8 +55,16 @@ class QueueFull(BatcherError):
     """The bounded queue holds `max_queue_size` waiting requests already."""
 
 
+class QueueWaitTooLong(QueueFull):
+    """The work queued ahead would keep the request waiting longer than `max_queue_wait_ms`."""
+
+
+class WouldMissDeadline(BatcherError):
+    """Refused at arrival: by the batches' measured cost it would finish after its deadline."""
+
+
 class DeadlineExpired(BatcherError):
-    """The request's deadline passed before its batch was formed."""
+    """The request's deadline passed (or could no longer be met) before its batch ran."""
 
 
 class BatcherStopped(BatcherError):
@@ -75,12 +94,32 @@ class _Waiting(Generic[RequestT, ResultT]):
     span_context: trace.SpanContext | None
 
 
+@dataclass(slots=True)
+class _Executor:
+    """One model thread and what the batcher expects of the batch it runs."""
+
+    index: int
+    pool: ThreadPoolExecutor
+    busy: bool = False
+    # When its running batch should end, by the cost model (monotonic ns); 0 when idle.
+    busy_until_ns: int = 0
+
+
 class DynamicBatcher(Generic[RequestT, ResultT]):
     """Batches requests for `handler`, a blocking callable mapping a batch to one result each.
 
-    `handler(requests)` runs in a single dedicated thread and must return exactly one result
-    per request, in order; if it raises, every request of that batch fails with its exception
-    and the batcher carries on. Times are `time.monotonic_ns()`.
+    `handler(requests)` runs in one of `executors` dedicated threads (each batch on whichever is
+    free; `executor_initializer(index)` runs once in each, e.g. to give it its own CUDA stream
+    or thread count) and must return exactly one result per request, in order; if it raises,
+    every request of that batch fails with its exception and the batcher carries on. Times are
+    `time.monotonic_ns()`.
+
+    Admission: a request with a deadline is refused at once (WouldMissDeadline) when the work
+    queued ahead of it, spread over the executors, plus its own batch would end after the
+    deadline (with DEADLINE_HEADROOM in reserve); `max_queue_wait_ms` (0: off) bounds the
+    expected wait of every request (QueueWaitTooLong); `max_queue_size` bounds the count
+    (QueueFull). Estimates come from
+    `cost_model`, which learns from every batch run.
 
     A batch with at least one request submitted with a `span_context` runs inside an
     "inference.batch" span (a trace of its own, linked to those requests) carrying the batch
@@ -95,6 +134,10 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_queue_wait_ms: float = 0.0,
+        executors: int = 1,
+        executor_initializer: Callable[[int], None] | None = None,
+        cost_model: BatchCostModel | None = None,
         tracer: trace.Tracer | None = None,
         batch_attributes: Callable[[Sequence[RequestT]], Mapping[str, AttributeValue]] | None = None,
     ) -> None:
@@ -104,38 +147,62 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             raise ValueError(f"max_batch_delay_ms must be >= 0, got {max_batch_delay_ms}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if max_queue_wait_ms < 0:
+            raise ValueError(f"max_queue_wait_ms must be >= 0 (0 = no bound), got {max_queue_wait_ms}")
+        if executors < 1:
+            raise ValueError(f"executors must be >= 1, got {executors}")
         self._handler = handler
         self._tracer = tracer if tracer is not None else trace.get_tracer(__name__)
         self._batch_attributes = batch_attributes
         self.max_batch_size = max_batch_size
         self.max_batch_delay_ms = max_batch_delay_ms
         self.max_queue_size = max_queue_size
+        self.max_queue_wait_ms = max_queue_wait_ms
+        self.executors = executors
+        self.cost_model = cost_model if cost_model is not None else BatchCostModel()
+        self._executor_initializer = executor_initializer
         self._max_delay_ns = round(max_batch_delay_ms * 1e6)
+        self._max_wait_ns = round(max_queue_wait_ms * 1e6)
         self._waiting: collections.deque[_Waiting[RequestT, ResultT]] = collections.deque()
-        # Set when the loop has a reason to look again: first arrival, a full batch, stop.
+        # Set when the loop has a reason to look again: an arrival, a free executor, stop.
         self._wakeup = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executors: list[_Executor] = []
+        self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
         self._draining = False
 
     @property
     def queue_size(self) -> int:
-        """Requests waiting for a batch (not counting the batch in the model)."""
+        """Requests waiting for a batch (not counting the batches in the model)."""
         return len(self._waiting)
 
     async def start(self) -> None:
-        """Starts the batching loop and its model thread."""
+        """Starts the batching loop and its model threads."""
         if self._loop_task is not None:
             raise RuntimeError("batcher already started")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etude-model")
+        self._executors = [
+            _Executor(
+                index,
+                ThreadPoolExecutor(
+                    max_workers=1,
+                    thread_name_prefix=f"etude-model-{index}",
+                    initializer=self._executor_initializer,
+                    initargs=(index,),
+                )
+                if self._executor_initializer is not None
+                else ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"etude-model-{index}"),
+            )
+            for index in range(self.executors)
+        ]
         self._accepting = True
         self._loop_task = asyncio.create_task(self._run(), name="etude-batcher")
 
     async def stop(self, *, drain: bool = True) -> None:
         """Stops taking requests; finishes the waiting ones (`drain`) or fails them.
 
-        Returns once the loop task has ended and the model thread is shut down.
+        Returns once the loop task and the batches in the model have ended and the model
+        threads are shut down.
         """
         self._accepting = False
         self._draining = drain
@@ -147,9 +214,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 await self._loop_task
             finally:
                 self._loop_task = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for executor in self._executors:
+            executor.pool.shutdown(wait=True)
+        self._executors = []
 
     async def submit(
         self,
@@ -161,10 +228,12 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     ) -> Batched[ResultT]:
         """Queues `request` and waits for its batch's result.
 
-        Raises QueueFull at once when `max_queue_size` requests already wait, DeadlineExpired
-        when `deadline_ns` passes before its batch forms, BatcherStopped when not running.
-        Cancelling the caller withdraws the request if its batch has not formed yet.
-        `span_context`: the traced request's span, which its batch's span links to.
+        Raises at once QueueFull when `max_queue_size` requests already wait, WouldMissDeadline
+        when it would finish after `deadline_ns`, QueueWaitTooLong when its expected wait exceeds
+        `max_queue_wait_ms`; DeadlineExpired when, queued, it can no longer make `deadline_ns`;
+        BatcherStopped when not running. Cancelling the caller withdraws the request if its batch
+        has not formed yet. `span_context`: the traced request's span, which its batch's span
+        links to.
         """
         if not self._accepting:
             raise BatcherStopped("the batcher is not running")
@@ -172,14 +241,62 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             raise QueueFull(
                 f"{len(self._waiting)} requests already wait (max_queue_size = {self.max_queue_size})"
             )
-        future: asyncio.Future[Batched[ResultT]] = asyncio.get_running_loop().create_future()
         now_ns = time.monotonic_ns()
+        if deadline_ns is not None or self._max_wait_ns:
+            self._admit(now_ns, deadline_ns)
+        future: asyncio.Future[Batched[ResultT]] = asyncio.get_running_loop().create_future()
         self._waiting.append(
             _Waiting(request, future, now_ns if arrival_ns is None else arrival_ns, deadline_ns, span_context)
         )
         if len(self._waiting) == 1 or len(self._waiting) >= self.max_batch_size:
             self._wakeup.set()
         return await future
+
+    def expected_finish_ns(self, now_ns: int) -> tuple[float, float]:
+        """(finish, own batch's cost) of a request arriving now, in ns, by the cost model.
+
+        The queue ahead and the new request drain in batches of `max_batch_size`, each on the
+        executor free first (list scheduling from when each running batch should end).
+        """
+        estimate = self.cost_model.estimate_ns
+        free_at = [float(max(now_ns, e.busy_until_ns)) if e.busy else float(now_ns) for e in self._executors]
+        if not free_at:
+            free_at = [float(now_ns)]
+        heapq.heapify(free_at)
+        remaining = len(self._waiting) + 1
+        full_batches = (remaining - 1) // self.max_batch_size
+        if full_batches > _SCHEDULED_BATCHES:
+            # A very deep queue of small batches: spread its work evenly (a fluid estimate).
+            spread_ns = full_batches * estimate(self.max_batch_size) / len(free_at)
+            free_at = [t + spread_ns for t in free_at]
+            heapq.heapify(free_at)
+            remaining -= full_batches * self.max_batch_size
+        while remaining > self.max_batch_size:
+            heapq.heappush(free_at, heapq.heappop(free_at) + estimate(self.max_batch_size))
+            remaining -= self.max_batch_size
+        own_cost_ns = estimate(remaining)
+        return heapq.heappop(free_at) + own_cost_ns, own_cost_ns
+
+    def _admit(self, now_ns: int, deadline_ns: int | None) -> None:
+        """Refuses (raises) a request that would finish too late or wait too long."""
+        finish_ns, own_cost_ns = self.expected_finish_ns(now_ns)
+        busy = sum(executor.busy for executor in self._executors)
+        situation = (
+            f"{len(self._waiting)} requests queued ahead, {busy} of {self.executors} executors busy, "
+            f"a batch of {min(len(self._waiting) + 1, self.max_batch_size)} takes "
+            f"~{own_cost_ns / 1e6:.1f} ms"
+        )
+        if deadline_ns is not None and now_ns + (finish_ns - now_ns) * (1 + DEADLINE_HEADROOM) > deadline_ns:
+            raise WouldMissDeadline(
+                f"would finish in ~{(finish_ns - now_ns) / 1e6:.1f} ms, deadline in "
+                f"{(deadline_ns - now_ns) / 1e6:.1f} ms ({situation})"
+            )
+        wait_ns = finish_ns - own_cost_ns - now_ns
+        if self._max_wait_ns and wait_ns > self._max_wait_ns:
+            raise QueueWaitTooLong(
+                f"would wait ~{wait_ns / 1e6:.1f} ms, more than max_queue_wait_ms = "
+                f"{self.max_queue_wait_ms:g} ({situation})"
+            )
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -191,14 +308,37 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
+                executor = next((e for e in self._executors if not e.busy), None)
+                if executor is None:
+                    # Every executor runs a batch: the queue keeps filling until one is free.
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
                 await self._wait_for_batch(loop)
                 batch = self._take_batch()
                 if batch:
-                    await self._execute(loop, batch)
+                    self._dispatch(loop, executor, batch)
         finally:
             # Whatever ended the loop (stop, cancellation, a bug), no caller is left waiting.
             self._accepting = False
             self._fail_all_waiting(BatcherStopped("the batcher stopped before this request ran"))
+            running = list(self._running)
+            if not self._draining:
+                # Not draining: cancellation of the loop reaches the batches it started.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    for task in running:
+                        task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def _dispatch(
+        self, loop: asyncio.AbstractEventLoop, executor: _Executor, batch: list[_Waiting[RequestT, ResultT]]
+    ) -> None:
+        executor.busy = True
+        executor.busy_until_ns = time.monotonic_ns() + round(self.cost_model.estimate_ns(len(batch)))
+        task = loop.create_task(self._execute(loop, executor, batch), name=f"etude-batch-{executor.index}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Returns when a batch is full, the oldest request's delay is up, or on stop."""
@@ -215,24 +355,58 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 return
 
     def _take_batch(self) -> list[_Waiting[RequestT, ResultT]]:
-        """Pops up to max_batch_size requests, failing expired ones and skipping withdrawn ones."""
+        """Pops the next batch: skips withdrawn requests, fails those that can no longer make
+        their deadline, and cuts the batch where its estimated cost would overrun the earliest
+        deadline in it (the rest wait for the next batch)."""
         batch: list[_Waiting[RequestT, ResultT]] = []
         now_ns = time.monotonic_ns()
+
+        def estimate(batch_size: int) -> float:
+            return self.cost_model.estimate_ns(batch_size) * (1 + DEADLINE_HEADROOM)
+
+        earliest_deadline_ns: int | None = None
         while self._waiting and len(batch) < self.max_batch_size:
-            waiting = self._waiting.popleft()
+            waiting = self._waiting[0]
             if waiting.future.done():  # the caller was cancelled
+                self._waiting.popleft()
                 continue
-            if waiting.deadline_ns is not None and waiting.deadline_ns <= now_ns:
+            deadline_ns = waiting.deadline_ns
+            if deadline_ns is not None and now_ns + estimate(1) > deadline_ns:
+                self._waiting.popleft()
                 waited_ms = (now_ns - waiting.arrival_ns) / 1e6
-                waiting.future.set_exception(
-                    DeadlineExpired(f"deadline passed after {waited_ms:.3f} ms in the queue")
-                )
+                if deadline_ns <= now_ns:
+                    reason = f"deadline passed after {waited_ms:.3f} ms in the queue"
+                else:
+                    reason = (
+                        f"deadline in {(deadline_ns - now_ns) / 1e6:.1f} ms, less than a batch of 1 "
+                        f"takes (~{estimate(1) / 1e6:.1f} ms), after {waited_ms:.3f} ms in the queue"
+                    )
+                waiting.future.set_exception(DeadlineExpired(reason))
                 continue
+            candidate_deadline_ns = _earliest(earliest_deadline_ns, deadline_ns)
+            if (
+                batch
+                and candidate_deadline_ns is not None
+                and now_ns + estimate(len(batch) + 1) > candidate_deadline_ns
+            ):
+                break  # one more would make the batch too slow for its most urgent member
+            self._waiting.popleft()
             batch.append(waiting)
+            earliest_deadline_ns = candidate_deadline_ns
         return batch
 
     async def _execute(
-        self, loop: asyncio.AbstractEventLoop, batch: list[_Waiting[RequestT, ResultT]]
+        self, loop: asyncio.AbstractEventLoop, executor: _Executor, batch: list[_Waiting[RequestT, ResultT]]
+    ) -> None:
+        try:
+            await self._run_batch(loop, executor, batch)
+        finally:
+            executor.busy = False
+            executor.busy_until_ns = 0
+            self._wakeup.set()
+
+    async def _run_batch(
+        self, loop: asyncio.AbstractEventLoop, executor: _Executor, batch: list[_Waiting[RequestT, ResultT]]
     ) -> None:
         requests = [waiting.request for waiting in batch]
         start_ns = time.monotonic_ns()
@@ -241,7 +415,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         if span is not None:
             call = functools.partial(_call_in_span, span, call)
         try:
-            results = await loop.run_in_executor(self._executor, call)
+            results = await loop.run_in_executor(executor.pool, call)
             if len(results) != len(requests):
                 raise RuntimeError(
                     f"batch handler returned {len(results)} results for {len(requests)} requests"
@@ -256,6 +430,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             _fail(batch, error)
             return
         model_ns = time.monotonic_ns() - start_ns
+        self.cost_model.observe(len(batch), model_ns)
         span_context = None
         if span is not None:
             _end_span(span, start_ns, None, model_ns)
@@ -294,6 +469,12 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         waiting = list(self._waiting)
         self._waiting.clear()
         _fail(waiting, error)
+
+
+def _earliest(first_ns: int | None, second_ns: int | None) -> int | None:
+    if first_ns is None:
+        return second_ns
+    return first_ns if second_ns is None else min(first_ns, second_ns)
 
 
 def _to_epoch_ns() -> int:

@@ -104,7 +104,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--default-k", type=int, default=DEFAULT_K, help="k when a request says 0")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads per executor (0 = the cores this process may use / --executors)",
+    )
+    parser.add_argument(
+        "--executors",
+        type=int,
+        default=1,
+        help="model executors: batches run on whichever is free (one thread each, a CUDA stream each)",
+    )
+    parser.add_argument(
+        "--max-queue-wait-ms",
+        type=float,
+        default=0.0,
+        help="refuse a request whose expected wait for the model is longer (0 = bound by count "
+        "and deadline only)",
+    )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -115,12 +133,16 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
     from .batcher import DynamicBatcher
+    from .executors import executor_initializer, threads_per_executor
     from .model_file import ModelFileError
     from .recommender import Recommender, RecommenderConfig
     from .server import RecommenderServicer, batch_span_attributes
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    if args.executors < 1:
+        raise SystemExit(f"etude serve inference: --executors must be >= 1, got {args.executors}")
+    threads = threads_per_executor(args.executors, args.threads)
+    # Also here: the warm-up runs in this thread, and GetModelInfo reports this thread's count.
+    torch.set_num_threads(threads)
     try:
         config = RecommenderConfig(
             model=args.model,
@@ -151,6 +173,9 @@ async def serve(args: argparse.Namespace) -> None:
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_queue_size=args.max_queue_size,
+        max_queue_wait_ms=args.max_queue_wait_ms,
+        executors=args.executors,
+        executor_initializer=executor_initializer(args.device, threads),
         batch_attributes=batch_span_attributes(recommender),
     )
     servicer = RecommenderServicer(recommender, batcher)

@@ -12,7 +12,10 @@ from etude.services.inference.batcher import (
     DeadlineExpired,
     DynamicBatcher,
     QueueFull,
+    QueueWaitTooLong,
+    WouldMissDeadline,
 )
+from etude.services.inference.cost_model import BatchCostModel
 
 # Generous: a test that waits this long has failed (these are not timing assertions).
 HANG_S = 10.0
@@ -116,7 +119,10 @@ async def test_queue_full_is_refused_at_once_and_the_batcher_keeps_serving() -> 
 
 async def test_expired_deadline_is_dropped_before_inference() -> None:
     handler = BlockingHandler()
-    batcher = await started(DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=0))
+    # A cost model that believes batches are free admits the 1 ms request (else refused at once).
+    batcher = await started(
+        DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=0, cost_model=BatchCostModel(prior_ms=0))
+    )
     first = asyncio.create_task(batcher.submit(1))
     await asyncio.to_thread(handler.entered.wait, HANG_S)
     # Queued behind the blocked batch with a deadline 1 ms away: expired when its batch forms.
@@ -194,8 +200,160 @@ async def test_stop_without_drain_fails_waiting_requests_and_leaves_no_task() ->
 
 @pytest.mark.parametrize(
     "knobs",
-    [{"max_batch_size": 0}, {"max_batch_delay_ms": -1.0}, {"max_queue_size": 0}],
+    [
+        {"max_batch_size": 0},
+        {"max_batch_delay_ms": -1.0},
+        {"max_queue_size": 0},
+        {"max_queue_wait_ms": -1.0},
+        {"executors": 0},
+    ],
 )
 def test_rejects_nonsensical_knobs(knobs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(knobs))):
         DynamicBatcher(RecordingHandler(), **knobs)  # type: ignore[arg-type]
+
+
+MS = 1_000_000
+
+
+def learnt(cost_ms_by_size: dict[int, float]) -> BatchCostModel:
+    """A cost model that has seen batches of these sizes take these times."""
+    model = BatchCostModel()
+    for size, cost_ms in cost_ms_by_size.items():
+        model.observe(size, round(cost_ms * MS))
+    return model
+
+
+async def test_request_that_would_finish_after_its_deadline_is_refused_at_arrival() -> None:
+    handler = BlockingHandler()
+    # Batches take 100 ms: one is in the model and three requests wait ahead, in batches of 1.
+    batcher = await started(
+        DynamicBatcher(handler, max_batch_size=1, max_batch_delay_ms=0, cost_model=learnt({1: 100}))
+    )
+    running = asyncio.create_task(batcher.submit(1))
+    await asyncio.to_thread(handler.entered.wait, HANG_S)
+    queued = [asyncio.create_task(batcher.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0)
+    now_ns = time.monotonic_ns()
+    # ~100 ms left of the running batch + 3 x 100 ms ahead + 100 ms of its own: ~500 ms.
+    with pytest.raises(WouldMissDeadline, match=r"would finish in ~\d+\.\d ms, deadline in \d+\.\d ms"):
+        await batcher.submit(5, deadline_ns=now_ns + 300 * MS)
+    accepted = asyncio.create_task(batcher.submit(6, deadline_ns=now_ns + 60_000 * MS))
+    await asyncio.sleep(0)
+    handler.release.set()
+    assert [r.result for r in await asyncio.gather(running, *queued, accepted)] == [2, 4, 6, 8, 12]
+    await batcher.stop()
+    assert 5 not in [request for batch in handler.batches for request in batch]
+
+
+async def test_admission_spreads_the_work_ahead_over_every_executor() -> None:
+    handler = BlockingHandler()
+    one = await started(
+        DynamicBatcher(handler, max_batch_size=1, max_batch_delay_ms=60_000, cost_model=learnt({1: 100}))
+    )
+    two = await started(
+        DynamicBatcher(
+            handler, max_batch_size=1, max_batch_delay_ms=60_000, executors=2, cost_model=learnt({1: 100})
+        )
+    )
+    # Six requests wait in each (a one-minute delay keeps them queued as single batches would).
+    pending = [asyncio.create_task(b.submit(i)) for b in (one, two) for i in range(6)]
+    await asyncio.sleep(0)
+    now_ns = time.monotonic_ns()
+    finish_one_ns, _ = one.expected_finish_ns(now_ns)
+    finish_two_ns, _ = two.expected_finish_ns(now_ns)
+    # 7 batches of 100 ms: 700 ms on one executor, 400 ms (4 rounds) on two.
+    assert finish_one_ns - now_ns == pytest.approx(700 * MS)
+    assert finish_two_ns - now_ns == pytest.approx(400 * MS)
+    handler.release.set()
+    await asyncio.gather(*pending)
+    await one.stop()
+    await two.stop()
+
+
+async def test_queued_request_that_can_no_longer_make_its_deadline_never_reaches_the_model() -> None:
+    handler = BlockingHandler()
+    batcher = await started(
+        DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=0, cost_model=learnt({1: 100}))
+    )
+    blocker = asyncio.create_task(batcher.submit(1))
+    await asyncio.to_thread(handler.entered.wait, HANG_S)
+    # Admitted: at most 100 ms left of the running batch + 100 ms of its own fit in 250 ms.
+    doomed = asyncio.create_task(batcher.submit(2, deadline_ns=time.monotonic_ns() + 250 * MS))
+    await asyncio.sleep(0)
+    assert batcher.queue_size == 1
+    # The running batch overruns its estimate: once it ends, a 100 ms batch no longer fits.
+    await asyncio.sleep(0.15)
+    handler.release.set()
+    await blocker
+    with pytest.raises(DeadlineExpired):
+        await doomed
+    await batcher.stop()
+    assert handler.batches == [[1]]
+
+
+async def test_a_batch_is_cut_at_the_size_its_most_urgent_member_can_afford() -> None:
+    handler = RecordingHandler()
+    # Estimates of a second per request (the handler itself is instant): est(n) = n seconds.
+    batcher = await started(
+        DynamicBatcher(
+            handler, max_batch_size=64, max_batch_delay_ms=60_000, cost_model=learnt({1: 1_000, 33: 33_000})
+        )
+    )
+    now_ns = time.monotonic_ns()
+    urgent = asyncio.create_task(batcher.submit(1, deadline_ns=now_ns + 6_000 * MS))
+    relaxed = [
+        asyncio.create_task(batcher.submit(i, deadline_ns=now_ns + 600_000 * MS)) for i in range(2, 41)
+    ]
+    await asyncio.sleep(0)
+    await batcher.stop(drain=True)  # forms the batches now instead of after the one-minute delay
+    await asyncio.gather(urgent, *relaxed)
+    # The urgent request affords 6 s: a batch of 5 (5.5 s with the headroom); the rest run after it.
+    assert handler.batches == [[1, 2, 3, 4, 5], list(range(6, 41))]
+
+
+async def test_expected_wait_beyond_max_queue_wait_is_refused_even_without_a_deadline() -> None:
+    handler = BlockingHandler()
+    batcher = await started(
+        DynamicBatcher(
+            handler,
+            max_batch_size=1,
+            max_batch_delay_ms=0,
+            max_queue_wait_ms=250,
+            cost_model=learnt({1: 100}),
+        )
+    )
+    running = asyncio.create_task(batcher.submit(1))
+    await asyncio.to_thread(handler.entered.wait, HANG_S)
+    queued = [asyncio.create_task(batcher.submit(i)) for i in (2, 3)]  # waits of ~100, ~200 ms
+    await asyncio.sleep(0)
+    with pytest.raises(QueueWaitTooLong, match="max_queue_wait_ms = 250"):
+        await batcher.submit(4)  # would wait ~300 ms
+    handler.release.set()
+    assert [r.result for r in await asyncio.gather(running, *queued)] == [2, 4, 6]
+    await batcher.stop()
+
+
+async def test_batches_run_on_whichever_executor_is_free_each_initialised_in_its_thread() -> None:
+    handler = RecordingHandler()
+    barrier = threading.Barrier(2, timeout=HANG_S)
+    initialised: list[tuple[int, str]] = []
+
+    def two_at_once(requests: list[int]) -> list[int]:
+        barrier.wait()  # passes only when two batches are in the model at the same time
+        return handler(requests)
+
+    batcher = await started(
+        DynamicBatcher(
+            two_at_once,
+            max_batch_size=1,
+            max_batch_delay_ms=0,
+            executors=2,
+            executor_initializer=lambda index: initialised.append((index, threading.current_thread().name)),
+        )
+    )
+    results = await asyncio.wait_for(asyncio.gather(batcher.submit(1), batcher.submit(2)), HANG_S)
+    await batcher.stop()
+    assert [r.result for r in results] == [2, 4]
+    assert len(handler.threads) == 2
+    assert sorted(initialised) == [(0, "etude-model-0_0"), (1, "etude-model-1_0")]

@@ -29,6 +29,7 @@ def test_defaults_match_the_documented_service_settings() -> None:
     assert (args.max_batch_size, args.max_batch_delay_ms) == (1024, 2.0)
     assert (args.max_request_items, args.default_k, args.threads) == (1000, 21, 0)
     assert (args.device, args.runtime, args.precision) == ("cpu", "eager", "fp32")
+    assert (args.executors, args.max_queue_wait_ms) == (1, 0.0)
     assert cli.DEFAULT_PORT == 50052
 
 
@@ -59,7 +60,18 @@ def test_importing_the_cli_does_not_import_torch() -> None:
 async def test_etude_serve_inference_runs_as_a_process_and_answers(
     child_service: Callable[..., object],
 ) -> None:
-    flags = ["--model", "gru4rec", "--catalog-size", "1000", "--runtime", "jit", "--threads", "1"]
+    flags = [
+        "--model",
+        "gru4rec",
+        "--catalog-size",
+        "1000",
+        "--runtime",
+        "jit",
+        "--threads",
+        "1",
+        "--executors",
+        "2",
+    ]
     async with child_service("inference", flags) as endpoint:  # type: ignore[attr-defined]
         async with grpc.aio.insecure_channel(endpoint) as channel:
             stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
@@ -67,4 +79,9 @@ async def test_etude_serve_inference_runs_as_a_process_and_answers(
             info = await stub.GetModelInfo(recommender_pb2.GetModelInfoRequest())
     assert len(response.item_ids) == 4
     assert (info.model, info.runtime, info.embedding_dim) == ("gru4rec", "jit", 6)
-    assert info.details["torch_threads"] == "1"
+    assert (info.details["torch_threads"], info.details["executors"]) == ("1", "2")
+
+
+def test_executors_come_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETUDE_EXECUTORS", "3")
+    assert parse(["--catalog-size", "10"]).executors == 3

@@ -1,0 +1,91 @@
+"""What a batch of each size costs in the model, learnt online from the batches that really ran.
+
+One moving estimate (an exponentially weighted mean of batch size and run time) per
+power-of-two bucket of batch sizes; a size between two learnt buckets is interpolated, one
+outside them is bounded conservatively. Before any batch has run, a fixed prior answers.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+# Weight of the newest sample: a few batches move the estimate, one outlier does not own it.
+DEFAULT_SMOOTHING = 0.25
+# Until the first batch ran: cheap enough to admit the first requests, which then teach it.
+DEFAULT_PRIOR_MS = 1.0
+
+
+@dataclass(slots=True)
+class _Bucket:
+    mean_size: float
+    mean_cost_ns: float
+
+
+class BatchCostModel:
+    """Estimated model time of a batch by size, from `observe(batch_size, cost_ns)` samples.
+
+    Estimates never decrease with the batch size. Between two learnt buckets the cost is
+    interpolated linearly; below the smallest it is the smallest's (a smaller batch costs no
+    more); above the largest it grows in proportion to the size (per-item cost only falls with
+    batching, so this errs on the slow side). Not thread-safe: one event loop owns it.
+    """
+
+    def __init__(self, *, prior_ms: float = DEFAULT_PRIOR_MS, smoothing: float = DEFAULT_SMOOTHING) -> None:
+        if prior_ms < 0:
+            raise ValueError(f"prior_ms must be >= 0, got {prior_ms}")
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        self._prior_ns = prior_ms * 1e6
+        self._smoothing = smoothing
+        # bucket exponent e (sizes 2^(e-1)+1 .. 2^e) -> its moving means
+        self._buckets: dict[int, _Bucket] = {}
+        # (mean_size, mean_cost_ns) of each bucket, by size, cost made monotone: rebuilt on observe
+        self._points: list[tuple[float, float]] = []
+        self._sizes: list[float] = []
+
+    @property
+    def samples_seen(self) -> bool:
+        """Whether any batch has been observed (otherwise estimates are the prior)."""
+        return bool(self._buckets)
+
+    def observe(self, batch_size: int, cost_ns: int) -> None:
+        """Records that a batch of `batch_size` requests ran for `cost_ns` in the model."""
+        if batch_size < 1:
+            return
+        exponent = (batch_size - 1).bit_length()
+        bucket = self._buckets.get(exponent)
+        if bucket is None:
+            self._buckets[exponent] = _Bucket(float(batch_size), float(cost_ns))
+        else:
+            weight = self._smoothing
+            bucket.mean_size += weight * (batch_size - bucket.mean_size)
+            bucket.mean_cost_ns += weight * (cost_ns - bucket.mean_cost_ns)
+        self._rebuild()
+
+    def estimate_ns(self, batch_size: int) -> float:
+        """Expected model time of a batch of `batch_size` requests, in nanoseconds."""
+        if batch_size < 1:
+            return 0.0
+        if not self._points:
+            return self._prior_ns
+        index = bisect.bisect_left(self._sizes, batch_size)
+        if index == 0:
+            return self._points[0][1]
+        if index == len(self._points):
+            size, cost = self._points[-1]
+            return cost * batch_size / size
+        (size_low, cost_low), (size_high, cost_high) = self._points[index - 1], self._points[index]
+        return cost_low + (cost_high - cost_low) * (batch_size - size_low) / (size_high - size_low)
+
+    def _rebuild(self) -> None:
+        points: list[tuple[float, float]] = []
+        for exponent in sorted(self._buckets):
+            bucket = self._buckets[exponent]
+            # Noise can make a bigger bucket look cheaper: never let the estimate fall.
+            cost = max(bucket.mean_cost_ns, points[-1][1] if points else 0.0)
+            if points and bucket.mean_size <= points[-1][0]:
+                continue  # sizes overlap after smoothing (cannot happen across buckets, but be safe)
+            points.append((bucket.mean_size, cost))
+        self._points = points
+        self._sizes = [size for size, _ in points]

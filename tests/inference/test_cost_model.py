@@ -1,0 +1,51 @@
+"""The batch cost model: prior, moving estimates per bucket, interpolation, monotone bounds."""
+
+from __future__ import annotations
+
+import pytest
+from etude.services.inference.cost_model import BatchCostModel
+
+MS = 1_000_000
+
+
+def test_answers_the_prior_before_any_batch_ran() -> None:
+    model = BatchCostModel(prior_ms=3.0)
+    assert not model.samples_seen
+    assert model.estimate_ns(1) == model.estimate_ns(500) == 3 * MS
+
+
+def test_a_bucket_follows_its_recent_batches() -> None:
+    model = BatchCostModel(smoothing=0.5)
+    model.observe(8, 10 * MS)
+    assert model.estimate_ns(8) == 10 * MS
+    model.observe(8, 20 * MS)
+    assert model.estimate_ns(8) == 15 * MS  # halfway: smoothing 0.5
+
+
+def test_sizes_between_two_learnt_buckets_are_interpolated() -> None:
+    model = BatchCostModel()
+    model.observe(4, 10 * MS)
+    model.observe(16, 34 * MS)
+    assert model.estimate_ns(10) == pytest.approx(22 * MS)
+
+
+def test_smaller_batches_than_any_seen_cost_the_smallest_and_larger_ones_scale_up() -> None:
+    model = BatchCostModel()
+    model.observe(8, 16 * MS)
+    assert model.estimate_ns(1) == 16 * MS
+    assert model.estimate_ns(32) == pytest.approx(64 * MS)
+
+
+def test_estimates_never_fall_with_the_batch_size_even_when_samples_are_noisy() -> None:
+    model = BatchCostModel()
+    model.observe(4, 20 * MS)
+    model.observe(64, 12 * MS)  # a lucky big batch
+    sizes = range(1, 200)
+    costs = [model.estimate_ns(size) for size in sizes]
+    assert costs == sorted(costs)
+
+
+@pytest.mark.parametrize("knobs", [{"prior_ms": -1.0}, {"smoothing": 0.0}, {"smoothing": 1.5}])
+def test_rejects_nonsensical_knobs(knobs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(knobs))):
+        BatchCostModel(**knobs)
