@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import heapq
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from opentelemetry.util.types import AttributeValue
 
 from etude import defaults
 
+from .admission import BatchPlan, Forecast, earliest
 from .cost_model import BatchCostModel
 
 _log = structlog.get_logger()
@@ -43,8 +43,6 @@ DEFAULT_MAX_QUEUE_SIZE = defaults.QUEUE_SIZE_PER_BATCH * defaults.MAX_BATCH_SIZE
 # Admission and batch forming keep this fraction of a request's expected model time in reserve:
 # the estimates are means, and the answer still has to travel back before the deadline.
 DEADLINE_HEADROOM = 0.1
-# Full batches ahead simulated one by one in an admission estimate; a deeper queue is spread evenly.
-_SCHEDULED_BATCHES = 64
 
 
 class BatcherError(Exception):
@@ -164,6 +162,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._max_delay_ns = round(max_batch_delay_ms * 1e6)
         self._max_wait_ns = round(max_queue_wait_ms * 1e6)
         self._waiting: collections.deque[_Waiting[RequestT, ResultT]] = collections.deque()
+        # The same queue seen as the batches it should run in (for admission).
+        self._plan = BatchPlan(self.cost_model, max_batch_size, DEADLINE_HEADROOM)
         # Set when the loop has a reason to look again: an arrival, a free executor, stop.
         self._wakeup = asyncio.Event()
         self._executors: list[_Executor] = []
@@ -242,9 +242,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 f"{len(self._waiting)} requests already wait (max_queue_size = {self.max_queue_size})"
             )
         now_ns = time.monotonic_ns()
-        if deadline_ns is not None or self._max_wait_ns:
-            self._admit(now_ns, deadline_ns)
+        forecast = self._admit(now_ns, deadline_ns)
         future: asyncio.Future[Batched[ResultT]] = asyncio.get_running_loop().create_future()
+        self._plan.add(forecast, deadline_ns)
         self._waiting.append(
             _Waiting(request, future, now_ns if arrival_ns is None else arrival_ns, deadline_ns, span_context)
         )
@@ -252,51 +252,35 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             self._wakeup.set()
         return await future
 
-    def expected_finish_ns(self, now_ns: int) -> tuple[float, float]:
-        """(finish, own batch's cost) of a request arriving now, in ns, by the cost model.
-
-        The queue ahead and the new request drain in batches of `max_batch_size`, each on the
-        executor free first (list scheduling from when each running batch should end).
-        """
-        estimate = self.cost_model.estimate_ns
+    def forecast(self, now_ns: int, deadline_ns: int | None = None) -> Forecast:
+        """Where a request arriving now with `deadline_ns` would run, by the cost model."""
         free_at = [float(max(now_ns, e.busy_until_ns)) if e.busy else float(now_ns) for e in self._executors]
-        if not free_at:
-            free_at = [float(now_ns)]
-        heapq.heapify(free_at)
-        remaining = len(self._waiting) + 1
-        full_batches = (remaining - 1) // self.max_batch_size
-        if full_batches > _SCHEDULED_BATCHES:
-            # A very deep queue of small batches: spread its work evenly (a fluid estimate).
-            spread_ns = full_batches * estimate(self.max_batch_size) / len(free_at)
-            free_at = [t + spread_ns for t in free_at]
-            heapq.heapify(free_at)
-            remaining -= full_batches * self.max_batch_size
-        while remaining > self.max_batch_size:
-            heapq.heappush(free_at, heapq.heappop(free_at) + estimate(self.max_batch_size))
-            remaining -= self.max_batch_size
-        own_cost_ns = estimate(remaining)
-        return heapq.heappop(free_at) + own_cost_ns, own_cost_ns
+        return self._plan.forecast(free_at or [float(now_ns)], deadline_ns)
 
-    def _admit(self, now_ns: int, deadline_ns: int | None) -> None:
-        """Refuses (raises) a request that would finish too late or wait too long."""
-        finish_ns, own_cost_ns = self.expected_finish_ns(now_ns)
-        busy = sum(executor.busy for executor in self._executors)
-        situation = (
-            f"{len(self._waiting)} requests queued ahead, {busy} of {self.executors} executors busy, "
-            f"a batch of {min(len(self._waiting) + 1, self.max_batch_size)} takes "
-            f"~{own_cost_ns / 1e6:.1f} ms"
-        )
-        if deadline_ns is not None and now_ns + (finish_ns - now_ns) * (1 + DEADLINE_HEADROOM) > deadline_ns:
-            raise WouldMissDeadline(
-                f"would finish in ~{(finish_ns - now_ns) / 1e6:.1f} ms, deadline in "
-                f"{(deadline_ns - now_ns) / 1e6:.1f} ms ({situation})"
+    def _admit(self, now_ns: int, deadline_ns: int | None) -> Forecast:
+        """Where the request will run; raises if it would finish too late or wait too long."""
+        forecast = self.forecast(now_ns, deadline_ns)
+        finish_in_ns = forecast.finish_ns - now_ns
+
+        def situation() -> str:
+            busy = sum(executor.busy for executor in self._executors)
+            return (
+                f"{len(self._waiting)} requests queued ahead, {busy} of {self.executors} executors busy, "
+                f"its batch of {forecast.batch_size} takes ~{forecast.cost_ns / 1e6:.1f} ms"
             )
-        wait_ns = finish_ns - own_cost_ns - now_ns
+
+        if deadline_ns is not None and now_ns + finish_in_ns * (1 + DEADLINE_HEADROOM) > deadline_ns:
+            raise WouldMissDeadline(
+                f"would finish in ~{finish_in_ns / 1e6:.1f} ms, deadline in "
+                f"{(deadline_ns - now_ns) / 1e6:.1f} ms ({situation()})"
+            )
+        wait_ns = forecast.start_ns - now_ns
         if self._max_wait_ns and wait_ns > self._max_wait_ns:
             raise QueueWaitTooLong(
                 f"would wait ~{wait_ns / 1e6:.1f} ms, more than max_queue_wait_ms = "
-                f"{self.max_queue_wait_ms:g} ({situation})"
+                f"{self.max_queue_wait_ms:g} ({situation()})"
             )
+        return forecast
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -360,40 +344,36 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         deadline in it (the rest wait for the next batch)."""
         batch: list[_Waiting[RequestT, ResultT]] = []
         now_ns = time.monotonic_ns()
-
-        def estimate(batch_size: int) -> float:
-            return self.cost_model.estimate_ns(batch_size) * (1 + DEADLINE_HEADROOM)
-
+        affordable = self._plan.affordable
         earliest_deadline_ns: int | None = None
         while self._waiting and len(batch) < self.max_batch_size:
             waiting = self._waiting[0]
             if waiting.future.done():  # the caller was cancelled
-                self._waiting.popleft()
+                self._pop_waiting()
                 continue
             deadline_ns = waiting.deadline_ns
-            if deadline_ns is not None and now_ns + estimate(1) > deadline_ns:
-                self._waiting.popleft()
-                waited_ms = (now_ns - waiting.arrival_ns) / 1e6
-                if deadline_ns <= now_ns:
-                    reason = f"deadline passed after {waited_ms:.3f} ms in the queue"
-                else:
-                    reason = (
-                        f"deadline in {(deadline_ns - now_ns) / 1e6:.1f} ms, less than a batch of 1 "
-                        f"takes (~{estimate(1) / 1e6:.1f} ms), after {waited_ms:.3f} ms in the queue"
-                    )
-                waiting.future.set_exception(DeadlineExpired(reason))
+            if not affordable(now_ns, 1, deadline_ns):
+                self._pop_waiting()
+                waiting.future.set_exception(DeadlineExpired(self._too_late(waiting, now_ns)))
                 continue
-            candidate_deadline_ns = _earliest(earliest_deadline_ns, deadline_ns)
-            if (
-                batch
-                and candidate_deadline_ns is not None
-                and now_ns + estimate(len(batch) + 1) > candidate_deadline_ns
-            ):
+            candidate_deadline_ns = earliest(earliest_deadline_ns, deadline_ns)
+            if batch and not affordable(now_ns, len(batch) + 1, candidate_deadline_ns):
                 break  # one more would make the batch too slow for its most urgent member
-            self._waiting.popleft()
+            self._pop_waiting()
             batch.append(waiting)
             earliest_deadline_ns = candidate_deadline_ns
         return batch
+
+    def _too_late(self, waiting: _Waiting[RequestT, ResultT], now_ns: int) -> str:
+        waited_ms = (now_ns - waiting.arrival_ns) / 1e6
+        assert waiting.deadline_ns is not None
+        if waiting.deadline_ns <= now_ns:
+            return f"deadline passed after {waited_ms:.3f} ms in the queue"
+        return (
+            f"deadline in {(waiting.deadline_ns - now_ns) / 1e6:.1f} ms, less than a batch of 1 takes "
+            f"(~{self.cost_model.estimate_ns(1) / 1e6:.1f} ms + {DEADLINE_HEADROOM:.0%}), "
+            f"after {waited_ms:.3f} ms in the queue"
+        )
 
     async def _execute(
         self, loop: asyncio.AbstractEventLoop, executor: _Executor, batch: list[_Waiting[RequestT, ResultT]]
@@ -465,16 +445,15 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         )
         return span
 
+    def _pop_waiting(self) -> None:
+        self._waiting.popleft()
+        self._plan.remove_first()
+
     def _fail_all_waiting(self, error: BatcherError) -> None:
         waiting = list(self._waiting)
         self._waiting.clear()
+        self._plan.clear()
         _fail(waiting, error)
-
-
-def _earliest(first_ns: int | None, second_ns: int | None) -> int | None:
-    if first_ns is None:
-        return second_ns
-    return first_ns if second_ns is None else min(first_ns, second_ns)
 
 
 def _to_epoch_ns() -> int:

@@ -1,8 +1,10 @@
 """What a batch of each size costs in the model, learnt online from the batches that really ran.
 
-One moving estimate (an exponentially weighted mean of batch size and run time) per
-power-of-two bucket of batch sizes; a size between two learnt buckets is interpolated, one
-outside them is bounded conservatively. Before any batch has run, a fixed prior answers.
+One moving estimate per power-of-two bucket of batch sizes: exponentially weighted means of
+the batch size, the run time and the run time's deviation, the estimate being the mean plus
+DEVIATIONS deviations (TCP's retransmission timer, RFC 6298, does the same with round trips):
+a noisy machine makes it cautious. A size between two learnt buckets is interpolated, one
+outside them bounded conservatively. Before any batch has run, a fixed prior answers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 # Weight of the newest sample: a few batches move the estimate, one outlier does not own it.
 DEFAULT_SMOOTHING = 0.25
+# Deviations added to the mean: a batch rarely runs longer than this on the same machine.
+DEVIATIONS = 2.0
 # Until the first batch ran: cheap enough to admit the first requests, which then teach it.
 DEFAULT_PRIOR_MS = 1.0
 
@@ -20,12 +24,18 @@ DEFAULT_PRIOR_MS = 1.0
 class _Bucket:
     mean_size: float
     mean_cost_ns: float
+    mean_deviation_ns: float = 0.0
+
+    @property
+    def cautious_cost_ns(self) -> float:
+        return self.mean_cost_ns + DEVIATIONS * self.mean_deviation_ns
 
 
 class BatchCostModel:
     """Estimated model time of a batch by size, from `observe(batch_size, cost_ns)` samples.
 
-    Estimates never decrease with the batch size. Between two learnt buckets the cost is
+    An estimate is a bucket's mean run time plus DEVIATIONS mean deviations. Estimates never
+    decrease with the batch size. Between two learnt buckets the cost is
     interpolated linearly; below the smallest it is the smallest's (a smaller batch costs no
     more); above the largest it grows in proportion to the size (per-item cost only falls with
     batching, so this errs on the slow side). Not thread-safe: one event loop owns it.
@@ -60,6 +70,8 @@ class BatchCostModel:
         else:
             weight = self._smoothing
             bucket.mean_size += weight * (batch_size - bucket.mean_size)
+            deviation_ns = abs(cost_ns - bucket.mean_cost_ns)
+            bucket.mean_deviation_ns += weight * (deviation_ns - bucket.mean_deviation_ns)
             bucket.mean_cost_ns += weight * (cost_ns - bucket.mean_cost_ns)
         self._rebuild()
 
@@ -83,7 +95,7 @@ class BatchCostModel:
         for exponent in sorted(self._buckets):
             bucket = self._buckets[exponent]
             # Noise can make a bigger bucket look cheaper: never let the estimate fall.
-            cost = max(bucket.mean_cost_ns, points[-1][1] if points else 0.0)
+            cost = max(bucket.cautious_cost_ns, points[-1][1] if points else 0.0)
             if points and bucket.mean_size <= points[-1][0]:
                 continue  # sizes overlap after smoothing (cannot happen across buckets, but be safe)
             points.append((bucket.mean_size, cost))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from etude.services.inference.cost_model import BatchCostModel
+from etude.services.inference.cost_model import DEVIATIONS, BatchCostModel
 
 MS = 1_000_000
 
@@ -14,12 +14,16 @@ def test_answers_the_prior_before_any_batch_ran() -> None:
     assert model.estimate_ns(1) == model.estimate_ns(500) == 3 * MS
 
 
-def test_a_bucket_follows_its_recent_batches() -> None:
+def test_a_bucket_follows_its_recent_batches_and_their_spread() -> None:
     model = BatchCostModel(smoothing=0.5)
     model.observe(8, 10 * MS)
     assert model.estimate_ns(8) == 10 * MS
     model.observe(8, 20 * MS)
-    assert model.estimate_ns(8) == 15 * MS  # halfway: smoothing 0.5
+    # Mean halfway (15 ms: smoothing 0.5), mean deviation 5 ms, estimate mean + 2 deviations.
+    assert model.estimate_ns(8) == (15 + DEVIATIONS * 5) * MS
+    for _ in range(40):
+        model.observe(8, 15 * MS)
+    assert model.estimate_ns(8) == pytest.approx(15 * MS)  # steady batches: the spread fades
 
 
 def test_sizes_between_two_learnt_buckets_are_interpolated() -> None:
