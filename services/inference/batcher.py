@@ -16,7 +16,6 @@ import collections
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -29,6 +28,7 @@ from etude import defaults
 
 from .admission import BatchPlan, Forecast, earliest
 from .cost_model import BatchCostModel
+from .model_thread import ModelThread, Outcome
 
 _log = structlog.get_logger()
 
@@ -93,14 +93,18 @@ class _Waiting(Generic[RequestT, ResultT]):
 
 
 @dataclass(slots=True)
-class _Executor:
-    """One model thread and what the batcher expects of the batch it runs."""
+class _Executor(Generic[RequestT, ResultT]):
+    """One model thread and the batch it runs, if any."""
 
     index: int
-    pool: ThreadPoolExecutor
-    busy: bool = False
-    # When its running batch should end, by the cost model (monotonic ns); 0 when idle.
+    thread: ModelThread[Sequence[ResultT]]
+    batch: list[_Waiting[RequestT, ResultT]] | None = None
+    # When its running batch should end, by the cost model (monotonic ns).
     busy_until_ns: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.batch is not None
 
 
 class DynamicBatcher(Generic[RequestT, ResultT]):
@@ -166,11 +170,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._plan = BatchPlan(self.cost_model, max_batch_size, DEADLINE_HEADROOM)
         # Set when the loop has a reason to look again: an arrival, a free executor, stop.
         self._wakeup = asyncio.Event()
-        self._executors: list[_Executor] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._executors: list[_Executor[RequestT, ResultT]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
-        self._draining = False
 
     @property
     def queue_size(self) -> int:
@@ -181,17 +183,14 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         """Starts the batching loop and its model threads."""
         if self._loop_task is not None:
             raise RuntimeError("batcher already started")
+        initializer = self._executor_initializer
         self._executors = [
             _Executor(
                 index,
-                ThreadPoolExecutor(
-                    max_workers=1,
-                    thread_name_prefix=f"etude-model-{index}",
-                    initializer=self._executor_initializer,
-                    initargs=(index,),
-                )
-                if self._executor_initializer is not None
-                else ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"etude-model-{index}"),
+                ModelThread(
+                    f"etude-model-{index}",
+                    functools.partial(initializer, index) if initializer is not None else None,
+                ),
             )
             for index in range(self.executors)
         ]
@@ -205,7 +204,6 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         threads are shut down.
         """
         self._accepting = False
-        self._draining = drain
         if not drain:
             self._fail_all_waiting(BatcherStopped("the batcher stopped before this request ran"))
         self._wakeup.set()
@@ -214,8 +212,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 await self._loop_task
             finally:
                 self._loop_task = None
-        for executor in self._executors:
-            executor.pool.shutdown(wait=True)
+        # Off the loop: a batch the loop was cancelled under may still be running.
+        await asyncio.gather(*(asyncio.to_thread(executor.thread.stop) for executor in self._executors))
         self._executors = []
 
     async def submit(
@@ -306,23 +304,34 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             # Whatever ended the loop (stop, cancellation, a bug), no caller is left waiting.
             self._accepting = False
             self._fail_all_waiting(BatcherStopped("the batcher stopped before this request ran"))
-            running = list(self._running)
-            if not self._draining:
-                # Not draining: cancellation of the loop reaches the batches it started.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    for task in running:
-                        task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # The model threads cannot be interrupted: their callers are answered now.
+                stopped = BatcherStopped("the batcher was cancelled while this request ran")
+                for executor in self._executors:
+                    if executor.batch is not None:
+                        _fail(executor.batch, stopped)
+            else:
+                while any(executor.busy for executor in self._executors):
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
 
     def _dispatch(
-        self, loop: asyncio.AbstractEventLoop, executor: _Executor, batch: list[_Waiting[RequestT, ResultT]]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        executor: _Executor[RequestT, ResultT],
+        batch: list[_Waiting[RequestT, ResultT]],
     ) -> None:
-        executor.busy = True
-        executor.busy_until_ns = time.monotonic_ns() + round(self.cost_model.estimate_ns(len(batch)))
-        task = loop.create_task(self._execute(loop, executor, batch), name=f"etude-batch-{executor.index}")
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        """Hands `batch` to `executor`'s thread; `_finish` answers its requests on the loop."""
+        dispatched_ns = time.monotonic_ns()
+        executor.batch = batch
+        executor.busy_until_ns = dispatched_ns + round(self.cost_model.estimate_ns(len(batch)))
+        requests = [waiting.request for waiting in batch]
+        span = self._batch_span(batch, requests, dispatched_ns)
+        call: Callable[[], Sequence[ResultT]] = functools.partial(self._handler, requests)
+        if span is not None:
+            call = functools.partial(_call_in_span, span, call)
+        executor.thread.submit(call, loop, functools.partial(self._finish, executor, batch, span))
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Returns when a batch is full, the oldest request's delay is up, or on stop."""
@@ -375,50 +384,37 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             f"after {waited_ms:.3f} ms in the queue"
         )
 
-    async def _execute(
-        self, loop: asyncio.AbstractEventLoop, executor: _Executor, batch: list[_Waiting[RequestT, ResultT]]
+    def _finish(
+        self,
+        executor: _Executor[RequestT, ResultT],
+        batch: list[_Waiting[RequestT, ResultT]],
+        span: trace.Span | None,
+        outcome: Outcome[Sequence[ResultT]],
     ) -> None:
-        try:
-            await self._run_batch(loop, executor, batch)
-        finally:
-            executor.busy = False
-            executor.busy_until_ns = 0
-            self._wakeup.set()
-
-    async def _run_batch(
-        self, loop: asyncio.AbstractEventLoop, executor: _Executor, batch: list[_Waiting[RequestT, ResultT]]
-    ) -> None:
-        requests = [waiting.request for waiting in batch]
-        start_ns = time.monotonic_ns()
-        span = self._batch_span(batch, requests, start_ns)
-        call: Callable[[], Sequence[ResultT]] = functools.partial(self._handler, requests)
-        if span is not None:
-            call = functools.partial(_call_in_span, span, call)
-        try:
-            results = await loop.run_in_executor(executor.pool, call)
-            if len(results) != len(requests):
-                raise RuntimeError(
-                    f"batch handler returned {len(results)} results for {len(requests)} requests"
-                )
-        except asyncio.CancelledError:
-            _end_span(span, start_ns, "cancelled")
-            _fail(batch, BatcherStopped("the batcher was cancelled while this request ran"))
-            raise
-        except Exception as error:
-            _end_span(span, start_ns, repr(error))
+        """Runs on the loop when `batch` left the model: answers its requests, frees the executor."""
+        executor.batch = None
+        self._wakeup.set()
+        results, error = outcome.result, outcome.error
+        if error is None and (results is None or len(results) != len(batch)):
+            count = "no" if results is None else len(results)
+            error = RuntimeError(f"batch handler returned {count} results for {len(batch)} requests")
+        if error is not None:
+            _end_span(span, outcome.ended_ns, repr(error))
             _log.warning("batch_failed", batch_size=len(batch), error=repr(error))
-            _fail(batch, error)
+            _fail(batch, error if isinstance(error, Exception) else BatcherStopped(repr(error)))
             return
-        model_ns = time.monotonic_ns() - start_ns
+        assert results is not None
+        model_ns = outcome.ended_ns - outcome.started_ns
         self.cost_model.observe(len(batch), model_ns)
         span_context = None
         if span is not None:
-            _end_span(span, start_ns, None, model_ns)
+            _end_span(span, outcome.ended_ns, None)
             span_context = span.get_span_context()
+        started_ns = outcome.started_ns
         for waiting, result in zip(batch, results, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(
-                    Batched(result, start_ns - waiting.arrival_ns, model_ns, len(batch), span_context)
+                    Batched(result, started_ns - waiting.arrival_ns, model_ns, len(batch), span_context)
                 )
 
     def _batch_span(
@@ -466,12 +462,11 @@ def _call_in_span(span: trace.Span, call: Callable[[], Sequence[ResultT]]) -> Se
         return call()
 
 
-def _end_span(span: trace.Span | None, start_ns: int, error: str | None, model_ns: int | None = None) -> None:
+def _end_span(span: trace.Span | None, end_ns: int, error: str | None) -> None:
     if span is None:
         return
     if error is not None:
         span.set_status(trace.StatusCode.ERROR, error)
-    end_ns = start_ns + model_ns if model_ns is not None else time.monotonic_ns()
     span.end(end_time=end_ns + _to_epoch_ns())
 
 

@@ -355,4 +355,4 @@ async def test_batches_run_on_whichever_executor_is_free_each_initialised_in_its
     await batcher.stop()
     assert [r.result for r in results] == [2, 4]
     assert len(handler.threads) == 2
-    assert sorted(initialised) == [(0, "etude-model-0_0"), (1, "etude-model-1_0")]
+    assert sorted(initialised) == [(0, "etude-model-0"), (1, "etude-model-1")]
