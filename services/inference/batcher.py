@@ -28,7 +28,7 @@ from etude import defaults
 
 from .admission import BatchPlan, Forecast, earliest
 from .cost_model import BatchCostModel
-from .model_thread import ModelThread, Outcome
+from .model_thread import ModelThread, Outcome, run_inline
 
 _log = structlog.get_logger()
 
@@ -40,6 +40,7 @@ ResultT = TypeVar("ResultT")
 DEFAULT_MAX_BATCH_SIZE = defaults.MAX_BATCH_SIZE
 DEFAULT_MAX_BATCH_DELAY_MS = defaults.MAX_BATCH_DELAY_MS
 DEFAULT_MAX_QUEUE_SIZE = defaults.QUEUE_SIZE_PER_BATCH * defaults.MAX_BATCH_SIZE
+DEFAULT_INLINE_BELOW_US = defaults.INLINE_BATCH_BELOW_US
 # Admission and batch forming keep this fraction of a request's expected model time in reserve:
 # the estimates are means, and the answer still has to travel back before the deadline.
 DEADLINE_HEADROOM = 0.1
@@ -110,18 +111,18 @@ class _Executor(Generic[RequestT, ResultT]):
 class DynamicBatcher(Generic[RequestT, ResultT]):
     """Batches requests for `handler`, a blocking callable mapping a batch to one result each.
 
-    `handler(requests)` runs in one of `executors` dedicated threads (each batch on whichever is
-    free; `executor_initializer(index)` runs once in each, e.g. to give it its own CUDA stream
-    or thread count) and must return exactly one result per request, in order; if it raises,
-    every request of that batch fails with its exception and the batcher carries on. Times are
-    `time.monotonic_ns()`.
+    `handler(requests)` runs in one of `executors` dedicated threads, each batch on whichever is
+    free (`executor_initializer(index)` runs once in each, e.g. to give it its own CUDA stream
+    or thread count), and must return exactly one result per request, in order; if it raises,
+    every request of that batch fails with its exception and the batcher carries on. A batch of
+    a size measured to take less than `inline_below_us` (less than the hand-off to a thread and
+    back costs) runs on the loop instead. Times are `time.monotonic_ns()`.
 
     Admission: a request with a deadline is refused at once (WouldMissDeadline) when the work
     queued ahead of it, spread over the executors, plus its own batch would end after the
     deadline (with DEADLINE_HEADROOM in reserve); `max_queue_wait_ms` (0: off) bounds the
     expected wait of every request (QueueWaitTooLong); `max_queue_size` bounds the count
-    (QueueFull). Estimates come from
-    `cost_model`, which learns from every batch run.
+    (QueueFull). Estimates come from `cost_model`, which learns from every batch run.
 
     A batch with at least one request submitted with a `span_context` runs inside an
     "inference.batch" span (a trace of its own, linked to those requests) carrying the batch
@@ -137,6 +138,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_queue_wait_ms: float = 0.0,
+        inline_below_us: float = DEFAULT_INLINE_BELOW_US,
         executors: int = 1,
         executor_initializer: Callable[[int], None] | None = None,
         cost_model: BatchCostModel | None = None,
@@ -149,6 +151,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             raise ValueError(f"max_batch_delay_ms must be >= 0, got {max_batch_delay_ms}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if inline_below_us < 0:
+            raise ValueError(f"inline_below_us must be >= 0 (0 = never inline), got {inline_below_us}")
         if max_queue_wait_ms < 0:
             raise ValueError(f"max_queue_wait_ms must be >= 0 (0 = no bound), got {max_queue_wait_ms}")
         if executors < 1:
@@ -160,6 +164,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self.max_batch_delay_ms = max_batch_delay_ms
         self.max_queue_size = max_queue_size
         self.max_queue_wait_ms = max_queue_wait_ms
+        self.inline_below_us = inline_below_us
+        self._inline_below_ns = inline_below_us * 1e3
         self.executors = executors
         self.cost_model = cost_model if cost_model is not None else BatchCostModel()
         self._executor_initializer = executor_initializer
@@ -331,7 +337,18 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         call: Callable[[], Sequence[ResultT]] = functools.partial(self._handler, requests)
         if span is not None:
             call = functools.partial(_call_in_span, span, call)
+        if self._cheaper_than_a_hand_off(len(batch)):
+            self._finish(executor, batch, span, run_inline(call))
+            return
         executor.thread.submit(call, loop, functools.partial(self._finish, executor, batch, span))
+
+    def _cheaper_than_a_hand_off(self, batch_size: int) -> bool:
+        """Whether batches of this size have been measured to take less than `inline_below_us`."""
+        return (
+            self._inline_below_ns > 0
+            and self.cost_model.has_seen(batch_size)
+            and self.cost_model.estimate_ns(batch_size) < self._inline_below_ns
+        )
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Returns when a batch is full, the oldest request's delay is up, or on stop."""

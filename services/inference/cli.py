@@ -13,6 +13,7 @@ import structlog
 from etude import defaults
 
 from .batcher import (
+    DEFAULT_INLINE_BELOW_US,
     DEFAULT_MAX_BATCH_DELAY_MS,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE_SIZE,
@@ -117,6 +118,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model executors: batches run on whichever is free (one thread each, a CUDA stream each)",
     )
     parser.add_argument(
+        "--inline-below-us",
+        type=float,
+        default=DEFAULT_INLINE_BELOW_US,
+        help="run a batch on the event loop when batches of its size were measured faster than this "
+        "(a hand-off to a model thread costs about as much); 0 = always in the model threads",
+    )
+    parser.add_argument(
         "--max-queue-wait-ms",
         type=float,
         default=0.0,
@@ -174,6 +182,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_queue_size=args.max_queue_size,
         max_queue_wait_ms=args.max_queue_wait_ms,
+        inline_below_us=args.inline_below_us,
         executors=args.executors,
         executor_initializer=executor_initializer(args.device, threads),
         batch_attributes=batch_span_attributes(recommender),

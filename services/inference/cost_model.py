@@ -59,6 +59,10 @@ class BatchCostModel:
         """Whether any batch has been observed (otherwise estimates are the prior)."""
         return bool(self._buckets)
 
+    def has_seen(self, batch_size: int) -> bool:
+        """Whether batches in the same power-of-two bucket as `batch_size` have been observed."""
+        return batch_size >= 1 and (batch_size - 1).bit_length() in self._buckets
+
     def observe(self, batch_size: int, cost_ns: int) -> None:
         """Records that a batch of `batch_size` requests ran for `cost_ns` in the model."""
         if batch_size < 1:

@@ -32,6 +32,15 @@ OnDone = Callable[[Outcome[ResultT]], None]
 _Call = tuple[Callable[[], ResultT], asyncio.AbstractEventLoop, OnDone[ResultT]]
 
 
+def run_inline(call: Callable[[], ResultT]) -> Outcome[ResultT]:
+    """Runs `call()` in the calling thread, with the same account of it as the model thread's."""
+    started_ns = time.monotonic_ns()
+    try:
+        return Outcome(call(), None, started_ns, time.monotonic_ns())
+    except Exception as error:
+        return Outcome(None, error, started_ns, time.monotonic_ns())
+
+
 class ModelThread(Generic[ResultT]):
     """A thread named `name` that first runs `initializer()`, then each submitted call in turn."""
 

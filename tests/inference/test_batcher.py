@@ -93,7 +93,9 @@ async def test_delay_runs_from_the_oldest_arrival_not_from_the_batch_start() -> 
 
 async def test_handler_runs_in_one_dedicated_thread_off_the_event_loop() -> None:
     handler = RecordingHandler()
-    batcher = await started(DynamicBatcher(handler, max_batch_size=2, max_batch_delay_ms=1))
+    batcher = await started(
+        DynamicBatcher(handler, max_batch_size=2, max_batch_delay_ms=1, inline_below_us=0)
+    )
     for i in range(5):
         await batcher.submit(i)
     await batcher.stop()
@@ -206,6 +208,7 @@ async def test_stop_without_drain_fails_waiting_requests_and_leaves_no_task() ->
         {"max_queue_size": 0},
         {"max_queue_wait_ms": -1.0},
         {"executors": 0},
+        {"inline_below_us": -1.0},
     ],
 )
 def test_rejects_nonsensical_knobs(knobs: dict[str, float]) -> None:
@@ -356,3 +359,25 @@ async def test_batches_run_on_whichever_executor_is_free_each_initialised_in_its
     assert [r.result for r in results] == [2, 4]
     assert len(handler.threads) == 2
     assert sorted(initialised) == [(0, "etude-model-0"), (1, "etude-model-1")]
+
+
+async def test_batches_measured_cheaper_than_a_hand_off_run_on_the_loop_others_in_the_thread() -> None:
+    ran_in: dict[int, list[str]] = {1: [], 8: []}
+
+    def handler(requests: list[int]) -> list[int]:
+        if len(requests) == 8:
+            time.sleep(0.005)  # batches of 8 take 5 ms, a batch of 1 nothing
+        ran_in[len(requests)].append(threading.current_thread().name)
+        return requests
+
+    batcher = await started(
+        DynamicBatcher(handler, max_batch_size=8, max_batch_delay_ms=0, inline_below_us=1_000)
+    )
+    for _ in range(3):
+        await batcher.submit(1)
+        await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+    await batcher.stop()
+    loop_thread = threading.current_thread().name
+    # The first batch of 1 runs in the model thread (never measured); once measured cheap, on the loop.
+    assert ran_in[1][0] != loop_thread and ran_in[1][1:] == [loop_thread, loop_thread]
+    assert loop_thread not in ran_in[8]

@@ -26,6 +26,12 @@ def test_a_bucket_follows_its_recent_batches_and_their_spread() -> None:
     assert model.estimate_ns(8) == pytest.approx(15 * MS)  # steady batches: the spread fades
 
 
+def test_knows_which_size_buckets_it_has_measured() -> None:
+    model = BatchCostModel()
+    model.observe(5, 10 * MS)  # the bucket 5..8
+    assert [model.has_seen(size) for size in (4, 5, 8, 9)] == [False, True, True, False]
+
+
 def test_sizes_between_two_learnt_buckets_are_interpolated() -> None:
     model = BatchCostModel()
     model.observe(4, 10 * MS)
