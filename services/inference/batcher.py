@@ -41,6 +41,9 @@ DEFAULT_MAX_BATCH_SIZE = defaults.MAX_BATCH_SIZE
 DEFAULT_MAX_BATCH_DELAY_MS = defaults.MAX_BATCH_DELAY_MS
 DEFAULT_MAX_QUEUE_SIZE = defaults.QUEUE_SIZE_PER_BATCH * defaults.MAX_BATCH_SIZE
 DEFAULT_INLINE_BELOW_US = defaults.INLINE_BATCH_BELOW_US
+# A batch runs inline only if its run time (not only its CPU time) is within this many times the
+# threshold: its time on a busy machine includes GIL waits, but a device wait would block the loop.
+INLINE_RUN_TIME_FACTOR = 10
 # Admission and batch forming keep this fraction of a request's expected model time in reserve:
 # the estimates are means, and the answer still has to travel back before the deadline.
 DEADLINE_HEADROOM = 0.1
@@ -179,6 +182,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._executors: list[_Executor[RequestT, ResultT]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
+        self._dispatch_scheduled = False
 
     @property
     def queue_size(self) -> int:
@@ -252,7 +256,11 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._waiting.append(
             _Waiting(request, future, now_ns if arrival_ns is None else arrival_ns, deadline_ns, span_context)
         )
-        if len(self._waiting) == 1 or len(self._waiting) >= self.max_batch_size:
+        if len(self._waiting) >= self.max_batch_size or self._max_delay_ns == 0:
+            # Due now: dispatched by a plain callback once this loop iteration's arrivals are in,
+            # which costs less than waking the loop task.
+            self._schedule_dispatch()
+        elif len(self._waiting) == 1:
             self._wakeup.set()
         return await future
 
@@ -296,16 +304,17 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                executor = next((e for e in self._executors if not e.busy), None)
-                if executor is None:
+                if self._free_executor() is None:
                     # Every executor runs a batch: the queue keeps filling until one is free.
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
                 await self._wait_for_batch(loop)
-                batch = self._take_batch()
-                if batch:
-                    self._dispatch(loop, executor, batch)
+                executor = self._free_executor()  # submit or _finish may have used it meanwhile
+                if executor is not None:
+                    batch = self._take_batch()
+                    if batch:
+                        self._dispatch(loop, executor, batch)
         finally:
             # Whatever ended the loop (stop, cancellation, a bug), no caller is left waiting.
             self._accepting = False
@@ -321,6 +330,39 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 while any(executor.busy for executor in self._executors):
                     self._wakeup.clear()
                     await self._wakeup.wait()
+
+    def _free_executor(self) -> _Executor[RequestT, ResultT] | None:
+        return next((executor for executor in self._executors if not executor.busy), None)
+
+    def _schedule_dispatch(self) -> None:
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch_if_ready)
+
+    def _dispatch_if_ready(self) -> None:
+        """Dispatches the batches that are due (full, or their oldest request's delay is up) to
+        free executors; whatever is left is the loop task's."""
+        self._dispatch_scheduled = False
+        while self._dispatch_one_if_ready():
+            pass
+        if self._waiting and self._free_executor() is not None:
+            self._wakeup.set()  # not due yet: the loop task keeps the time
+
+    def _dispatch_one_if_ready(self) -> bool:
+        if not self._waiting or not self._accepting:
+            return False
+        if (
+            len(self._waiting) < self.max_batch_size
+            and self._waiting[0].arrival_ns + self._max_delay_ns > time.monotonic_ns()
+        ):
+            return False
+        executor = self._free_executor()
+        if executor is None:
+            return False
+        batch = self._take_batch()
+        if batch:
+            self._dispatch(asyncio.get_running_loop(), executor, batch)
+        return True
 
     def _dispatch(
         self,
@@ -343,11 +385,16 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         executor.thread.submit(call, loop, functools.partial(self._finish, executor, batch, span))
 
     def _cheaper_than_a_hand_off(self, batch_size: int) -> bool:
-        """Whether batches of this size have been measured to take less than `inline_below_us`."""
+        """Whether batches of this size were measured to use less CPU than `inline_below_us`.
+
+        CPU time, because a model thread's run time includes its waits for the GIL; the run
+        time must stay small too (a batch that waits on a device would block the loop).
+        """
+        cpu_ns = self.cost_model.cpu_estimate_ns(batch_size)
         return (
-            self._inline_below_ns > 0
-            and self.cost_model.has_seen(batch_size)
-            and self.cost_model.estimate_ns(batch_size) < self._inline_below_ns
+            cpu_ns is not None
+            and cpu_ns < self._inline_below_ns
+            and self.cost_model.estimate_ns(batch_size) < INLINE_RUN_TIME_FACTOR * self._inline_below_ns
         )
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -410,7 +457,10 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     ) -> None:
         """Runs on the loop when `batch` left the model: answers its requests, frees the executor."""
         executor.batch = None
-        self._wakeup.set()
+        if self._waiting and not self._dispatch_scheduled:
+            self._schedule_dispatch()
+        elif not self._accepting:
+            self._wakeup.set()  # the stopping loop waits for the last batch to end
         results, error = outcome.result, outcome.error
         if error is None and (results is None or len(results) != len(batch)):
             count = "no" if results is None else len(results)
@@ -422,7 +472,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             return
         assert results is not None
         model_ns = outcome.ended_ns - outcome.started_ns
-        self.cost_model.observe(len(batch), model_ns)
+        self.cost_model.observe(len(batch), model_ns, outcome.cpu_ns)
         span_context = None
         if span is not None:
             _end_span(span, outcome.ended_ns, None)

@@ -25,6 +25,8 @@ class _Bucket:
     mean_size: float
     mean_cost_ns: float
     mean_deviation_ns: float = 0.0
+    # CPU time of the thread that ran the batch: its cost without waits for the GIL.
+    mean_cpu_ns: float = 0.0
 
     @property
     def cautious_cost_ns(self) -> float:
@@ -63,20 +65,28 @@ class BatchCostModel:
         """Whether batches in the same power-of-two bucket as `batch_size` have been observed."""
         return batch_size >= 1 and (batch_size - 1).bit_length() in self._buckets
 
-    def observe(self, batch_size: int, cost_ns: int) -> None:
-        """Records that a batch of `batch_size` requests ran for `cost_ns` in the model."""
+    def cpu_estimate_ns(self, batch_size: int) -> float | None:
+        """Mean CPU time of batches in `batch_size`'s bucket; None before one was observed."""
+        bucket = self._buckets.get((batch_size - 1).bit_length()) if batch_size >= 1 else None
+        return None if bucket is None else bucket.mean_cpu_ns
+
+    def observe(self, batch_size: int, cost_ns: int, cpu_ns: int | None = None) -> None:
+        """Records that a batch of `batch_size` requests ran for `cost_ns` in the model (using
+        `cpu_ns` of CPU time, when known; else its run time counts as CPU time)."""
         if batch_size < 1:
             return
+        cpu_ns = cost_ns if cpu_ns is None else cpu_ns
         exponent = (batch_size - 1).bit_length()
         bucket = self._buckets.get(exponent)
         if bucket is None:
-            self._buckets[exponent] = _Bucket(float(batch_size), float(cost_ns))
+            self._buckets[exponent] = _Bucket(float(batch_size), float(cost_ns), mean_cpu_ns=float(cpu_ns))
         else:
             weight = self._smoothing
             bucket.mean_size += weight * (batch_size - bucket.mean_size)
             deviation_ns = abs(cost_ns - bucket.mean_cost_ns)
             bucket.mean_deviation_ns += weight * (deviation_ns - bucket.mean_deviation_ns)
             bucket.mean_cost_ns += weight * (cost_ns - bucket.mean_cost_ns)
+            bucket.mean_cpu_ns += weight * (cpu_ns - bucket.mean_cpu_ns)
         self._rebuild()
 
     def estimate_ns(self, batch_size: int) -> float:

@@ -20,12 +20,16 @@ ResultT = TypeVar("ResultT")
 
 @dataclass(frozen=True, slots=True)
 class Outcome(Generic[ResultT]):
-    """What a call returned (or raised), and when it ran in the thread (monotonic ns)."""
+    """What a call returned (or raised), when it ran (monotonic ns) and the CPU time it used.
+
+    The CPU time excludes waiting for the GIL, which the wall time of a busy process includes.
+    """
 
     result: ResultT | None
     error: BaseException | None
     started_ns: int
     ended_ns: int
+    cpu_ns: int
 
 
 OnDone = Callable[[Outcome[ResultT]], None]
@@ -34,11 +38,12 @@ _Call = tuple[Callable[[], ResultT], asyncio.AbstractEventLoop, OnDone[ResultT]]
 
 def run_inline(call: Callable[[], ResultT]) -> Outcome[ResultT]:
     """Runs `call()` in the calling thread, with the same account of it as the model thread's."""
-    started_ns = time.monotonic_ns()
+    started_ns, cpu_started_ns = time.monotonic_ns(), time.thread_time_ns()
     try:
-        return Outcome(call(), None, started_ns, time.monotonic_ns())
+        result = call()
     except Exception as error:
-        return Outcome(None, error, started_ns, time.monotonic_ns())
+        return Outcome(None, error, started_ns, time.monotonic_ns(), time.thread_time_ns() - cpu_started_ns)
+    return Outcome(result, None, started_ns, time.monotonic_ns(), time.thread_time_ns() - cpu_started_ns)
 
 
 class ModelThread(Generic[ResultT]):
@@ -66,11 +71,17 @@ class ModelThread(Generic[ResultT]):
             self._initializer()
         while (item := self._calls.get()) is not None:
             call, loop, on_done = item
-            started_ns = time.monotonic_ns()
+            started_ns, cpu_started_ns = time.monotonic_ns(), time.thread_time_ns()
             try:
-                outcome: Outcome[ResultT] = Outcome(call(), None, started_ns, time.monotonic_ns())
+                result = call()
             except BaseException as error:  # handed to the loop, which decides what it means
-                outcome = Outcome(None, error, started_ns, time.monotonic_ns())
+                outcome: Outcome[ResultT] = Outcome(
+                    None, error, started_ns, time.monotonic_ns(), time.thread_time_ns() - cpu_started_ns
+                )
+            else:
+                outcome = Outcome(
+                    result, None, started_ns, time.monotonic_ns(), time.thread_time_ns() - cpu_started_ns
+                )
             try:
                 loop.call_soon_threadsafe(on_done, outcome)
             except RuntimeError:

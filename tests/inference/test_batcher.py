@@ -365,8 +365,10 @@ async def test_batches_measured_cheaper_than_a_hand_off_run_on_the_loop_others_i
     ran_in: dict[int, list[str]] = {1: [], 8: []}
 
     def handler(requests: list[int]) -> list[int]:
-        if len(requests) == 8:
-            time.sleep(0.005)  # batches of 8 take 5 ms, a batch of 1 nothing
+        if len(requests) == 8:  # batches of 8 compute for 5 ms, a batch of 1 nothing
+            busy_until_s = time.perf_counter() + 0.005
+            while time.perf_counter() < busy_until_s:
+                pass
         ran_in[len(requests)].append(threading.current_thread().name)
         return requests
 
@@ -381,3 +383,18 @@ async def test_batches_measured_cheaper_than_a_hand_off_run_on_the_loop_others_i
     # The first batch of 1 runs in the model thread (never measured); once measured cheap, on the loop.
     assert ran_in[1][0] != loop_thread and ran_in[1][1:] == [loop_thread, loop_thread]
     assert loop_thread not in ran_in[8]
+
+
+async def test_a_batch_that_waits_long_though_cheap_in_cpu_stays_off_the_loop() -> None:
+    ran_in: list[str] = []
+
+    def waits_on_a_device(requests: list[int]) -> list[int]:
+        time.sleep(0.05)  # no CPU, but 50 ms: inline it would block the loop
+        ran_in.append(threading.current_thread().name)
+        return requests
+
+    batcher = await started(DynamicBatcher(waits_on_a_device, max_batch_delay_ms=0, inline_below_us=1_000))
+    for _ in range(3):
+        await batcher.submit(1)
+    await batcher.stop()
+    assert threading.current_thread().name not in ran_in

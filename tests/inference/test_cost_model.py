@@ -32,6 +32,15 @@ def test_knows_which_size_buckets_it_has_measured() -> None:
     assert [model.has_seen(size) for size in (4, 5, 8, 9)] == [False, True, True, False]
 
 
+def test_cpu_time_is_kept_apart_from_run_time() -> None:
+    model = BatchCostModel()
+    assert model.cpu_estimate_ns(4) is None
+    model.observe(4, 10 * MS, cpu_ns=2 * MS)  # waited 8 ms for the GIL or a device
+    assert (model.cpu_estimate_ns(3), model.estimate_ns(3)) == (2 * MS, 10 * MS)
+    model.observe(1, 5 * MS)  # no CPU figure: its run time counts
+    assert model.cpu_estimate_ns(1) == 5 * MS
+
+
 def test_sizes_between_two_learnt_buckets_are_interpolated() -> None:
     model = BatchCostModel()
     model.observe(4, 10 * MS)
