@@ -29,7 +29,11 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 
 
 class ServiceHost:
-    """A grpc.aio server carrying some services, plus health and reflection."""
+    """A grpc.aio server carrying some services, plus health and reflection.
+
+    `reuse_port`: let other processes bind the same port (SO_REUSEPORT); the kernel spreads
+    new connections across them.
+    """
 
     def __init__(
         self,
@@ -38,8 +42,13 @@ class ServiceHost:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        reuse_port: bool = False,
     ) -> None:
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        # SO_REUSEPORT only when asked (several serving processes on one port): otherwise a
+        # second server on a taken port fails instead of silently sharing it.
+        reuse = int(reuse_port)
+        options = [(name, reuse if name == "grpc.so_reuseport" else value) for name, value in SERVER_OPTIONS]
+        self.server = grpc.aio.server(options=options)
         register(self.server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
