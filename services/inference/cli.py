@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -224,6 +225,9 @@ async def serve(args: argparse.Namespace) -> None:
         port=args.port,
         reuse_port=args.reuse_port,
     )
+    # Everything built so far (torch's modules, the model) lives as long as the process: moved
+    # out of the collector's reach, it is not rescanned by every full collection while serving.
+    gc.freeze()
     await batcher.start()
     try:
         await run_until_signalled(host, grace_s=args.grace_s, port_file=args.port_file)
