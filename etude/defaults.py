@@ -19,6 +19,9 @@ TOP_K = 21
 MAX_BATCH_SIZE = 1024
 MAX_BATCH_DELAY_MS = 2.0
 QUEUE_SIZE_PER_BATCH = 4  # max_queue_size = 4 x max_batch_size unless given
+# A batch measured to take less runs on the event loop: handing it to a model thread and back
+# (a queue, a wake-up, the GIL twice) costs about this much in CPython.
+INLINE_BATCH_BELOW_US = 100.0
 
 # Workload service: item popularity tables kept for repeated workloads.
 POPULARITY_CACHE_SIZE = 2

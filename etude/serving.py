@@ -28,9 +28,10 @@ _log = structlog.get_logger()
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-def server_options(service_names: Sequence[str]) -> list[tuple[str, int]]:
+def server_options(service_names: Sequence[str], reuse_port: bool = False) -> list[tuple[str, int]]:
     """gRPC options of a server hosting `service_names`: requests no larger than the largest of
-    their limits."""
+    their limits; SO_REUSEPORT only when asked (several serving processes on one port), so that
+    otherwise a second server on a taken port fails instead of silently sharing it."""
     receive = max(
         (MAX_REQUEST_BYTES.get(name, DEFAULT_MAX_REQUEST_BYTES) for name in service_names),
         default=DEFAULT_MAX_REQUEST_BYTES,
@@ -38,12 +39,16 @@ def server_options(service_names: Sequence[str]) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", receive),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
 
 
 class ServiceHost:
-    """A grpc.aio server carrying some services, plus health and reflection."""
+    """A grpc.aio server carrying some services, plus health and reflection.
+
+    `reuse_port`: let other processes bind the same port (SO_REUSEPORT); the kernel spreads
+    new connections across them.
+    """
 
     def __init__(
         self,
@@ -52,10 +57,12 @@ class ServiceHost:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        reuse_port: bool = False,
     ) -> None:
         self._security = security.server_security()
         self.server = grpc.aio.server(
-            options=server_options(service_names), interceptors=security.server_interceptors(self._security)
+            options=server_options(service_names, reuse_port=reuse_port),
+            interceptors=security.server_interceptors(self._security),
         )
         register(self.server)
         self._health = health.aio.HealthServicer()

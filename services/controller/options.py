@@ -25,6 +25,8 @@ def inference_options(trial: experiment_pb2.Trial, spec: experiment_pb2.Experime
     }
     if trial.hardware.cpu_threads:
         options["threads"] = str(trial.hardware.cpu_threads)
+    if trial.hardware.executors:
+        options["executors"] = str(trial.hardware.executors)
     if trial.precision and trial.precision != defaults.PRECISION:
         options["precision"] = trial.precision
         # Accuracy mode replays the experiment's own kind of sessions (its seed, its exponents).

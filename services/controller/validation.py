@@ -80,7 +80,11 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
         if option.replicas > 1 and spec.target in ("", "local"):
             raise SpecError(f"{path}.replicas", "the local target runs exactly one replica")
         if option.cpu_threads < 0:
-            raise SpecError(f"{path}.cpu_threads", "must be >= 0 (0 keeps torch's default)")
+            raise SpecError(
+                f"{path}.cpu_threads", "must be >= 0 (0: the cores but one, shared by the executors)"
+            )
+        if option.executors < 0:
+            raise SpecError(f"{path}.executors", "must be >= 0 (0 means 1)")
     names = [option.name for option in spec.hardware]
     if len(set(names)) != len(names):
         raise SpecError("hardware", f"names must be unique, got {names}")

@@ -2,7 +2,10 @@
 
 A batch is formed when `max_batch_size` requests wait or when the oldest waiting request has
 waited `max_batch_delay_ms` (Triton's max queue delay, which bounds every request's wait), and
-runs in one dedicated executor thread so the next batch fills while the current one computes.
+runs on whichever of its executors (one dedicated thread each) is free, so the next batch fills
+while the current ones compute. Admission is by deadline: from what batches have cost so far
+(cost_model.py) it refuses at arrival a request that would finish after its deadline, drops a
+queued one that no longer can, and cuts a batch at the size its most urgent member can afford.
 A batch holding a traced request gets a span of its own, linked to the requests it served.
 """
 
@@ -13,7 +16,6 @@ import collections
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -23,6 +25,10 @@ from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from etude import defaults
+
+from .admission import BatchPlan, Forecast, earliest
+from .cost_model import BatchCostModel
+from .model_thread import ModelThread, Outcome, run_inline
 
 _log = structlog.get_logger()
 
@@ -34,6 +40,13 @@ ResultT = TypeVar("ResultT")
 DEFAULT_MAX_BATCH_SIZE = defaults.MAX_BATCH_SIZE
 DEFAULT_MAX_BATCH_DELAY_MS = defaults.MAX_BATCH_DELAY_MS
 DEFAULT_MAX_QUEUE_SIZE = defaults.QUEUE_SIZE_PER_BATCH * defaults.MAX_BATCH_SIZE
+DEFAULT_INLINE_BELOW_US = defaults.INLINE_BATCH_BELOW_US
+# A batch runs inline only if its run time (not only its CPU time) is within this many times the
+# threshold: its time on a busy machine includes GIL waits, but a device wait would block the loop.
+INLINE_RUN_TIME_FACTOR = 10
+# Admission and batch forming keep this fraction of a request's expected model time in reserve:
+# the estimates are means, and the answer still has to travel back before the deadline.
+DEADLINE_HEADROOM = 0.1
 
 
 class BatcherError(Exception):
@@ -44,8 +57,16 @@ class QueueFull(BatcherError):
     """The bounded queue holds `max_queue_size` waiting requests already."""
 
 
+class QueueWaitTooLong(QueueFull):
+    """The work queued ahead would keep the request waiting longer than `max_queue_wait_ms`."""
+
+
+class WouldMissDeadline(BatcherError):
+    """Refused at arrival: by the batches' measured cost it would finish after its deadline."""
+
+
 class DeadlineExpired(BatcherError):
-    """The request's deadline passed before its batch was formed."""
+    """The request's deadline passed (or could no longer be met) before its batch ran."""
 
 
 class BatcherStopped(BatcherError):
@@ -75,12 +96,36 @@ class _Waiting(Generic[RequestT, ResultT]):
     span_context: trace.SpanContext | None
 
 
+@dataclass(slots=True)
+class _Executor(Generic[RequestT, ResultT]):
+    """One model thread and the batch it runs, if any."""
+
+    index: int
+    thread: ModelThread[Sequence[ResultT]]
+    batch: list[_Waiting[RequestT, ResultT]] | None = None
+    # When its running batch should end, by the cost model (monotonic ns).
+    busy_until_ns: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.batch is not None
+
+
 class DynamicBatcher(Generic[RequestT, ResultT]):
     """Batches requests for `handler`, a blocking callable mapping a batch to one result each.
 
-    `handler(requests)` runs in a single dedicated thread and must return exactly one result
-    per request, in order; if it raises, every request of that batch fails with its exception
-    and the batcher carries on. Times are `time.monotonic_ns()`.
+    `handler(requests)` runs in one of `executors` dedicated threads, each batch on whichever is
+    free (`executor_initializer(index)` runs once in each, e.g. to give it its own CUDA stream
+    or thread count), and must return exactly one result per request, in order; if it raises,
+    every request of that batch fails with its exception and the batcher carries on. A batch of
+    a size measured to take less than `inline_below_us` (less than the hand-off to a thread and
+    back costs) runs on the loop instead. Times are `time.monotonic_ns()`.
+
+    Admission: a request with a deadline is refused at once (WouldMissDeadline) when the work
+    queued ahead of it, spread over the executors, plus its own batch would end after the
+    deadline (with DEADLINE_HEADROOM in reserve); `max_queue_wait_ms` (0: off) bounds the
+    expected wait of every request (QueueWaitTooLong); `max_queue_size` bounds the count
+    (QueueFull). Estimates come from `cost_model`, which learns from every batch run.
 
     A batch with at least one request submitted with a `span_context` runs inside an
     "inference.batch" span (a trace of its own, linked to those requests) carrying the batch
@@ -95,6 +140,11 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_queue_wait_ms: float = 0.0,
+        inline_below_us: float = DEFAULT_INLINE_BELOW_US,
+        executors: int = 1,
+        executor_initializer: Callable[[int], None] | None = None,
+        cost_model: BatchCostModel | None = None,
         tracer: trace.Tracer | None = None,
         batch_attributes: Callable[[Sequence[RequestT]], Mapping[str, AttributeValue]] | None = None,
     ) -> None:
@@ -104,41 +154,66 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             raise ValueError(f"max_batch_delay_ms must be >= 0, got {max_batch_delay_ms}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if inline_below_us < 0:
+            raise ValueError(f"inline_below_us must be >= 0 (0 = never inline), got {inline_below_us}")
+        if max_queue_wait_ms < 0:
+            raise ValueError(f"max_queue_wait_ms must be >= 0 (0 = no bound), got {max_queue_wait_ms}")
+        if executors < 1:
+            raise ValueError(f"executors must be >= 1, got {executors}")
         self._handler = handler
         self._tracer = tracer if tracer is not None else trace.get_tracer(__name__)
         self._batch_attributes = batch_attributes
         self.max_batch_size = max_batch_size
         self.max_batch_delay_ms = max_batch_delay_ms
         self.max_queue_size = max_queue_size
+        self.max_queue_wait_ms = max_queue_wait_ms
+        self.inline_below_us = inline_below_us
+        self._inline_below_ns = inline_below_us * 1e3
+        self.executors = executors
+        self.cost_model = cost_model if cost_model is not None else BatchCostModel()
+        self._executor_initializer = executor_initializer
         self._max_delay_ns = round(max_batch_delay_ms * 1e6)
+        self._max_wait_ns = round(max_queue_wait_ms * 1e6)
         self._waiting: collections.deque[_Waiting[RequestT, ResultT]] = collections.deque()
-        # Set when the loop has a reason to look again: first arrival, a full batch, stop.
+        # The same queue seen as the batches it should run in (for admission).
+        self._plan = BatchPlan(self.cost_model, max_batch_size, DEADLINE_HEADROOM)
+        # Set when the loop has a reason to look again: an arrival, a free executor, stop.
         self._wakeup = asyncio.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executors: list[_Executor[RequestT, ResultT]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = False
-        self._draining = False
+        self._dispatch_scheduled = False
 
     @property
     def queue_size(self) -> int:
-        """Requests waiting for a batch (not counting the batch in the model)."""
+        """Requests waiting for a batch (not counting the batches in the model)."""
         return len(self._waiting)
 
     async def start(self) -> None:
-        """Starts the batching loop and its model thread."""
+        """Starts the batching loop and its model threads."""
         if self._loop_task is not None:
             raise RuntimeError("batcher already started")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etude-model")
+        initializer = self._executor_initializer
+        self._executors = [
+            _Executor(
+                index,
+                ModelThread(
+                    f"etude-model-{index}",
+                    functools.partial(initializer, index) if initializer is not None else None,
+                ),
+            )
+            for index in range(self.executors)
+        ]
         self._accepting = True
         self._loop_task = asyncio.create_task(self._run(), name="etude-batcher")
 
     async def stop(self, *, drain: bool = True) -> None:
         """Stops taking requests; finishes the waiting ones (`drain`) or fails them.
 
-        Returns once the loop task has ended and the model thread is shut down.
+        Returns once the loop task and the batches in the model have ended and the model
+        threads are shut down.
         """
         self._accepting = False
-        self._draining = drain
         if not drain:
             self._fail_all_waiting(BatcherStopped("the batcher stopped before this request ran"))
         self._wakeup.set()
@@ -147,9 +222,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 await self._loop_task
             finally:
                 self._loop_task = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        # Off the loop: a batch the loop was cancelled under may still be running.
+        await asyncio.gather(*(asyncio.to_thread(executor.thread.stop) for executor in self._executors))
+        self._executors = []
 
     async def submit(
         self,
@@ -161,10 +236,12 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     ) -> Batched[ResultT]:
         """Queues `request` and waits for its batch's result.
 
-        Raises QueueFull at once when `max_queue_size` requests already wait, DeadlineExpired
-        when `deadline_ns` passes before its batch forms, BatcherStopped when not running.
-        Cancelling the caller withdraws the request if its batch has not formed yet.
-        `span_context`: the traced request's span, which its batch's span links to.
+        Raises at once QueueFull when `max_queue_size` requests already wait, WouldMissDeadline
+        when it would finish after `deadline_ns`, QueueWaitTooLong when its expected wait exceeds
+        `max_queue_wait_ms`; DeadlineExpired when, queued, it can no longer make `deadline_ns`;
+        BatcherStopped when not running. Cancelling the caller withdraws the request if its batch
+        has not formed yet. `span_context`: the traced request's span, which its batch's span
+        links to.
         """
         if not self._accepting:
             raise BatcherStopped("the batcher is not running")
@@ -172,14 +249,50 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             raise QueueFull(
                 f"{len(self._waiting)} requests already wait (max_queue_size = {self.max_queue_size})"
             )
-        future: asyncio.Future[Batched[ResultT]] = asyncio.get_running_loop().create_future()
         now_ns = time.monotonic_ns()
+        forecast = self._admit(now_ns, deadline_ns)
+        future: asyncio.Future[Batched[ResultT]] = asyncio.get_running_loop().create_future()
+        self._plan.add(forecast, deadline_ns)
         self._waiting.append(
             _Waiting(request, future, now_ns if arrival_ns is None else arrival_ns, deadline_ns, span_context)
         )
-        if len(self._waiting) == 1 or len(self._waiting) >= self.max_batch_size:
+        if len(self._waiting) >= self.max_batch_size or self._max_delay_ns == 0:
+            # Due now: dispatched by a plain callback once this loop iteration's arrivals are in,
+            # which costs less than waking the loop task.
+            self._schedule_dispatch()
+        elif len(self._waiting) == 1:
             self._wakeup.set()
         return await future
+
+    def forecast(self, now_ns: int, deadline_ns: int | None = None) -> Forecast:
+        """Where a request arriving now with `deadline_ns` would run, by the cost model."""
+        free_at = [float(max(now_ns, e.busy_until_ns)) if e.busy else float(now_ns) for e in self._executors]
+        return self._plan.forecast(free_at or [float(now_ns)], deadline_ns)
+
+    def _admit(self, now_ns: int, deadline_ns: int | None) -> Forecast:
+        """Where the request will run; raises if it would finish too late or wait too long."""
+        forecast = self.forecast(now_ns, deadline_ns)
+        finish_in_ns = forecast.finish_ns - now_ns
+
+        def situation() -> str:
+            busy = sum(executor.busy for executor in self._executors)
+            return (
+                f"{len(self._waiting)} requests queued ahead, {busy} of {self.executors} executors busy, "
+                f"its batch of {forecast.batch_size} takes ~{forecast.cost_ns / 1e6:.1f} ms"
+            )
+
+        if deadline_ns is not None and now_ns + finish_in_ns * (1 + DEADLINE_HEADROOM) > deadline_ns:
+            raise WouldMissDeadline(
+                f"would finish in ~{finish_in_ns / 1e6:.1f} ms, deadline in "
+                f"{(deadline_ns - now_ns) / 1e6:.1f} ms ({situation()})"
+            )
+        wait_ns = forecast.start_ns - now_ns
+        if self._max_wait_ns and wait_ns > self._max_wait_ns:
+            raise QueueWaitTooLong(
+                f"would wait ~{wait_ns / 1e6:.1f} ms, more than max_queue_wait_ms = "
+                f"{self.max_queue_wait_ms:g} ({situation()})"
+            )
+        return forecast
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -191,14 +304,98 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
+                if self._free_executor() is None:
+                    # Every executor runs a batch: the queue keeps filling until one is free.
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
                 await self._wait_for_batch(loop)
-                batch = self._take_batch()
-                if batch:
-                    await self._execute(loop, batch)
+                executor = self._free_executor()  # submit or _finish may have used it meanwhile
+                if executor is not None:
+                    batch = self._take_batch()
+                    if batch:
+                        self._dispatch(loop, executor, batch)
         finally:
             # Whatever ended the loop (stop, cancellation, a bug), no caller is left waiting.
             self._accepting = False
             self._fail_all_waiting(BatcherStopped("the batcher stopped before this request ran"))
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # The model threads cannot be interrupted: their callers are answered now.
+                stopped = BatcherStopped("the batcher was cancelled while this request ran")
+                for executor in self._executors:
+                    if executor.batch is not None:
+                        _fail(executor.batch, stopped)
+            else:
+                while any(executor.busy for executor in self._executors):
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+
+    def _free_executor(self) -> _Executor[RequestT, ResultT] | None:
+        return next((executor for executor in self._executors if not executor.busy), None)
+
+    def _schedule_dispatch(self) -> None:
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch_if_ready)
+
+    def _dispatch_if_ready(self) -> None:
+        """Dispatches the batches that are due (full, or their oldest request's delay is up) to
+        free executors; whatever is left is the loop task's."""
+        self._dispatch_scheduled = False
+        while self._dispatch_one_if_ready():
+            pass
+        if self._waiting and self._free_executor() is not None:
+            self._wakeup.set()  # not due yet: the loop task keeps the time
+
+    def _dispatch_one_if_ready(self) -> bool:
+        if not self._waiting or not self._accepting:
+            return False
+        if (
+            len(self._waiting) < self.max_batch_size
+            and self._waiting[0].arrival_ns + self._max_delay_ns > time.monotonic_ns()
+        ):
+            return False
+        executor = self._free_executor()
+        if executor is None:
+            return False
+        batch = self._take_batch()
+        if batch:
+            self._dispatch(asyncio.get_running_loop(), executor, batch)
+        return True
+
+    def _dispatch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        executor: _Executor[RequestT, ResultT],
+        batch: list[_Waiting[RequestT, ResultT]],
+    ) -> None:
+        """Hands `batch` to `executor`'s thread; `_finish` answers its requests on the loop."""
+        dispatched_ns = time.monotonic_ns()
+        executor.batch = batch
+        executor.busy_until_ns = dispatched_ns + round(self.cost_model.estimate_ns(len(batch)))
+        requests = [waiting.request for waiting in batch]
+        span = self._batch_span(batch, requests, dispatched_ns)
+        call: Callable[[], Sequence[ResultT]] = functools.partial(self._handler, requests)
+        if span is not None:
+            call = functools.partial(_call_in_span, span, call)
+        if self._cheaper_than_a_hand_off(len(batch)):
+            self._finish(executor, batch, span, run_inline(call))
+            return
+        executor.thread.submit(call, loop, functools.partial(self._finish, executor, batch, span))
+
+    def _cheaper_than_a_hand_off(self, batch_size: int) -> bool:
+        """Whether batches of this size were measured to use less CPU than `inline_below_us`.
+
+        CPU time, because a model thread's run time includes its waits for the GIL; the run
+        time must stay small too (a batch that waits on a device would block the loop).
+        """
+        cpu_ns = self.cost_model.cpu_estimate_ns(batch_size)
+        return (
+            cpu_ns is not None
+            and cpu_ns < self._inline_below_ns
+            and self.cost_model.estimate_ns(batch_size) < INLINE_RUN_TIME_FACTOR * self._inline_below_ns
+        )
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Returns when a batch is full, the oldest request's delay is up, or on stop."""
@@ -215,55 +412,76 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 return
 
     def _take_batch(self) -> list[_Waiting[RequestT, ResultT]]:
-        """Pops up to max_batch_size requests, failing expired ones and skipping withdrawn ones."""
+        """Pops the next batch: skips withdrawn requests, fails those that can no longer make
+        their deadline, and cuts the batch where its estimated cost would overrun the earliest
+        deadline in it (the rest wait for the next batch)."""
         batch: list[_Waiting[RequestT, ResultT]] = []
         now_ns = time.monotonic_ns()
+        affordable = self._plan.affordable
+        earliest_deadline_ns: int | None = None
         while self._waiting and len(batch) < self.max_batch_size:
-            waiting = self._waiting.popleft()
+            waiting = self._waiting[0]
             if waiting.future.done():  # the caller was cancelled
+                self._pop_waiting()
                 continue
-            if waiting.deadline_ns is not None and waiting.deadline_ns <= now_ns:
-                waited_ms = (now_ns - waiting.arrival_ns) / 1e6
-                waiting.future.set_exception(
-                    DeadlineExpired(f"deadline passed after {waited_ms:.3f} ms in the queue")
-                )
+            deadline_ns = waiting.deadline_ns
+            if not affordable(now_ns, 1, deadline_ns):
+                self._pop_waiting()
+                waiting.future.set_exception(DeadlineExpired(self._too_late(waiting, now_ns)))
                 continue
+            candidate_deadline_ns = earliest(earliest_deadline_ns, deadline_ns)
+            if batch and not affordable(now_ns, len(batch) + 1, candidate_deadline_ns):
+                break  # one more would make the batch too slow for its most urgent member
+            self._pop_waiting()
             batch.append(waiting)
+            earliest_deadline_ns = candidate_deadline_ns
         return batch
 
-    async def _execute(
-        self, loop: asyncio.AbstractEventLoop, batch: list[_Waiting[RequestT, ResultT]]
+    def _too_late(self, waiting: _Waiting[RequestT, ResultT], now_ns: int) -> str:
+        waited_ms = (now_ns - waiting.arrival_ns) / 1e6
+        assert waiting.deadline_ns is not None
+        if waiting.deadline_ns <= now_ns:
+            return f"deadline passed after {waited_ms:.3f} ms in the queue"
+        return (
+            f"deadline in {(waiting.deadline_ns - now_ns) / 1e6:.1f} ms, less than a batch of 1 takes "
+            f"(~{self.cost_model.estimate_ns(1) / 1e6:.1f} ms + {DEADLINE_HEADROOM:.0%}), "
+            f"after {waited_ms:.3f} ms in the queue"
+        )
+
+    def _finish(
+        self,
+        executor: _Executor[RequestT, ResultT],
+        batch: list[_Waiting[RequestT, ResultT]],
+        span: trace.Span | None,
+        outcome: Outcome[Sequence[ResultT]],
     ) -> None:
-        requests = [waiting.request for waiting in batch]
-        start_ns = time.monotonic_ns()
-        span = self._batch_span(batch, requests, start_ns)
-        call: Callable[[], Sequence[ResultT]] = functools.partial(self._handler, requests)
-        if span is not None:
-            call = functools.partial(_call_in_span, span, call)
-        try:
-            results = await loop.run_in_executor(self._executor, call)
-            if len(results) != len(requests):
-                raise RuntimeError(
-                    f"batch handler returned {len(results)} results for {len(requests)} requests"
-                )
-        except asyncio.CancelledError:
-            _end_span(span, start_ns, "cancelled")
-            _fail(batch, BatcherStopped("the batcher was cancelled while this request ran"))
-            raise
-        except Exception as error:
-            _end_span(span, start_ns, repr(error))
+        """Runs on the loop when `batch` left the model: answers its requests, frees the executor."""
+        executor.batch = None
+        if self._waiting and not self._dispatch_scheduled:
+            self._schedule_dispatch()
+        elif not self._accepting:
+            self._wakeup.set()  # the stopping loop waits for the last batch to end
+        results, error = outcome.result, outcome.error
+        if error is None and (results is None or len(results) != len(batch)):
+            count = "no" if results is None else len(results)
+            error = RuntimeError(f"batch handler returned {count} results for {len(batch)} requests")
+        if error is not None:
+            _end_span(span, outcome.ended_ns, repr(error))
             _log.warning("batch_failed", batch_size=len(batch), error=repr(error))
-            _fail(batch, error)
+            _fail(batch, error if isinstance(error, Exception) else BatcherStopped(repr(error)))
             return
-        model_ns = time.monotonic_ns() - start_ns
+        assert results is not None
+        model_ns = outcome.ended_ns - outcome.started_ns
+        self.cost_model.observe(len(batch), model_ns, outcome.cpu_ns)
         span_context = None
         if span is not None:
-            _end_span(span, start_ns, None, model_ns)
+            _end_span(span, outcome.ended_ns, None)
             span_context = span.get_span_context()
+        started_ns = outcome.started_ns
         for waiting, result in zip(batch, results, strict=True):
             if not waiting.future.done():
                 waiting.future.set_result(
-                    Batched(result, start_ns - waiting.arrival_ns, model_ns, len(batch), span_context)
+                    Batched(result, started_ns - waiting.arrival_ns, model_ns, len(batch), span_context)
                 )
 
     def _batch_span(
@@ -290,9 +508,14 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         )
         return span
 
+    def _pop_waiting(self) -> None:
+        self._waiting.popleft()
+        self._plan.remove_first()
+
     def _fail_all_waiting(self, error: BatcherError) -> None:
         waiting = list(self._waiting)
         self._waiting.clear()
+        self._plan.clear()
         _fail(waiting, error)
 
 
@@ -306,12 +529,11 @@ def _call_in_span(span: trace.Span, call: Callable[[], Sequence[ResultT]]) -> Se
         return call()
 
 
-def _end_span(span: trace.Span | None, start_ns: int, error: str | None, model_ns: int | None = None) -> None:
+def _end_span(span: trace.Span | None, end_ns: int, error: str | None) -> None:
     if span is None:
         return
     if error is not None:
         span.set_status(trace.StatusCode.ERROR, error)
-    end_ns = start_ns + model_ns if model_ns is not None else time.monotonic_ns()
     span.end(end_time=end_ns + _to_epoch_ns())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ import structlog
 from etude import defaults
 
 from .batcher import (
+    DEFAULT_INLINE_BELOW_US,
     DEFAULT_MAX_BATCH_DELAY_MS,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE_SIZE,
@@ -122,12 +124,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=0,
-        help="torch intra-op threads (0 = every available CPU but one, left to the event loop)",
+        help="torch intra-op threads per executor (0 = the cores this process may use but one, left to "
+        "the event loop, split between the --executors)",
+    )
+    parser.add_argument(
+        "--executors",
+        type=int,
+        default=1,
+        help="model executors: batches run on whichever is free (one thread each, a CUDA stream each)",
+    )
+    parser.add_argument(
+        "--serving-processes",
+        type=int,
+        default=1,
+        help="serving processes on the one port (SO_REUSEPORT), each with the same model; "
+        "one grpc.aio process answers at most ~10,000 calls/s",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--inline-below-us",
+        type=float,
+        default=DEFAULT_INLINE_BELOW_US,
+        help="run a batch on the event loop when batches of its size were measured faster than this "
+        "(a hand-off to a model thread costs about as much); 0 = always in the model threads",
+    )
+    parser.add_argument(
+        "--max-queue-wait-ms",
+        type=float,
+        default=0.0,
+        help="refuse a request whose expected wait for the model is longer (0 = bound by count "
+        "and deadline only)",
     )
 
 
 async def serve(args: argparse.Namespace) -> None:
     """Builds the model, warms it up, and serves until SIGTERM/SIGINT."""
+    if args.serving_processes > 1:
+        # Before anything imports torch or gRPC: this process only supervises its children.
+        from .processes import child_flags, serve_processes
+
+        own = argparse.ArgumentParser()
+        add_arguments(own)
+        flags = child_flags(own, args, skip=("serving_processes", "reuse_port"))
+        flags += ["--grace-s", str(args.grace_s), "--log-format", args.log_format]
+        flags += ["--log-level", args.log_level]
+        raise SystemExit(
+            await serve_processes(
+                args.serving_processes,
+                flags,
+                host=args.host,
+                port=args.port,
+                port_file=args.port_file,
+                grace_s=args.grace_s,
+            )
+        )
     import torch
 
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
@@ -135,12 +185,17 @@ async def serve(args: argparse.Namespace) -> None:
 
     from .accuracy import AccuracySettings
     from .batcher import DynamicBatcher
+    from .executors import executor_initializer, threads_per_executor
     from .model_file import ModelFileError
-    from .precision import PrecisionUnsupported, available_cpus, serving_threads
+    from .precision import PrecisionUnsupported
     from .recommender import Recommender, RecommenderConfig
     from .server import RecommenderServicer, batch_span_attributes
 
-    torch.set_num_threads(args.threads if args.threads > 0 else serving_threads(available_cpus()))
+    if args.executors < 1:
+        raise SystemExit(f"etude serve inference: --executors must be >= 1, got {args.executors}")
+    threads = threads_per_executor(args.executors, args.threads)
+    # Also here: the warm-up runs in this thread, and GetModelInfo reports this thread's count.
+    torch.set_num_threads(threads)
     try:
         config = RecommenderConfig(
             model=args.model,
@@ -178,6 +233,10 @@ async def serve(args: argparse.Namespace) -> None:
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_queue_size=args.max_queue_size,
+        max_queue_wait_ms=args.max_queue_wait_ms,
+        inline_below_us=args.inline_below_us,
+        executors=args.executors,
+        executor_initializer=executor_initializer(args.device, threads),
         batch_attributes=batch_span_attributes(recommender),
     )
     servicer = RecommenderServicer(recommender, batcher)
@@ -188,7 +247,11 @@ async def serve(args: argparse.Namespace) -> None:
         ),
         host=args.host,
         port=args.port,
+        reuse_port=args.reuse_port,
     )
+    # Everything built so far (torch's modules, the model) lives as long as the process: moved
+    # out of the collector's reach, it is not rescanned by every full collection while serving.
+    gc.freeze()
     await batcher.start()
     try:
         await run_until_signalled(host, grace_s=args.grace_s, port_file=args.port_file)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
@@ -70,23 +69,3 @@ def require_supported(precision: str, device: torch.device | str) -> None:
     supported, reason = cpu_bf16_support()
     if not supported:
         raise PrecisionUnsupported(f"precision bf16 refused on this CPU: {reason}; use fp32")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def serving_threads(cpu_count: int) -> int:
-    """Torch intra-op threads for a serving process on `cpu_count` CPUs: all but one.
-
-    The spare CPU runs the event loop, gRPC's threads and, on a development machine, a
-    co-located load generator. A thread pool spanning every CPU waits at each operator's barrier
-    whenever one of its threads is descheduled: on the shared 2-core machine the chunked scorer
-    ran 3-10x slower per operator with 2 threads than with 1 (benchmarks/bench_scoring.py
-    --thread-sweep and its 1- and 2-thread runs). `--threads` overrides it.
-    """
-    return max(1, cpu_count - 1)

@@ -28,6 +28,8 @@ from .batcher import (
     DeadlineExpired,
     DynamicBatcher,
     QueueFull,
+    QueueWaitTooLong,
+    WouldMissDeadline,
 )
 from .models.base import MAX_SESSION_LENGTH
 from .recommender import (
@@ -60,6 +62,10 @@ def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The one place where the core's exceptions become gRPC status codes."""
     if isinstance(error, InvalidRequest):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, WouldMissDeadline):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"refused at arrival: {error}"
+    if isinstance(error, QueueWaitTooLong):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"inference queue too long: {error}"
     if isinstance(error, QueueFull):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"inference queue full: {error}"
     if isinstance(error, DeadlineExpired):
@@ -167,7 +173,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             max_batch_delay_ms=self._batcher.max_batch_delay_ms,
             max_queue_size=self._batcher.max_queue_size,
             parameter_count=recommender.parameter_count,
-            details=recommender.details(),
+            details={**recommender.details(), "executors": str(self._batcher.executors)},
             precision=config.precision,
             accuracy=_accuracy_message(recommender.accuracy),
         )

@@ -50,6 +50,7 @@ def _spec_bullets(experiment: controller_pb2.Experiment) -> tuple[str, ...]:
         f"{option.name} ({option.device}, {_money(option.monthly_cost_usd)}/month per replica, "
         f"{option.replicas or 1} replica{'' if (option.replicas or 1) == 1 else 's'}"
         + (f", {option.cpu_threads} CPU threads" if option.cpu_threads else "")
+        + (f", {option.executors} executors" if option.executors > 1 else "")
         + ")"
         for option in spec.hardware
     )

@@ -12,7 +12,7 @@ import pytest
 from etude.services.controller.drivers.processes import ServiceStartError
 from etude.services.inference import cli
 from etude.services.inference.models import MODEL_NAMES
-from etude.services.inference.precision import cpu_bf16_support, serving_threads
+from etude.services.inference.precision import cpu_bf16_support
 
 from etude.config import apply_env_defaults
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
@@ -31,6 +31,7 @@ def test_defaults_match_the_documented_service_settings() -> None:
     assert (args.max_batch_size, args.max_batch_delay_ms) == (1024, 2.0)
     assert (args.max_request_items, args.default_k, args.threads) == (1000, 21, 0)
     assert (args.device, args.runtime, args.precision) == ("cpu", "eager", "fp32")
+    assert (args.executors, args.max_queue_wait_ms) == (1, 0.0)
     assert cli.DEFAULT_PORT == 50052
 
 
@@ -61,7 +62,18 @@ def test_importing_the_cli_does_not_import_torch() -> None:
 async def test_etude_serve_inference_runs_as_a_process_and_answers(
     child_service: Callable[..., object],
 ) -> None:
-    flags = ["--model", "gru4rec", "--catalog-size", "1000", "--runtime", "jit", "--threads", "1"]
+    flags = [
+        "--model",
+        "gru4rec",
+        "--catalog-size",
+        "1000",
+        "--runtime",
+        "jit",
+        "--threads",
+        "1",
+        "--executors",
+        "2",
+    ]
     async with child_service("inference", flags) as endpoint:  # type: ignore[attr-defined]
         async with grpc.aio.insecure_channel(endpoint) as channel:
             stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
@@ -69,7 +81,12 @@ async def test_etude_serve_inference_runs_as_a_process_and_answers(
             info = await stub.GetModelInfo(recommender_pb2.GetModelInfoRequest())
     assert len(response.item_ids) == 4
     assert (info.model, info.runtime, info.embedding_dim) == ("gru4rec", "jit", 6)
-    assert info.details["torch_threads"] == "1"
+    assert (info.details["torch_threads"], info.details["executors"]) == ("1", "2")
+
+
+def test_executors_come_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETUDE_EXECUTORS", "3")
+    assert parse(["--catalog-size", "10"]).executors == 3
 
 
 @pytest.mark.skipif(not cpu_bf16_support()[0], reason="this CPU has no native bf16")
@@ -95,7 +112,3 @@ async def test_serve_inference_refuses_fp16_on_cpu_naming_the_reason(
     with pytest.raises(ServiceStartError, match="fp16 needs a cuda device"):
         async with child_service("inference", flags):  # type: ignore[attr-defined]
             pass
-
-
-def test_threads_default_leaves_one_cpu_to_the_event_loop() -> None:
-    assert [serving_threads(cpus) for cpus in (1, 2, 4, 16)] == [1, 1, 3, 15]

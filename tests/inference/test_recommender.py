@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from etude.services.inference.models.base import MAX_SESSION_LENGTH
 from etude.services.inference.recommender import (
     InvalidK,
@@ -97,6 +98,17 @@ def test_a_tiny_catalog_shrinks_the_default_k_instead_of_failing() -> None:
     tiny = Recommender(RecommenderConfig("noop", 5, warmup=False))
     assert tiny.default_k == 5
     assert answer(tiny, [1], 0)[0] == [1, 2, 3, 4, 5]
+
+
+def test_noop_answers_what_its_head_gives_without_running_the_model() -> None:
+    noop = Recommender(RecommenderConfig("noop", 100, warmup=False))
+    queries = [noop.validate([5, 6], 3), noop.validate([7], 21)]
+    answers = noop.recommend_batch(queries)
+    with torch.inference_mode():
+        seq = torch.zeros(2, MAX_SESSION_LENGTH, dtype=torch.int64)
+        scores, ids = noop.scorer.top_k(noop.served_encoder(seq, torch.tensor([2, 1])), 21, seq)
+    assert [a.item_ids for a in answers] == [ids[0, :3].tolist(), ids[1].tolist()]
+    assert [a.scores for a in answers] == [scores[0, :3].tolist(), scores[1].tolist()]
 
 
 def test_only_the_most_recent_fifty_clicks_are_used(recommender: Recommender) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import grpc
 import pytest
 from etude.services.inference.batcher import DynamicBatcher
+from etude.services.inference.cost_model import BatchCostModel
 from etude.services.inference.recommender import (
     Recommendation,
     Recommender,
@@ -36,7 +39,7 @@ def recommender() -> Recommender:
 
 @asynccontextmanager
 async def serving(
-    recommender: Recommender, handler: Handler | None = None, **batching: float
+    recommender: Recommender, handler: Handler | None = None, **batching: object
 ) -> AsyncIterator[grpc.aio.Channel]:
     batcher = DynamicBatcher(handler or recommender.recommend_batch, **batching)  # type: ignore[arg-type]
     servicer = RecommenderServicer(recommender, batcher)
@@ -220,3 +223,96 @@ async def test_health_reports_serving(recommender: Recommender) -> None:
         for service in ("", SERVICE):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class CostedModel:
+    """The real model behind a known cost: each batch sleeps `batch_ms` + `item_ms` per request.
+
+    Records which sessions reached the model (each test session is unique).
+    """
+
+    def __init__(self, recommender: Recommender, batch_ms: float, item_ms: float) -> None:
+        self.recommender = recommender
+        self.batch_ms = batch_ms
+        self.item_ms = item_ms
+        self.seen: list[tuple[int, ...]] = []
+
+    def cost_ms(self, batch_size: int) -> float:
+        return self.batch_ms + self.item_ms * batch_size
+
+    def __call__(self, queries: list[SessionQuery]) -> list[Recommendation]:
+        time.sleep(self.cost_ms(len(queries)) / 1000)
+        self.seen.extend(tuple(q.item_ids.tolist()) for q in queries)
+        return self.recommender.recommend_batch(queries)
+
+
+def unique_session(index: int) -> list[int]:
+    return [1 + index // CATALOG_SIZE, 1 + index % CATALOG_SIZE]
+
+
+async def test_request_that_cannot_meet_its_deadline_is_refused_at_arrival_saying_why(
+    recommender: Recommender,
+) -> None:
+    handler = BlockingHandler(recommender)
+    cost_model = BatchCostModel()
+    cost_model.observe(1, 100_000_000)  # batches of one take 100 ms
+    async with serving(
+        recommender, handler, max_batch_size=1, max_batch_delay_ms=0, cost_model=cost_model
+    ) as channel:
+        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+        in_model = asyncio.ensure_future(stub.Recommend(request([1])))
+        await asyncio.to_thread(handler.entered.wait, HANG_S)
+        queued = [asyncio.ensure_future(stub.Recommend(request([2 + i]))) for i in range(4)]
+        await asyncio.sleep(0.05)
+        # ~500 ms of work queued ahead: a 300 ms deadline cannot be met, so it is refused now,
+        # with RESOURCE_EXHAUSTED, not left to time out.
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Recommend(request([9, 9]), timeout=0.3)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert re.search(r"would finish in ~\d+\.\d ms, deadline in \d+\.\d ms", raised.value.details() or "")
+        handler.release.set()
+        await asyncio.gather(in_model, *queued)
+    assert [9, 9] not in handler.seen
+
+
+async def test_under_sustained_3x_overload_accepted_requests_are_answered_and_goodput_holds(
+    recommender: Recommender,
+) -> None:
+    model = CostedModel(recommender, batch_ms=40, item_ms=2)
+    max_batch_size = 8
+    capacity_per_s = 1000 * max_batch_size / model.cost_ms(max_batch_size)  # ~143 req/s
+    offered_per_s, duration_s, deadline_s = 3 * capacity_per_s, 2.0, 0.5
+    codes: dict[int, grpc.StatusCode] = {}
+    refusals: list[str] = []
+    # The default queue bound (4,096 requests, ~28 s of work) would not stop the collapse.
+    async with serving(recommender, model, max_batch_size=max_batch_size, max_batch_delay_ms=2) as channel:
+        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+
+        async def call(index: int) -> None:
+            try:
+                await stub.Recommend(request(unique_session(index)), timeout=deadline_s)
+                codes[index] = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as error:
+                codes[index] = error.code()
+                if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    refusals.append(error.details() or "")
+
+        loop = asyncio.get_running_loop()
+        start_s = loop.time()
+        calls = []
+        for index in range(int(offered_per_s * duration_s)):  # open loop: sent on schedule
+            await asyncio.sleep(max(0.0, start_s + index / offered_per_s - loop.time()))
+            calls.append(asyncio.ensure_future(call(index)))
+        await asyncio.gather(*calls)
+    ok = {index for index, code in codes.items() if code == grpc.StatusCode.OK}
+    ok_sessions = {tuple(unique_session(index)) for index in ok}
+    reached = set(model.seen)
+    assert ok_sessions <= reached
+    refused = [code for code in codes.values() if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert refused and all("refused at arrival" in details for details in refusals)
+    # Accepted requests are answered in time: little of what reached the model timed out (a
+    # stall of the whole process on a busy machine can still push a batch past its deadline).
+    assert len(reached - ok_sessions) <= 0.15 * len(reached)
+    # Goodput holds (loosely: a loaded test machine starves client and server alike): a
+    # collapsed service answers only the first deadline's worth, ~25% of this run's capacity.
+    assert len(ok) >= 0.35 * capacity_per_s * duration_s
