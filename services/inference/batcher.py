@@ -7,6 +7,9 @@ while the current ones compute. Admission is by deadline: from what batches have
 (cost_model.py) it refuses at arrival a request that would finish after its deadline, drops a
 queued one that no longer can, and cuts a batch at the size its most urgent member can afford.
 A batch holding a traced request gets a span of its own, linked to the requests it served.
+Over 500 lines because queueing, admission, batch cutting and dispatch to the executors share
+one queue and one clock: split, each part would reach into the others' state (the cost model
+and the queue plan already live in cost_model.py and admission.py).
 """
 
 from __future__ import annotations

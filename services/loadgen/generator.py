@@ -11,6 +11,10 @@ transport and calls back when it ends, so no asyncio task is created per request
 `RecommendClient` gets one task per request through an adapter). Latencies are fed to the
 histograms in one batch per tick. The generator measures its own footprint (CPU per request,
 send lateness) and reports it in every summary.
+
+Over 500 lines because the schedule, backpressure, per-session order, recording and the
+summary act on one run's state tick by tick; the parts that stand alone (ramp, stats, footprint,
+the clients) are modules of their own.
 """
 
 from __future__ import annotations

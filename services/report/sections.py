@@ -9,13 +9,14 @@ import math
 from collections.abc import Sequence
 
 from etude import defaults
-from etude.v1 import controller_pb2, environment_pb2, experiment_pb2
+from etude.v1 import controller_pb2, experiment_pb2
 
 from ..results.records import TIMING_COLUMNS
 from .analysis import SPLIT_PARTS, STABILITY_RULE, StableRate
 from .deployments import DeploymentRow
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
 from .fits import REFERENCE_DRAWS, FittedExponent, workload_of
+from .notes import environment_bullets, precision_and_loadgen_notes
 from .trials import TrialReport
 
 State = experiment_pb2.TrialState
@@ -72,30 +73,6 @@ def _spec_bullets(experiment: controller_pb2.Experiment) -> tuple[str, ...]:
         f"SLO: p{slo.percentile:g} <= {slo.latency_ms:g} ms at {slo.rate_per_s:g} requests/s "
         "(latency from the intended send time)",
         f"Target: {spec.target or defaults.TARGET}; repetitions: {spec.repetitions or 1}",
-    )
-
-
-def environment_bullets(environment: environment_pb2.Environment) -> tuple[str, ...]:
-    """What produced the results, as the controller saw itself (empty for results that predate it)."""
-    if not environment.etude_version:
-        return ()
-    e = environment
-    gpu = (
-        f"{environment.gpu_name} ({environment.gpu_memory_bytes / 2**30:,.0f} GiB, driver"
-        f" {environment.gpu_driver_version or '?'}, CUDA {environment.cuda_version or '?'})"
-        if environment.gpu_name
-        else "none used by the controller's process"
-    )
-    return (
-        f"Etude {environment.etude_version}"
-        + (f" at {environment.git_commit}" if environment.git_commit else ""),
-        f"Python {e.python_version}, torch {e.torch_version}, grpcio {e.grpcio_version},"
-        f" protobuf {e.protobuf_version}, numpy {e.numpy_version}",
-        f"CPU: {e.cpu_model}, {e.cpu_cores_usable} of {e.cpu_cores} cores usable,"
-        f" {e.memory_bytes / 2**30:,.1f} GiB memory",
-        f"GPU: {gpu}",
-        f"Host: {environment.host} ({environment.platform})"
-        + (f", image {environment.image}" if environment.image else ""),
     )
 
 
@@ -180,7 +157,7 @@ def _trial_notes(experiment: controller_pb2.Experiment, trials: Sequence[TrialRe
             parts.append(f"error: {trial.result.error}")
         if trial.problem:
             parts.append(trial.problem)
-        parts += _precision_and_loadgen_notes(trial.result)
+        parts += precision_and_loadgen_notes(trial.result)
         stable = trial.stable
         if stable is not None:
             if stable.broken_at_tick is not None:
@@ -195,38 +172,6 @@ def _trial_notes(experiment: controller_pb2.Experiment, trials: Sequence[TrialRe
         if parts:
             notes.append(f"{trial.trial_id}: " + "; ".join(parts))
     return tuple(notes)
-
-
-def _precision_and_loadgen_notes(result: experiment_pb2.TrialResult) -> list[str]:
-    """The accuracy of a reduced precision, and what the load generator itself cost: a loadgen
-    over its core budget competed with the service for CPU, so its latencies are perturbed."""
-    notes = []
-    precision = result.trial.precision or defaults.PRECISION
-    if precision != defaults.PRECISION:
-        if result.recall_k:
-            notes.append(
-                f"{precision} scoring: recall@{result.recall_k} {result.recall_at_k:.4f} against fp32"
-                f" exact scoring on {result.recall_sessions:,} workload sessions"
-            )
-        else:
-            notes.append(f"{precision} scoring: no recall measured (the service was not reachable)")
-    if result.HasField("summary") and result.summary.footprint.cpu_us_per_request:
-        footprint, transport = (
-            result.summary.footprint,
-            result.summary.transport or defaults.LOADGEN_TRANSPORT,
-        )
-        text = (
-            f"load generator ({transport}): {footprint.cpu_us_per_request:,.0f} us CPU per request,"
-            f" {footprint.cores_used:.2f} cores, send lateness p99 {footprint.send_lateness.p99_ms:.2f} ms"
-        )
-        if footprint.over_core_budget:
-            text = (
-                f"WARNING: {text}, over its budget of {footprint.core_budget:g} core: it competed with"
-                " the service for CPU, so these latencies include its perturbation (more"
-                " loadgen_instances, or a load machine of its own)"
-            )
-        notes.append(text)
-    return notes
 
 
 def _search_blocks(trials: Sequence[TrialReport]) -> list[Block]:

@@ -15,6 +15,9 @@ The rules a replay follows:
 - Every session is sent whole, however long (the models read its last 50 clicks).
 - With a timestamp column, each click carries its offset in seconds from the log's earliest
   timestamp (so all offsets are >= 0); timestamps are numbers of seconds or ISO 8601 text.
+
+Over 500 lines because indexing, the on-disk index and streaming its sessions are one format
+with one owner (fit.py keeps the reading of the log itself).
 """
 
 from __future__ import annotations
