@@ -22,6 +22,7 @@ from gcs_emulator import fake_gcs_server, new_bucket
 from etude.serving import ServiceHost
 from etude.spec import parse_spec_dict
 from etude.v1 import controller_pb2, controller_pb2_grpc, experiment_pb2
+from tests.controller.driver_fakes import ServicesNeverLost
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def spec(name: str, models: int = 1) -> experiment_pb2.ExperimentSpec:
     )
 
 
-class FakeDriver:
+class FakeDriver(ServicesNeverLost):
     """Deploys nothing: a trial 'deploys' until released, then fails to start (no processes)."""
 
     name = "fake"
@@ -80,13 +81,6 @@ class FakeDriver:
     @asynccontextmanager
     async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         yield str(local_dir)
-
-    async def service_lost(self) -> str:
-        await asyncio.Event().wait()  # its services never fail
-        return ""
-
-    async def dead_services(self) -> list[str]:
-        return []
 
 
 def store_experiment(

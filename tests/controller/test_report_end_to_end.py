@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from etude.services.results.store import LocalResultStore
 
 from etude.spec import parse_spec_text
 from etude.v1 import controller_pb2, experiment_pb2
+from tests.controller.driver_fakes import ServicesNeverLost
 
 SPEC = """
 name: e2e-report
@@ -57,7 +57,7 @@ async def test_a_real_experiment_writes_its_report_and_etude_report_rebuilds_it(
     assert (folder / "report.md").read_text() == markdown
 
 
-class _UnstartableDriver:
+class _UnstartableDriver(ServicesNeverLost):
     """Deploys nothing: every trial fails at once, so the runner finishes without any process."""
 
     name = "unstartable"
@@ -74,13 +74,6 @@ class _UnstartableDriver:
     @asynccontextmanager
     async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         yield str(local_dir)
-
-    async def service_lost(self) -> str:
-        await asyncio.Event().wait()  # its services never fail
-        return ""
-
-    async def dead_services(self) -> list[str]:
-        return []
 
 
 async def test_a_failed_experiment_still_gets_a_report_listing_the_failure(tmp_path: Path) -> None:

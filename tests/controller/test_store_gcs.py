@@ -3,7 +3,6 @@ objects and buckets, the staging folder's sync, and the runner putting a trial's
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +20,7 @@ from google.cloud import storage
 
 from etude.spec import SpecError, parse_spec_dict
 from etude.v1 import controller_pb2, experiment_pb2
+from tests.controller.driver_fakes import ServicesNeverLost
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_sync_uploads_a_trial_folder_and_then_only_what_changed(store: GcsResult
     assert after[f"{prefix}/series.csv"] == generations[f"{prefix}/series.csv"]
 
 
-class _NoDeployDriver:
+class _NoDeployDriver(ServicesNeverLost):
     """Brings up no service: each trial fails to deploy, after its 'service' logged a line."""
 
     name = "fake"
@@ -171,13 +171,6 @@ class _NoDeployDriver:
     @asynccontextmanager
     async def loadgen_records(self, local_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         yield str(local_dir)
-
-    async def service_lost(self) -> str:
-        await asyncio.Event().wait()  # its services never fail
-        return ""
-
-    async def dead_services(self) -> list[str]:
-        return []
 
 
 async def test_the_runner_puts_every_trial_folder_and_log_in_the_bucket(store: GcsResultStore) -> None:

@@ -1,0 +1,16 @@
+"""What test drivers share: services that never fail while a trial runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class ServicesNeverLost:
+    """The Driver protocol's watch of running services, for fakes whose services never fail."""
+
+    async def service_lost(self) -> str:
+        await asyncio.Event().wait()  # waits until the runner cancels it
+        return ""
+
+    async def dead_services(self) -> list[str]:
+        return []
