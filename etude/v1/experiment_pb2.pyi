@@ -29,12 +29,14 @@ TRIAL_STATE_CANCELLED: TrialState
 TRIAL_STATE_INTERRUPTED: TrialState
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name", "embedding_dim")
+    __slots__ = ("name", "embedding_dim", "model_path")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     name: str
     embedding_dim: int
-    def __init__(self, name: _Optional[str] = ..., embedding_dim: _Optional[int] = ...) -> None: ...
+    model_path: str
+    def __init__(self, name: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., model_path: _Optional[str] = ...) -> None: ...
 
 class WorkloadStats(_message.Message):
     __slots__ = ("source", "exponents", "seed", "preset", "powerlaw_fits", "path", "session_column", "item_column", "timestamp_column", "no_header", "pace", "speedup", "max_session_length")

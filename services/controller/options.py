@@ -12,10 +12,15 @@ from etude.v1 import experiment_pb2
 
 def inference_options(trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec) -> dict[str, str]:
     """Options of `etude serve inference` for one trial of a resolved spec."""
+    # A team's model file is served instead of a named model; its table fixes the width.
+    model = (
+        {"model_path": trial.model.model_path}
+        if trial.model.model_path
+        else {"model": trial.model.name, "embedding_dim": str(trial.embedding_dim)}
+    )
     options = {
-        "model": trial.model.name,
+        **model,
         "catalog_size": str(trial.catalog_size),
-        "embedding_dim": str(trial.embedding_dim),
         "device": trial.hardware.device,
         "runtime": trial.runtime,
         "max_batch_size": str(spec.batching.max_batch_size),

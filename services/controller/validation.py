@@ -41,9 +41,34 @@ def load_spec(path: str | Path, target: str = "") -> experiment_pb2.ExperimentSp
 
 
 def resolve(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.ExperimentSpec:
-    """Validates `spec` and returns a copy with every default made explicit."""
+    """Validates `spec` and returns a copy with every default made explicit (a model file's
+    embedding width read from the file, once its contract is checked)."""
     validate(spec)
-    return with_defaults(spec)
+    full = with_defaults(spec)
+    _check_model_files(full)
+    return full
+
+
+def _check_model_files(spec: experiment_pb2.ExperimentSpec) -> None:
+    """Loads every model file of `spec` and probes its contract now, before any trial: a file
+    that cannot be served is refused with the reason, and each catalog size must be the file's."""
+    from ..inference.model_file import ModelFileError, load_model_file
+
+    for index, model in enumerate(spec.models):
+        if not model.model_path:
+            continue
+        try:
+            loaded = load_model_file(model.model_path)
+        except ModelFileError as error:
+            raise SpecError(f"models[{index}].model_path", str(error)) from None
+        for size_index, catalog_size in enumerate(spec.catalog_sizes):
+            if catalog_size != loaded.catalog_size:
+                raise SpecError(
+                    f"catalog_sizes[{size_index}]",
+                    f"{catalog_size:,} items, but models[{index}].model_path ({model.model_path}) holds"
+                    f" {loaded.catalog_size:,}: a model file is served at its own catalog size",
+                )
+        model.embedding_dim = loaded.embedding_dim
 
 
 def validate(spec: experiment_pb2.ExperimentSpec) -> None:
@@ -57,7 +82,19 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
         raise SpecError("models", "name at least one model")
     known_models = MODELS.keys()
     for index, model in enumerate(spec.models):
-        if model.name not in known_models:
+        if model.model_path:
+            if not _NAME_PATTERN.match(model.name):
+                raise SpecError(
+                    f"models[{index}].name",
+                    f"{model.name!r}: a model file's label must be 1-40 characters of a-z, 0-9 and '-'",
+                )
+            if spec.target == "kubernetes" and not model.model_path.startswith("gs://"):
+                raise SpecError(
+                    f"models[{index}].model_path",
+                    f"{model.model_path!r}: the kubernetes target's pods read model files from "
+                    "gs://bucket/object, not from this machine's disk",
+                )
+        elif model.name not in known_models:
             raise SpecError(f"models[{index}].name", f"{model.name!r} is not one of {sorted(known_models)}")
         if model.embedding_dim < 0:
             raise SpecError(f"models[{index}].embedding_dim", "must be >= 0 (0 applies embedding_policy)")
