@@ -36,6 +36,10 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+# The levels `--log-level` takes (an argparse choice: anything else is refused with the list).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def configure_logging(service: str, log_format: str = "console", level: str = "info") -> None:
     """Configures structlog once for a process. `log_format` is "console" or "json"."""
     renderer: Any

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from etude import defaults
 from etude.config import apply_env_defaults
+from etude.logs import LOG_LEVELS
 
 from .controller import cli as controller_cli
 from .controller import client_cli as controller_client_cli
@@ -39,7 +40,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         )
         parser.add_argument("--grace-s", type=float, default=defaults.GRACE_S, help="drain time on SIGTERM")
         parser.add_argument("--log-format", choices=("console", "json"), default="console")
-        parser.add_argument("--log-level", default="info")
+        parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
         parser.add_argument(
             "--metrics-port", type=int, default=None,
             help="serve Prometheus metrics over HTTP on this port (0 picks a free one); off when absent",

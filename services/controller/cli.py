@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from etude import defaults
+from etude.logs import LOG_LEVELS
 
 if TYPE_CHECKING:
     from .drivers.driver import Driver
@@ -78,6 +79,8 @@ async def serve(args: argparse.Namespace) -> None:
         )
     try:
         store = open_store(args.results)
+        # A controller whose store cannot be written refuses to start rather than serve and fail.
+        store.check_writable()
     except SpecError as error:
         raise SystemExit(f"etude serve controller: --{error}") from None
     manager = ExperimentManager(
@@ -105,7 +108,9 @@ def _add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
         help="result store (folder or gs://bucket/prefix); overrides the spec's `results`",
     )
     parser.add_argument("--startup-timeout-s", type=float, default=defaults.STARTUP_TIMEOUT_S)
-    parser.add_argument("--log-level", default="warning", help="controller log level on stderr")
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="warning", help="controller log level on stderr"
+    )
     parser.add_argument(
         "--fail-on-slo-miss", action="store_true", help="exit 3 when every trial ran but one missed its SLO"
     )
@@ -165,6 +170,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.results:
             spec.results = args.results
         store = open_store(spec.results)
+        store.check_writable()
         driver = make_driver(spec.target, args)
         search = None
         if args.command == "search":

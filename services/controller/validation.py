@@ -141,6 +141,24 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
     _check_choice("target", spec.target, TARGETS)
     _check_choice("loadgen_transport", spec.loadgen_transport, TRANSPORTS)
     _validate_limits(spec)
+    if spec.target == "kubernetes":
+        _check_overlays(spec)
+
+
+def _check_overlays(spec: experiment_pb2.ExperimentSpec) -> None:
+    """Every hardware option deploys with an overlay: found now, not when its trial deploys
+    after the others ran."""
+    from .drivers.manifests import KubernetesDeployError, kustomize_dir, overlay_for, overlays
+
+    try:
+        available = overlays(kustomize_dir())
+        for index, option in enumerate(spec.hardware):
+            try:
+                overlay_for(option, available)
+            except KubernetesDeployError as error:
+                raise SpecError(f"hardware[{index}].name", str(error)) from None
+    except KubernetesDeployError as error:
+        raise SpecError("target", str(error)) from None
 
 
 def _validate_limits(spec: experiment_pb2.ExperimentSpec) -> None:

@@ -25,6 +25,10 @@ class ResultStore(Protocol):
     def read_text(self, relative: str) -> str: ...
     def exists(self, relative: str) -> bool: ...
     def list_dirs(self, relative: str = "") -> list[str]: ...
+    def check_writable(self) -> None:
+        """Raises SpecError("results", ...) unless results can be written here now."""
+        ...
+
     def sync(self, relative: str = "") -> None:
         """Makes what local processes wrote under local_dir(relative) part of the store."""
         ...
@@ -38,6 +42,18 @@ class LocalResultStore:
 
     def uri(self, relative: str = "") -> str:
         return str(self.root / relative) if relative else str(self.root)
+
+    def check_writable(self) -> None:
+        """Raises SpecError("results", ...) when the folder cannot hold results: a file in the
+        way, no permission, a read-only or full disk (checked before anything runs)."""
+        probe = self.root / f".etude-write-check-{os.getpid()}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_text("results can be written here\n")
+            probe.unlink()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise SpecError("results", f"{self.root}: cannot write results there: {reason}") from None
 
     def local_dir(self, relative: str) -> Path:
         """A folder of the store that local processes (the loadgen) can write into directly."""

@@ -111,6 +111,15 @@ class GcsResultStore:
         with self._errors(""):
             list(self._client.list_blobs(self.bucket_name, prefix=self._folder(""), max_results=1))
 
+    def check_writable(self) -> None:
+        """The bucket answers (check()); its staging folder is this store's own temporary folder."""
+        from etude.spec import SpecError
+
+        try:
+            self.check()
+        except GcsStoreError as error:
+            raise SpecError("results", str(error)) from None
+
     def local_dir(self, relative: str) -> Path:
         """A staging folder for `relative`; its files reach the bucket at the next sync(relative)."""
         path = self.staging_root / relative

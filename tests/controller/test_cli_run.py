@@ -91,3 +91,27 @@ def test_ctrl_c_stops_every_service_and_records_the_cancellation(tmp_path: Path)
     assert experiment["trials"][0]["state"] == "TRIAL_STATE_CANCELLED"
     assert (experiment_dir / "trials" / "noop-c1000-cpu-eager" / "records.csv").stat().st_size > 0
     assert os.path.exists(experiment_dir / "summary.md")
+
+
+def test_results_that_cannot_be_written_are_exit_2_before_anything_runs(tmp_path: Path) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC % 1)
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("results cannot go under a file")
+    process = _etude_run(spec_path, in_the_way / "results")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    assert "results:" in output and "cannot write results there" in output
+    assert "Traceback" not in output and "Experiment" not in output
+
+
+def test_a_controller_whose_store_cannot_be_written_refuses_to_start(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "etude.services.cli", "serve", "controller", "--port", "0",
+         "--results", str(in_the_way / "results")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "cannot write results there" in done.stderr

@@ -216,3 +216,18 @@ def test_zero_load_generators_means_enough_to_keep_each_within_its_core_budget(
         "auto.yaml",
     )
     assert resolve(spec).loadgen_instances == instances
+
+
+def test_on_kubernetes_every_hardware_option_must_name_an_overlay_before_any_trial() -> None:
+    from etude.services.controller.validation import resolve
+
+    text = (
+        "name: k8s\nmodels: [{name: noop}]\ncatalog_sizes: [1000]\ntarget: kubernetes\n"
+        "workload: {exponents: {alpha_length: 2.2, alpha_clicks: 1.8}}\n"
+        "load: {target_rate_per_s: 10, hold_duration_s: 1}\n"
+        "hardware: [{name: cpu, device: cpu}, {name: big-gpu, device: cuda}]\n"
+    )
+    with pytest.raises(SpecError) as refused:
+        resolve(parse_spec_text(text, "k8s.yaml"))
+    assert refused.value.field == "hardware[1].name" and "gpu-t4" in str(refused.value)
+    resolve(parse_spec_text(text.replace("big-gpu", "gpu-t4-spot"), "k8s.yaml"))
