@@ -97,6 +97,13 @@ def _token(token: str | None, token_file: str | None) -> str | None:
     return token or None
 
 
+def _read_certificate(tls_cert: str | None, tls_key: str | None) -> tuple[bytes | None, bytes | None]:
+    """The certificate and its key (PEM), given together or not at all."""
+    if bool(tls_cert) != bool(tls_key):
+        raise SecurityConfigError("--tls-cert and --tls-key go together: give both or neither")
+    return _read(tls_cert, "--tls-cert"), _read(tls_key, "--tls-key")
+
+
 def from_flags(
     *,
     tls_cert: str | None = None,
@@ -109,13 +116,11 @@ def from_flags(
 ) -> tuple[ServerSecurity, ClientSecurity]:
     """Server and client settings from the serve flags: a server certificate doubles as this
     process's client certificate when it calls a server that requires mutual TLS."""
-    if bool(tls_cert) != bool(tls_key):
-        raise SecurityConfigError("--tls-cert and --tls-key go together: give both or neither")
+    cert, key = _read_certificate(tls_cert, tls_key)
     if tls_client_ca and not tls_cert:
         raise SecurityConfigError(
             "--tls-client-ca needs --tls-cert and --tls-key (TLS first, then client certificates)"
         )
-    cert, key = _read(tls_cert, "--tls-cert"), _read(tls_key, "--tls-key")
     token = _token(auth_token, auth_token_file)
     if plaintext_health_port is not None and not tls_cert:
         raise SecurityConfigError(
@@ -134,13 +139,9 @@ def client_from_flags(
     auth_token_file: str | None = None,
 ) -> ClientSecurity:
     """A command-line client's settings (`etude submit --tls-ca ... --auth-token-file ...`)."""
-    if bool(tls_cert) != bool(tls_key):
-        raise SecurityConfigError("--tls-cert and --tls-key go together: give both or neither")
+    cert, key = _read_certificate(tls_cert, tls_key)
     return ClientSecurity(
-        ca_pem=_read(tls_ca, "--tls-ca"),
-        cert_pem=_read(tls_cert, "--tls-cert"),
-        key_pem=_read(tls_key, "--tls-key"),
-        auth_token=_token(None, auth_token_file),
+        ca_pem=_read(tls_ca, "--tls-ca"), cert_pem=cert, key_pem=key, auth_token=_token(None, auth_token_file)
     )
 
 

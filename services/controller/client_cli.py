@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import grpc
 
 from etude.config import apply_env_defaults
+from etude.v1 import experiment_pb2
 
 from .client import ControllerClient, default_controller, describe_rpc_error
 from .exit_status import EXIT_INVALID, EXIT_SUCCEEDED, experiment_exit_status
@@ -118,15 +119,22 @@ async def _follow(controller: ControllerClient, experiment_id: str, fail_on_slo_
     return experiment_exit_status(finished, fail_on_slo_miss)
 
 
-def submit_command(args: argparse.Namespace) -> int:
+def _load_spec(args: argparse.Namespace) -> experiment_pb2.ExperimentSpec | None:
+    """The command's spec, validated and resolved; None (after saying why on stderr) if invalid."""
     from etude.spec import SpecError
 
     from .validation import load_spec
 
     try:
-        spec = load_spec(args.spec)
+        return load_spec(args.spec)
     except SpecError as error:
-        print(f"etude submit: invalid spec {args.spec}: {error}", file=sys.stderr)
+        print(f"etude {args.command}: invalid spec {args.spec}: {error}", file=sys.stderr)
+        return None
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    spec = _load_spec(args)
+    if spec is None:
         return EXIT_INVALID
 
     async def work(controller: ControllerClient) -> int:
@@ -202,15 +210,10 @@ def cancel_command(args: argparse.Namespace) -> int:
 
 def validate_command(args: argparse.Namespace) -> int:
     """Exit 0 with the trial matrix and the load's duration, or 2 naming the invalid field."""
-    from etude.spec import SpecError
-
     from .matrix import expand_trials
-    from .validation import load_spec
 
-    try:
-        spec = load_spec(args.spec)
-    except SpecError as error:
-        print(f"etude validate: invalid spec {args.spec}: {error}", file=sys.stderr)
+    spec = _load_spec(args)
+    if spec is None:
         return EXIT_INVALID
     trials = expand_trials(spec)
     load = spec.load
