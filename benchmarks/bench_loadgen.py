@@ -38,6 +38,7 @@ from pathlib import Path
 import grpc
 from etude.services.loadgen.client import GrpcRecommendClient, open_channel, wait_until_ready
 from etude.services.loadgen.generator import LoadGenerator, Session
+from etude.services.loadgen.h2_client import TRANSPORT_H2, H2RecommendClient
 from etude.services.loadgen.stream_client import GrpcStreamRecommendClient
 from google.protobuf import json_format
 
@@ -50,6 +51,7 @@ LOADGEN_CPU, SERVER_CPU = 0, 1
 # h2load sends from this many connections, each at rate / H2LOAD_CLIENTS and started 1 ms apart
 # (its per-connection rate timer ticks every 10 ms: one connection alone would send in bursts).
 H2LOAD_CLIENTS = 20
+TRANSPORTS = ("unary", "stream", TRANSPORT_H2)
 
 
 class NoopRecommender(recommender_pb2_grpc.RecommenderServiceServicer):
@@ -128,11 +130,19 @@ async def drive(
     target: str, rate: float, transport: str, ramp_s: int, hold_s: int
 ) -> loadgen_pb2.LoadSummary:
     """One load-generator run (in this process), records written as in a real trial."""
+    profile = loadgen_pb2.LoadProfile(target_rate_per_s=rate, ramp_duration_s=ramp_s, hold_duration_s=hold_s)
+    if transport == TRANSPORT_H2:
+        h2_client = H2RecommendClient(target)
+        await h2_client.connect(10.0)
+        try:
+            with tempfile.TemporaryDirectory() as records_dir:
+                return await LoadGenerator(
+                    h2_client, synthetic_sessions(), profile, records_dir=Path(records_dir)
+                ).run()
+        finally:
+            await h2_client.aclose()
     async with open_channel(target) as channel:
         await wait_until_ready(channel, target, 10.0)
-        profile = loadgen_pb2.LoadProfile(
-            target_rate_per_s=rate, ramp_duration_s=ramp_s, hold_duration_s=hold_s
-        )
         with tempfile.TemporaryDirectory() as records_dir:
             if transport == "stream":
                 client = GrpcStreamRecommendClient(channel)
@@ -253,7 +263,7 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
     print_header()
     cpu_at_2000: dict[str, float] = {}
     for rate in args.rates:
-        for transport in ("unary", "stream"):
+        for transport in TRANSPORTS:
             summary = run_loadgen(target, rate, transport, args.ramp_s, args.hold_s)
             print_row(rate, summary)
             if rate == 2000:

@@ -15,7 +15,7 @@ from etude.v1 import loadgen_pb2, workload_pb2
 DEFAULT_REQUEST_TIMEOUT_MS = defaults.REQUEST_TIMEOUT_MS
 DEFAULT_K = defaults.TOP_K
 DEFAULT_TRANSPORT = defaults.LOADGEN_TRANSPORT
-TRANSPORTS = ("unary", "stream")
+TRANSPORTS = ("unary", "stream", "h2")
 
 
 class InvalidLoadSpec(ValueError):
