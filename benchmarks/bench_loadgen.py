@@ -10,11 +10,12 @@ its CPU time is its own):
 2. One load generator pinned to core 0, the server to core 1, at rising rates up to 8,000 req/s:
    the highest rate it holds without falling behind (no request left unsent, send lateness
    p99 <= 1 ms), and its CPU per request there.
-3. p90 from the actual send at 2,000 req/s against h2load (nghttp2's HTTP/2 load tool, in C) on
-   the same server in the same run, sending a pre-encoded gRPC request open-loop; the ratio.
-   Both clients run pinned to core 0 and the server to core 1, as in part 2, so that the other
-   work on a shared machine moves them less. h2load: `apt-get install nghttp2-client`; the part
-   is skipped when it is missing.
+3. p90 from the actual send at 2,000 req/s against openloop_grpc (benchmarks/openloop_grpc.c, a
+   smooth open-loop gRPC client in C, compiled here with `cc`) on the same server in the same run;
+   the ratio for each transport. Both clients run pinned to core 0 and the server to core 1, as
+   in part 2, so that the other work on a shared machine moves them less. (h2load, tried before,
+   is no reference: its --rps timer fires every 10 ms per connection and sends in bursts.) The
+   part is skipped when no C compiler is found.
 
     .venv/bin/python benchmarks/bench_loadgen.py [--ramp-s 2 --hold-s 10] [--rounds 3]
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
 import random
 import shutil
@@ -36,8 +36,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-from etude.services.loadgen.client import GrpcRecommendClient, open_channel, wait_until_ready
+from etude.services.loadgen.client import RECOMMEND_PATH, GrpcRecommendClient, open_channel, wait_until_ready
 from etude.services.loadgen.generator import LoadGenerator, Session
+from etude.services.loadgen.h2_client import TRANSPORT_H2, H2RecommendClient
 from etude.services.loadgen.stream_client import GrpcStreamRecommendClient
 from google.protobuf import json_format
 
@@ -47,9 +48,7 @@ from etude.v1 import loadgen_pb2, recommender_pb2, recommender_pb2_grpc
 MAX_LATENESS_P99_MS = 1.0
 PINNED_RATES = [1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0]
 LOADGEN_CPU, SERVER_CPU = 0, 1
-# h2load sends from this many connections, each at rate / H2LOAD_CLIENTS and started 1 ms apart
-# (its per-connection rate timer ticks every 10 ms: one connection alone would send in bursts).
-H2LOAD_CLIENTS = 20
+TRANSPORTS = ("unary", "stream", TRANSPORT_H2)
 
 
 class NoopRecommender(recommender_pb2_grpc.RecommenderServiceServicer):
@@ -128,11 +127,19 @@ async def drive(
     target: str, rate: float, transport: str, ramp_s: int, hold_s: int
 ) -> loadgen_pb2.LoadSummary:
     """One load-generator run (in this process), records written as in a real trial."""
+    profile = loadgen_pb2.LoadProfile(target_rate_per_s=rate, ramp_duration_s=ramp_s, hold_duration_s=hold_s)
+    if transport == TRANSPORT_H2:
+        h2_client = H2RecommendClient(target)
+        await h2_client.connect(10.0)
+        try:
+            with tempfile.TemporaryDirectory() as records_dir:
+                return await LoadGenerator(
+                    h2_client, synthetic_sessions(), profile, records_dir=Path(records_dir)
+                ).run()
+        finally:
+            await h2_client.aclose()
     async with open_channel(target) as channel:
         await wait_until_ready(channel, target, 10.0)
-        profile = loadgen_pb2.LoadProfile(
-            target_rate_per_s=rate, ramp_duration_s=ramp_s, hold_duration_s=hold_s
-        )
         with tempfile.TemporaryDirectory() as records_dir:
             if transport == "stream":
                 client = GrpcStreamRecommendClient(channel)
@@ -187,57 +194,56 @@ def on_schedule(summary: loadgen_pb2.LoadSummary) -> bool:
     return summary.footprint.send_lateness.p99_ms <= MAX_LATENESS_P99_MS
 
 
-def h2load_p90_ms(
-    target: str, rate: float, duration_s: int, folder: Path, cpu: int | None = None
-) -> tuple[float, int, int, float] | None:
-    """h2load at `rate` for `duration_s`: p90 (ms) from the actual send, requests done and failed,
-    and the share of its sends that came within 100 us of the previous one (its burstiness)."""
-    if shutil.which("h2load") is None:
+REFERENCE_SOURCE = Path(__file__).with_name("openloop_grpc.c")
+
+
+def build_reference(folder: Path) -> Path | None:
+    """openloop_grpc compiled into `folder`, or None without a C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
         return None
+    binary = folder / "openloop_grpc"
+    subprocess.run(
+        [compiler, "-O2", "-o", str(binary), str(REFERENCE_SOURCE)], check=True, capture_output=True
+    )
+    return binary
+
+
+def reference_p90_ms(
+    binary: Path, target: str, rate: float, duration_s: int, folder: Path, cpu: int | None = None
+) -> tuple[float, int, int, float]:
+    """openloop_grpc at `rate` for `duration_s`: p90 (ms) from the actual send, answers OK and
+    failed, and its send lateness p99 (ms)."""
     request = recommender_pb2.RecommendRequest(session_id="4711", item_ids=[11, 2_000, 37, 512, 9], k=21)
     message = request.SerializeToString()
     body = folder / "request.grpc"
     # A gRPC message on the wire: uncompressed flag, 4-byte big-endian length, the message.
     body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
-    log = folder / "h2load.log"
-    log.unlink(missing_ok=True)  # h2load appends to it
-    per_client_rate = max(1, round(rate / H2LOAD_CLIENTS))
+    latencies_file = folder / "reference-latencies.txt"
+    host, _, port = target.rpartition(":")
     command = [
-        "h2load",
-        f"--requests={per_client_rate * H2LOAD_CLIENTS * duration_s}",
-        f"--clients={H2LOAD_CLIENTS}",
-        "--rate=1",
-        "--rate-period=1ms",
-        f"--rps={per_client_rate}",
-        "--max-concurrent-streams=64",
-        f"--data={body}",
-        "--header=content-type: application/grpc",
-        "--header=te: trailers",
-        f"--log-file={log}",
-        f"http://{target}/etude.v1.RecommenderService/Recommend",
+        str(binary),
+        host,
+        port,
+        RECOMMEND_PATH,
+        str(rate),
+        str(duration_s),
+        str(body),
+        str(latencies_file),
     ]
-    subprocess.run(
+    output = subprocess.run(
         command,
         check=True,
         capture_output=True,
+        text=True,
         timeout=duration_s + 60,
         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
     )
-    latencies_us, sends_us, failed = [], [], 0
-    for line in log.read_text().splitlines():
-        start_us, status, latency_us = line.split("\t")[:3]
-        sends_us.append(int(start_us))
-        if status == "200":
-            latencies_us.append(int(latency_us))
-        else:
-            failed += 1
-    latencies_us.sort()
+    _, ok, failed, lateness_p99_us = (int(value) for value in output.stdout.split())
+    latencies_us = sorted(int(line) for line in latencies_file.read_text().split())
     # Nearest rank, as HdrHistogram reads it.
     p90_us = latencies_us[max(0, int(0.9 * len(latencies_us) + 0.5) - 1)] if latencies_us else 0
-    sends_us.sort()
-    gaps_us = [later - earlier for earlier, later in itertools.pairwise(sends_us)]
-    burst_share = sum(1 for gap in gaps_us if gap < 100) / len(gaps_us) if gaps_us else 0.0
-    return p90_us / 1000.0, len(latencies_us), failed, burst_share
+    return p90_us / 1000.0, ok, failed, lateness_p99_us / 1000.0
 
 
 def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folder: Path) -> None:
@@ -253,7 +259,7 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
     print_header()
     cpu_at_2000: dict[str, float] = {}
     for rate in args.rates:
-        for transport in ("unary", "stream"):
+        for transport in TRANSPORTS:
             summary = run_loadgen(target, rate, transport, args.ramp_s, args.hold_s)
             print_row(rate, summary)
             if rate == 2000:
@@ -262,7 +268,8 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         print(f"   CPU per request at 2,000 req/s, {transport}: {cpu_us:.0f} us (target <= 100 us)")
 
     print(
-        f"\n2. one load generator pinned to core {LOADGEN_CPU}, the server to core {SERVER_CPU}: rising rates"
+        f"\n2. one load generator ({args.pinned_transport}) pinned to core {LOADGEN_CPU}, the server to "
+        f"core {SERVER_CPU}: rising rates"
     )
     if (os.cpu_count() or 1) < 2:
         print("   skipped: needs 2 cores")
@@ -272,7 +279,9 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         in_full: tuple[float, loadgen_pb2.LoadSummary] | None = None
         in_time: tuple[float, loadgen_pb2.LoadSummary] | None = None
         for rate in PINNED_RATES:
-            summary = run_loadgen(pinned_target, rate, "unary", args.ramp_s, args.hold_s, cpu=LOADGEN_CPU)
+            summary = run_loadgen(
+                pinned_target, rate, args.pinned_transport, args.ramp_s, args.hold_s, cpu=LOADGEN_CPU
+            )
             print_row(rate, summary)
             if not sent_in_full(summary):
                 break
@@ -295,35 +304,36 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
             )
 
     print(
-        "\n3. p90 from the actual send at 2,000 req/s: load generator (unary, then stream) vs h2load "
-        f"({H2LOAD_CLIENTS} connections), one after the other, each pinned to core {LOADGEN_CPU}, on the "
-        f"server pinned to core {SERVER_CPU}"
+        "\n3. p90 from the actual send at 2,000 req/s: the load generator (each transport) vs "
+        f"openloop_grpc (C, smooth open loop), one after the other, each pinned to core {LOADGEN_CPU}, "
+        f"on the server pinned to core {SERVER_CPU}"
     )
-    if shutil.which("h2load") is None:
-        print("   skipped: h2load not found (apt-get install nghttp2-client)")
+    reference = build_reference(folder)
+    if reference is None:
+        print("   skipped: no C compiler found (cc, gcc or clang)")
         return
-    ratios: dict[str, list[float]] = {"unary": [], "stream": []}
+    ratios: dict[str, list[float]] = {transport: [] for transport in TRANSPORTS}
     for round_index in range(args.rounds):
         summaries = {
             transport: run_loadgen(pinned_target, 2000.0, transport, 0, args.hold_s, cpu=LOADGEN_CPU)
             for transport in ratios
         }
-        measured = h2load_p90_ms(pinned_target, 2000.0, args.hold_s, folder, cpu=LOADGEN_CPU)
-        assert measured is not None
-        h2load_p90, done, failed, burst_share = measured
+        reference_p90, ok, failed, lateness_p99 = reference_p90_ms(
+            reference, pinned_target, 2000.0, args.hold_s, folder, cpu=LOADGEN_CPU
+        )
         line = (
-            f"   round {round_index + 1}: h2load p90 {h2load_p90:.2f} ms ({done} OK, {failed} failed, "
-            f"{100 * burst_share:.0f}% of sends < 100 us after the previous)"
+            f"   round {round_index + 1}: openloop_grpc p90 {reference_p90:.2f} ms ({ok} OK, "
+            f"{failed} failed, send lateness p99 {lateness_p99:.2f} ms)"
         )
         for transport, summary in summaries.items():
             loadgen_p90 = summary.latency_from_actual.p90_ms
-            ratio = loadgen_p90 / h2load_p90 if h2load_p90 else float("nan")
+            ratio = loadgen_p90 / reference_p90 if reference_p90 else float("nan")
             ratios[transport].append(ratio)
             line += f"; {transport} p90 {loadgen_p90:.2f} ms ({summary.requests_ok} OK), ratio {ratio:.2f}"
         print(line, flush=True)
     for transport, values in ratios.items():
         print(
-            f"   median ratio loadgen ({transport}) / h2load: {statistics.median(values):.2f} "
+            f"   median ratio loadgen ({transport}) / openloop_grpc: {statistics.median(values):.2f} "
             "(target within 15%: 0.85-1.15)"
         )
 
@@ -360,8 +370,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0])
     parser.add_argument("--ramp-s", type=int, default=2)
+    parser.add_argument("--pinned-transport", default=TRANSPORT_H2, help="the transport of part 2")
     parser.add_argument("--hold-s", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the h2load comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the comparison with openloop_grpc")
     parser.add_argument("--serve-noop", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--drive", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)

@@ -36,15 +36,17 @@ CONNECT_TIMEOUT_S = 10.0
 # Load profile.
 REQUEST_TIMEOUT_MS = 1000
 SESSIONS_PER_BATCH = 1024
-# How the load generator sends requests: "unary" (a Recommend call each) or "stream".
-LOADGEN_TRANSPORT = "unary"
+# How the load generator sends requests: "h2" (a unary Recommend call each, from the load
+# generator's own HTTP/2 client: half grpcio's CPU per call), "unary" (the same through grpcio)
+# or "stream".
+LOADGEN_TRANSPORT = "h2"
 # Share of one core above which a load generator counts as perturbing what it measures
 # (LoadGenFootprint.over_core_budget; the report warns about such runs).
 LOADGEN_CORE_BUDGET = 0.5
 # CPU a load generator spends per request, measured by benchmarks/bench_loadgen.py (2,000 req/s:
-# 288 us unary, 251 us stream, on the 2-core development machine): what `loadgen_instances: 0`
-# (auto) sizes the load generators with before a trial has measured its own.
-LOADGEN_CPU_US_PER_REQUEST = {"unary": 290.0, "stream": 250.0}
+# 288 us unary, 251 us stream, 119-159 us h2, on the 2-core development machine): what
+# `loadgen_instances: 0` (auto) sizes the load generators with before a trial has measured its own.
+LOADGEN_CPU_US_PER_REQUEST = {"unary": 290.0, "stream": 250.0, "h2": 160.0}
 
 # Experiment.
 WORKLOAD_SOURCE = "synthetic"

@@ -15,6 +15,7 @@ import grpc
 import structlog
 
 from etude import defaults
+from etude.security import client_security
 from etude.v1 import loadgen_pb2, loadgen_pb2_grpc, workload_pb2
 
 from .client import (
@@ -24,6 +25,7 @@ from .client import (
     wait_until_ready,
 )
 from .generator import CallbackRecommendClient, LoadGenerator, Session
+from .h2_client import TRANSPORT_H2, H2RecommendClient
 from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
 from .spec import InvalidLoadSpec, transport, validate_load_spec
 from .stream_client import TRANSPORT_STREAM, GrpcStreamRecommendClient
@@ -81,7 +83,14 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
             # Closed before the channels (exit stack order): ends the workload stream cleanly.
             stack.push_async_callback(sessions.aclose)
             client: CallbackRecommendClient
-            if transport(request) == TRANSPORT_STREAM:
+            if transport(request) == TRANSPORT_H2:
+                h2_client = H2RecommendClient(
+                    request.target, security=client_security(), request_spans=self._request_spans
+                )
+                # Closed before the channel: cancels what is in flight, closes its connections.
+                stack.push_async_callback(h2_client.aclose)
+                client = h2_client
+            elif transport(request) == TRANSPORT_STREAM:
                 stream_client = GrpcStreamRecommendClient(target_channel, request_spans=self._request_spans)
                 # Closed before the channel: ends the stream and its reader and writer.
                 stack.push_async_callback(stream_client.aclose)
@@ -98,7 +107,10 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 on_progress=updates.put_nowait,
             )
             try:
-                await wait_until_ready(target_channel, request.target, self._connect_timeout_s)
+                if isinstance(client, H2RecommendClient):
+                    await client.connect(self._connect_timeout_s)
+                else:
+                    await wait_until_ready(target_channel, request.target, self._connect_timeout_s)
             except TargetUnavailable as error:
                 await context.abort(*_status_of(error))
             log.info("load_run_started", ticks=len(generator.ticks))

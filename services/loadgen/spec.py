@@ -1,4 +1,4 @@
-"""Checks a LoadSpec before a run and resolves its defaults (timeout 1,000 ms, k 21, unary).
+"""Checks a LoadSpec before a run and resolves its defaults (timeout 1,000 ms, k 21, transport h2).
 
 Raises `InvalidLoadSpec` naming the offending field and the allowed range; the servicer turns
 it into INVALID_ARGUMENT.
@@ -15,7 +15,7 @@ from etude.v1 import loadgen_pb2, workload_pb2
 DEFAULT_REQUEST_TIMEOUT_MS = defaults.REQUEST_TIMEOUT_MS
 DEFAULT_K = defaults.TOP_K
 DEFAULT_TRANSPORT = defaults.LOADGEN_TRANSPORT
-TRANSPORTS = ("unary", "stream")
+TRANSPORTS = ("unary", "stream", "h2")
 
 
 class InvalidLoadSpec(ValueError):
@@ -37,7 +37,7 @@ def items_per_recommendation(profile: loadgen_pb2.LoadProfile) -> int:
 
 
 def transport(spec: loadgen_pb2.LoadSpec) -> str:
-    """How the requests travel ("" in the spec means the default, unary)."""
+    """How the requests travel ("" in the spec means the default, h2)."""
     return spec.transport or DEFAULT_TRANSPORT
 
 

@@ -1,5 +1,6 @@
-"""The two transports (unary Recommend calls, one RecommendStream) against a real inference server
-(noop model) on port 0: the same requests, the same records, the transport named in the summary."""
+"""The three transports (unary Recommend calls through grpcio, the same calls from the load
+generator's own HTTP/2 client, one RecommendStream) against a real inference server (noop model)
+on port 0: the same requests, the same records, the transport named in the summary."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from etude.services.inference.recommender import Recommendation, Recommender, Re
 from etude.services.inference.server import RecommenderServicer
 from etude.services.loadgen.client import GrpcRecommendClient, open_channel
 from etude.services.loadgen.generator import CANCELLED, OK, LoadGenerator, Outcome, Session
+from etude.services.loadgen.h2_client import H2RecommendClient
 from etude.services.loadgen.server import LoadGeneratorServicer
 from etude.services.loadgen.spec import InvalidLoadSpec, validate_load_spec
 from etude.services.loadgen.stream_client import GrpcStreamRecommendClient
@@ -70,30 +72,48 @@ def read_records(folder: Path) -> list[dict[str, str]]:
     return [{name: str(columns.column(name)[index]) for name in names} for index in range(len(columns))]
 
 
-async def run_with(transport: str, target: str, folder: Path) -> loadgen_pb2.LoadSummary:
-    profile = loadgen_pb2.LoadProfile(target_rate_per_s=40.0, ramp_duration_s=1, hold_duration_s=1, k=5)
+TRANSPORTS = ["unary", "stream", "h2"]
+Client = GrpcRecommendClient | GrpcStreamRecommendClient | H2RecommendClient
+
+
+@asynccontextmanager
+async def client_for(transport: str, target: str, *, connect: bool = True) -> AsyncIterator[Client]:
+    """A client of `transport` to `target`, closed on exit (`connect=False`: not connected first)."""
+    if transport == "h2":
+        h2_client = H2RecommendClient(target)
+        try:
+            if connect:
+                await h2_client.connect(2.0)
+            yield h2_client
+        finally:
+            await h2_client.aclose()
+        return
     async with open_channel(target) as channel:
         if transport == "stream":
             stream_client = GrpcStreamRecommendClient(channel)
             try:
-                return await LoadGenerator(
-                    stream_client, sessions_from(sessions()), profile, records_dir=folder
-                ).run()
+                yield stream_client
             finally:
                 await stream_client.aclose()
-        client = GrpcRecommendClient(channel)
+        else:
+            yield GrpcRecommendClient(channel)
+
+
+async def run_with(transport: str, target: str, folder: Path) -> loadgen_pb2.LoadSummary:
+    profile = loadgen_pb2.LoadProfile(target_rate_per_s=40.0, ramp_duration_s=1, hold_duration_s=1, k=5)
+    async with client_for(transport, target) as client:
         return await LoadGenerator(client, sessions_from(sessions()), profile, records_dir=folder).run()
 
 
-async def test_stream_transport_records_every_request_as_unary_does(
+async def test_every_transport_records_every_request_as_unary_does(
     recommender: Recommender, tmp_path: Path
 ) -> None:
     summaries, records = {}, {}
     async with inference_server(recommender) as target:
-        for transport in ("unary", "stream"):
+        for transport in TRANSPORTS:
             summaries[transport] = await run_with(transport, target, tmp_path / transport)
             records[transport] = read_records(tmp_path / transport)
-    for transport in ("unary", "stream"):
+    for transport in TRANSPORTS:
         summary, rows = summaries[transport], records[transport]
         assert summary.transport == transport
         assert summary.requests_sent == summary.requests_ok == len(rows) == 80
@@ -117,20 +137,8 @@ async def test_stream_transport_records_every_request_as_unary_does(
             for earlier, later in itertools.pairwise(session_rows):
                 assert int(earlier["completion_ns"]) <= int(later["actual_send_ns"])
     # The same schedule, whichever the transport: 40 requests in each tick.
-    for transport in ("unary", "stream"):
+    for transport in TRANSPORTS:
         assert Counter(row["tick"] for row in records[transport]) == {"0": 40, "1": 40}
-
-
-Client = GrpcRecommendClient | GrpcStreamRecommendClient
-
-
-def client_for(transport: str, channel: grpc.aio.Channel) -> Client:
-    return GrpcStreamRecommendClient(channel) if transport == "stream" else GrpcRecommendClient(channel)
-
-
-async def close(client: Client) -> None:
-    if isinstance(client, GrpcStreamRecommendClient):
-        await client.aclose()
 
 
 async def collect(
@@ -151,21 +159,15 @@ async def collect(
     return [outcomes[index] for index in range(len(requests))]
 
 
-@pytest.mark.parametrize("transport", ["unary", "stream"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_refused_request_fails_alone(recommender: Recommender, transport: str) -> None:
-    async with inference_server(recommender) as target, open_channel(target) as channel:
-        client = client_for(transport, channel)
-        try:
-            outcomes = await collect(
-                client, [("a", [1, 2], 5), ("b", [CATALOG_SIZE + 1], 5), ("c", [3], 5)], 2.0
-            )
-        finally:
-            await close(client)
+    async with inference_server(recommender) as target, client_for(transport, target) as client:
+        outcomes = await collect(client, [("a", [1, 2], 5), ("b", [CATALOG_SIZE + 1], 5), ("c", [3], 5)], 2.0)
     assert [outcome.status for outcome in outcomes] == [OK, "INVALID_ARGUMENT", OK]
     assert outcomes[0].batch_size >= 1
 
 
-@pytest.mark.parametrize("transport", ["unary", "stream"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_request_past_its_timeout_is_deadline_exceeded(
     recommender: Recommender, transport: str
 ) -> None:
@@ -173,34 +175,26 @@ async def test_a_request_past_its_timeout_is_deadline_exceeded(
         time.sleep(0.3)
         return recommender.recommend_batch(queries)
 
-    async with inference_server(recommender, slow) as target, open_channel(target) as channel:
-        client = client_for(transport, channel)
-        try:
-            started = time.monotonic()
-            (outcome,) = await collect(client, [("a", [1], 5)], 0.05)
-            waited_s = time.monotonic() - started
-            # The late answer (after 0.3 s) is dropped, and the stream still serves the next one.
-            await asyncio.sleep(0.4)
-            (next_outcome,) = await collect(client, [("b", [2], 5)], 2.0)
-        finally:
-            await close(client)
+    async with inference_server(recommender, slow) as target, client_for(transport, target) as client:
+        started = time.monotonic()
+        (outcome,) = await collect(client, [("a", [1], 5)], 0.05)
+        waited_s = time.monotonic() - started
+        # The late answer (after 0.3 s) is dropped, and the connection still serves the next one.
+        await asyncio.sleep(0.4)
+        (next_outcome,) = await collect(client, [("b", [2], 5)], 2.0)
     assert outcome.status == "DEADLINE_EXCEEDED"
     assert waited_s < 0.25
     assert next_outcome.status == OK
 
 
-@pytest.mark.parametrize("transport", ["unary", "stream"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_an_unreachable_target_fails_requests_as_unavailable(transport: str) -> None:
-    async with open_channel("127.0.0.1:1") as channel:
-        client = client_for(transport, channel)
-        try:
-            outcomes = await collect(client, [("a", [1], 5), ("b", [1], 5)], 2.0)
-        finally:
-            await close(client)
+    async with client_for(transport, "127.0.0.1:1", connect=False) as client:
+        outcomes = await collect(client, [("a", [1], 5), ("b", [1], 5)], 2.0)
     assert [outcome.status for outcome in outcomes] == ["UNAVAILABLE", "UNAVAILABLE"]
 
 
-@pytest.mark.parametrize("transport", ["unary", "stream"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_cancelling_a_run_cancels_the_requests_on_either_transport(
     recommender: Recommender, tmp_path: Path, transport: str
 ) -> None:
@@ -209,16 +203,13 @@ async def test_cancelling_a_run_cancels_the_requests_on_either_transport(
         return recommender.recommend_batch(queries)
 
     profile = loadgen_pb2.LoadProfile(target_rate_per_s=20.0, hold_duration_s=5, request_timeout_ms=10_000)
-    async with inference_server(recommender, hanging) as target, open_channel(target) as channel:
-        client = GrpcStreamRecommendClient(channel) if transport == "stream" else GrpcRecommendClient(channel)
+    async with inference_server(recommender, hanging) as target, client_for(transport, target) as client:
         generator = LoadGenerator(client, sessions_from(sessions()), profile, records_dir=tmp_path)
         run = asyncio.create_task(generator.run())
         await asyncio.sleep(0.5)
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
-        if isinstance(client, GrpcStreamRecommendClient):
-            await client.aclose()
     summary = generator.summary
     assert summary is not None and summary.requests_sent >= 5
     assert summary.errors_by_status[CANCELLED] >= 1
@@ -251,12 +242,15 @@ def test_an_unknown_transport_is_refused_naming_the_field() -> None:
         workload_endpoint="127.0.0.1:2",
         transport="carrier-pigeon",
     )
-    with pytest.raises(InvalidLoadSpec, match="transport: must be one of unary, stream") as raised:
+    with pytest.raises(InvalidLoadSpec, match="transport: must be one of unary, stream, h2") as raised:
         validate_load_spec(spec)
     assert raised.value.field == "transport"
 
 
-async def test_the_loadgen_service_runs_the_stream_transport_and_says_so(recommender: Recommender) -> None:
+@pytest.mark.parametrize("transport", ["stream", "h2"])
+async def test_the_loadgen_service_runs_the_chosen_transport_and_says_so(
+    recommender: Recommender, transport: str
+) -> None:
     async def in_process(spec: workload_pb2.WorkloadSpec) -> AsyncIterator[Session]:
         for index in itertools.count():
             yield Session(f"local-{index}", [7, 8])
@@ -277,7 +271,7 @@ async def test_the_loadgen_service_runs_the_stream_transport_and_says_so(recomme
                         catalog_size=CATALOG_SIZE,
                         exponents=workload_pb2.PowerLawExponents(alpha_length=2.0, alpha_clicks=1.5),
                     ),
-                    transport="stream",
+                    transport=transport,
                 )
                 updates = [
                     update async for update in loadgen_pb2_grpc.LoadGeneratorServiceStub(channel).Run(spec)
@@ -285,6 +279,6 @@ async def test_the_loadgen_service_runs_the_stream_transport_and_says_so(recomme
         finally:
             await loadgen.stop(0)
     summary = updates[-1].summary
-    assert summary.transport == "stream"
+    assert summary.transport == transport
     assert summary.requests_ok == summary.requests_sent == 20
     assert summary.footprint.send_lateness.count == 20
