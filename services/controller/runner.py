@@ -25,6 +25,7 @@ from ..results.layout import Layout
 from ..results.store import AsyncResultStore, ResultStore
 from ..workload.trial import workload_spec
 from .drivers.driver import Driver
+from .drivers.owner import CURRENT_OWNER, ExperimentOwner
 from .drivers.processes import ServiceStartError
 from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
 from .matrix import expand_trials
@@ -99,6 +100,8 @@ class ExperimentRunner:
 
     async def run(self) -> controller_pb2.Experiment:
         experiment = self.experiment
+        # What the driver starts from here on is recorded as this experiment's (drivers/owner.py).
+        CURRENT_OWNER.set(ExperimentOwner(experiment.experiment_id, self.store))
         experiment.state = controller_pb2.EXPERIMENT_STATE_RUNNING
         await self.store.write_json(self.layout.spec_file, to_dict(experiment.spec))
         await self._save()
