@@ -13,6 +13,7 @@ from contextvars import ContextVar
 
 import structlog
 
+from ...results.errors import ResultsUnwritable
 from ...results.layout import Layout
 from ...results.started import StartedProcess, started_text
 from ...results.store import AsyncResultStore
@@ -42,7 +43,7 @@ class ExperimentOwner:
             self._alive.remove(process)
         try:
             await self._store.write_text(self._file, started_text(self._alive))
-        except OSError as error:
+        except ResultsUnwritable as error:
             _log.warning("started_record_not_updated", experiment_id=self.experiment_id, error=str(error))
 
 
