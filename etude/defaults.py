@@ -19,6 +19,9 @@ TOP_K = 21
 MAX_BATCH_SIZE = 1024
 MAX_BATCH_DELAY_MS = 2.0
 QUEUE_SIZE_PER_BATCH = 4  # max_queue_size = 4 x max_batch_size unless given
+# Bytes the waiting requests may hold together (their serialised size): the count bound alone
+# lets requests of the largest allowed size hold far more memory than typical ones.
+MAX_QUEUE_BYTES = 64 * 1024 * 1024
 # A batch measured to take less runs on the event loop: handing it to a model thread and back
 # (a queue, a wake-up, the GIL twice) costs about this much in CPython.
 INLINE_BATCH_BELOW_US = 100.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -187,10 +189,16 @@ def run_command(args: argparse.Namespace) -> int:
         f" results in {experiment.results_uri}"
     )
     runner = ExperimentRunner(experiment, driver, store, ProgressPrinter(), search=search)
+    # SIGTERM (a job scheduler, `kill`) stops the run the way Ctrl-C does: asyncio cancels the
+    # run on SIGINT, so the services are stopped and what finished is kept, instead of dying
+    # with experiment.json left RUNNING.
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         asyncio.run(runner.run())
     except KeyboardInterrupt:
         print("\ninterrupted: services stopped, finished trials kept", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print()
     print(summary_table(experiment))
     report = Layout(experiment.experiment_id).report_html

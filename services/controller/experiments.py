@@ -10,9 +10,11 @@ platform: every experiment's state is in the store (experiment.json, written fro
 on), and a manager started over the store finds them all again:
 - finished experiments (succeeded, failed, cancelled, interrupted) are listed as they were;
 - queued ones never started: they are queued again, in their original order;
-- running ones were cut off by the stop: they become INTERRUPTED, the trial that was running
-  TRIAL_STATE_INTERRUPTED, the trials not started CANCELLED; the finished trials keep their
-  results. They are not resumed: a measurement across a restart would mix two deployments.
+- running ones were cut off by the stop: what they had started that still runs is stopped (the
+  driver's stop_leftovers), they become INTERRUPTED, the trial that was running
+  TRIAL_STATE_INTERRUPTED, the trials not started CANCELLED, and their report is written from the
+  finished trials, which keep their results. They are not resumed: a measurement across a
+  restart would mix two deployments.
 A graceful stop (SIGTERM) records the same states itself; the recovery covers a crash.
 """
 
@@ -27,9 +29,10 @@ import structlog
 from etude.v1 import controller_pb2, experiment_pb2
 
 from ..report.summary import summary_table
-from ..results.documents import experiment_text, parse_experiment, save_experiment
+from ..results.documents import experiment_text, parse_experiment
 from ..results.errors import ResultsError
 from ..results.layout import Layout
+from ..results.started import StartedProcess, parse_started, started_text
 from ..results.store import AsyncResultStore, ResultStore
 from .drivers.driver import Driver
 from .runner import INTERRUPTED_ERROR, ExperimentRunner, new_experiment
@@ -94,7 +97,10 @@ class ExperimentManager:
     async def start(self) -> None:
         """Recovers the experiments of the manager's store (if any), then starts the workers."""
         if self._home is not None:
-            for experiment_id in await asyncio.to_thread(self._recover, self._home):
+            queued, cut_off = await asyncio.to_thread(self._recover, self._home)
+            for experiment in cut_off:
+                await self._interrupt_after_crash(self._home, experiment)
+            for experiment_id in queued:
                 self._queue.put_nowait(experiment_id)
         self._workers = [
             asyncio.create_task(self._work(), name=f"experiment-worker-{index}")
@@ -194,10 +200,11 @@ class ExperimentManager:
             finally:
                 del self._running[experiment_id]
 
-    def _recover(self, store: ResultStore) -> tuple[str, ...]:
+    def _recover(self, store: ResultStore) -> tuple[tuple[str, ...], tuple[controller_pb2.Experiment, ...]]:
         """Loads every experiment of `store` (blocking reads: run in a thread); returns the ids of
-        those to queue again, oldest first. Running ones are stored as interrupted."""
+        those to queue again, oldest first, and the experiments that were running (cut off)."""
         queued: list[controller_pb2.Experiment] = []
+        cut_off: list[controller_pb2.Experiment] = []
         for name in store.list_dirs():
             experiment = _load(store, name)
             if experiment is None:
@@ -205,17 +212,44 @@ class ExperimentManager:
             if experiment.state == controller_pb2.EXPERIMENT_STATE_QUEUED:
                 queued.append(experiment)
             elif experiment.state not in FINISHED:
-                mark_interrupted(experiment)
-                save_experiment(store, experiment)
-                store.write_text(
-                    Layout(experiment.experiment_id).summary_table, summary_table(experiment) + "\n"
-                )
-                _log.warning("experiment_interrupted", experiment_id=experiment.experiment_id)
+                cut_off.append(experiment)
             self._experiments[experiment.experiment_id] = experiment
             self._stores[experiment.experiment_id] = store
             self._watchers[experiment.experiment_id] = []
-        _log.info("experiments_recovered", found=len(self._experiments), queued=len(queued), uri=store.uri())
-        return tuple(e.experiment_id for e in sorted(queued, key=lambda e: e.created_unix_ms))
+        _log.info(
+            "experiments_recovered",
+            found=len(self._experiments),
+            queued=len(queued),
+            cut_off=len(cut_off),
+            uri=store.uri(),
+        )
+        in_order = sorted(queued, key=lambda e: e.created_unix_ms)
+        return tuple(e.experiment_id for e in in_order), tuple(cut_off)
+
+    async def _interrupt_after_crash(self, store: ResultStore, experiment: controller_pb2.Experiment) -> None:
+        """An experiment the previous controller was running when it died: stops what it had
+        started that still runs, then stores it INTERRUPTED with its summary and report (in that
+        order: a controller dying again meanwhile finds it still running and does it again)."""
+        experiment_id = experiment.experiment_id
+        layout = Layout(experiment_id)
+        started = await asyncio.to_thread(_started_processes, store, experiment_id)
+        stopped = await self._driver.stop_leftovers(experiment_id, started)
+        if stopped:
+            _log.warning("leftovers_stopped", experiment_id=experiment_id, stopped=stopped)
+        mark_interrupted(experiment)
+        writes = AsyncResultStore(store)
+        if started:
+            await writes.write_text(layout.started_file, started_text([]))
+        await writes.write_text(layout.experiment_file, experiment_text(experiment))
+        await writes.write_text(layout.summary_table, summary_table(experiment) + "\n")
+        _log.warning("experiment_interrupted", experiment_id=experiment_id)
+        try:
+            from ..report.report import write_report
+
+            await asyncio.to_thread(write_report, store, experiment_id)
+        except Exception:
+            # The results are stored; `etude report` can rebuild the report from them.
+            _log.exception("report_failed", experiment_id=experiment_id)
 
 
 def _with_results(spec: experiment_pb2.ExperimentSpec, results: str) -> experiment_pb2.ExperimentSpec:
@@ -223,6 +257,19 @@ def _with_results(spec: experiment_pb2.ExperimentSpec, results: str) -> experime
     copy.CopyFrom(spec)
     copy.results = results
     return copy
+
+
+def _started_processes(store: ResultStore, experiment_id: str) -> list[StartedProcess]:
+    """The processes started.json records for the experiment; none when it has no such file (or
+    an unreadable one, logged: stopping nothing is safer than guessing)."""
+    relative = Layout(experiment_id).started_file
+    try:
+        return parse_started(store.read_text(relative), store.uri(relative))
+    except FileNotFoundError:
+        return []
+    except ResultsError as error:
+        _log.warning("started_record_unreadable", experiment_id=experiment_id, error=str(error))
+        return []
 
 
 def _load(store: ResultStore, name: str) -> controller_pb2.Experiment | None:

@@ -21,10 +21,12 @@ from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2
 from ..report.slo import RATE_TOLERANCE, evaluate_run
 from ..report.summary import summary_table
 from ..results.documents import experiment_text, to_dict
+from ..results.errors import ResultsUnwritable
 from ..results.layout import Layout
 from ..results.store import AsyncResultStore, ResultStore
 from ..workload.trial import workload_spec
 from .drivers.driver import Driver
+from .drivers.owner import CURRENT_OWNER, ExperimentOwner
 from .drivers.processes import ServiceStartError
 from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
 from .matrix import expand_trials
@@ -99,13 +101,15 @@ class ExperimentRunner:
 
     async def run(self) -> controller_pb2.Experiment:
         experiment = self.experiment
+        # What the driver starts from here on is recorded as this experiment's (drivers/owner.py).
+        CURRENT_OWNER.set(ExperimentOwner(experiment.experiment_id, self.store))
         experiment.state = controller_pb2.EXPERIMENT_STATE_RUNNING
-        await self.store.write_json(self.layout.spec_file, to_dict(experiment.spec))
-        await self._save()
-        log_dir = await self.store.local_dir(self.layout.logs)
-        self._syncing = asyncio.create_task(self._sync_periodically(), name="sync-results")
         instances = max(1, experiment.spec.loadgen_instances)
         try:
+            await self.store.write_json(self.layout.spec_file, to_dict(experiment.spec))
+            await self._save()
+            log_dir = await self.store.local_dir(self.layout.logs)
+            self._syncing = asyncio.create_task(self._sync_periodically(), name="sync-results")
             async with AsyncExitStack() as stack:
                 loadgen_stack = await stack.enter_async_context(AsyncExitStack())
                 loadgens = await self._start_loadgens(loadgen_stack, log_dir, instances)
@@ -122,6 +126,14 @@ class ExperimentRunner:
             else:
                 await self._finish(controller_pb2.EXPERIMENT_STATE_CANCELLED, "cancelled")
             raise
+        except ResultsUnwritable as error:
+            # A full or read-only store: no later trial could keep its results either.
+            _log.error("experiment_failed", experiment_id=experiment.experiment_id, error=str(error))
+            for result in experiment.trials:
+                if result.state in (State.TRIAL_STATE_DEPLOYING, State.TRIAL_STATE_RUNNING):
+                    result.state, result.error = State.TRIAL_STATE_FAILED, str(error)
+            await self._finish(controller_pb2.EXPERIMENT_STATE_FAILED, str(error))
+            return experiment
         except Exception as error:
             _log.exception("experiment_failed", experiment_id=experiment.experiment_id)
             await self._finish(controller_pb2.EXPERIMENT_STATE_FAILED, f"{type(error).__name__}: {error}")
@@ -178,7 +190,13 @@ class ExperimentRunner:
             result.state = State.TRIAL_STATE_FAILED
             result.error = _describe(error)
             _log.error("trial_failed", trial_id=trial.trial_id, error=result.error)
-        await self.store.write_json(trial_file, to_dict(result))
+        try:
+            await self.store.write_json(trial_file, to_dict(result))
+        except ResultsUnwritable as error:
+            # A result that cannot be kept is not a result; a failure keeps its first reason.
+            if result.state != State.TRIAL_STATE_FAILED:
+                result.state, result.error = State.TRIAL_STATE_FAILED, str(error)
+            raise
         await self._sync()
         await self._set_state(result, result.state)
 
@@ -378,6 +396,9 @@ class ExperimentRunner:
             )
             await self._sync()  # the report reads the trials' records and series from the store
             await self._write_report()
+        except ResultsUnwritable as error:
+            # The state is final in memory (GetExperiment, watchers, `etude run`'s exit status).
+            _log.error("final_state_not_stored", experiment_id=experiment.experiment_id, error=str(error))
         finally:
             # Also when cancelled again while the report is written: watchers wait for this event.
             self.on_event(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator
 
 import grpc
@@ -9,6 +10,7 @@ import grpc
 from etude.spec import SpecError
 from etude.v1 import controller_pb2, controller_pb2_grpc
 
+from ..results.errors import ResultsUnwritable
 from .experiments import ExperimentManager, UnknownExperiment
 from .validation import resolve
 
@@ -25,6 +27,9 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
             return await self._manager.submit(spec)
         except SpecError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spec.{error}")
+            raise  # unreachable: abort raises
+        except ResultsUnwritable as error:
+            await _abort_unwritable(error, context)
             raise  # unreachable: abort raises
 
     async def WatchExperiment(
@@ -49,7 +54,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         self, request: controller_pb2.CancelExperimentRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.Experiment:
         await self._known(request.experiment_id, context)
-        return await self._manager.cancel(request.experiment_id)
+        try:
+            return await self._manager.cancel(request.experiment_id)
+        except ResultsUnwritable as error:
+            await _abort_unwritable(error, context)
+            raise  # unreachable: abort raises
 
     async def _known(self, experiment_id: str, context: grpc.aio.ServicerContext) -> None:
         if not experiment_id:
@@ -58,3 +67,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
             self._manager.get(experiment_id)
         except UnknownExperiment:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"experiment_id: no experiment {experiment_id!r}")
+
+
+async def _abort_unwritable(error: ResultsUnwritable, context: grpc.aio.ServicerContext) -> None:
+    """A store that cannot take the write: RESOURCE_EXHAUSTED when it is full (gRPC's code for
+    "the file system is out of space"), UNAVAILABLE otherwise (read-only, no permission)."""
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
+    await context.abort(code, str(error))

@@ -43,6 +43,7 @@ ResultT = TypeVar("ResultT")
 DEFAULT_MAX_BATCH_SIZE = defaults.MAX_BATCH_SIZE
 DEFAULT_MAX_BATCH_DELAY_MS = defaults.MAX_BATCH_DELAY_MS
 DEFAULT_MAX_QUEUE_SIZE = defaults.QUEUE_SIZE_PER_BATCH * defaults.MAX_BATCH_SIZE
+DEFAULT_MAX_QUEUE_BYTES = defaults.MAX_QUEUE_BYTES
 DEFAULT_INLINE_BELOW_US = defaults.INLINE_BATCH_BELOW_US
 # A batch runs inline only if its run time (not only its CPU time) is within this many times the
 # threshold: its time on a busy machine includes GIL waits, but a device wait would block the loop.
@@ -58,6 +59,10 @@ class BatcherError(Exception):
 
 class QueueFull(BatcherError):
     """The bounded queue holds `max_queue_size` waiting requests already."""
+
+
+class QueueBytesFull(QueueFull):
+    """The waiting requests hold `max_queue_bytes` already, or would with this one."""
 
 
 class QueueWaitTooLong(QueueFull):
@@ -97,6 +102,7 @@ class _Waiting(Generic[RequestT, ResultT]):
     arrival_ns: int
     deadline_ns: int | None
     span_context: trace.SpanContext | None
+    size_bytes: int
 
 
 @dataclass(slots=True)
@@ -128,7 +134,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     queued ahead of it, spread over the executors, plus its own batch would end after the
     deadline (with DEADLINE_HEADROOM in reserve); `max_queue_wait_ms` (0: off) bounds the
     expected wait of every request (QueueWaitTooLong); `max_queue_size` bounds the count
-    (QueueFull). Estimates come from `cost_model`, which learns from every batch run.
+    (QueueFull) and `max_queue_bytes` the bytes the waiting requests hold, as their callers
+    size them (QueueBytesFull). Estimates come from `cost_model`, which learns from every batch run.
 
     A batch with at least one request submitted with a `span_context` runs inside an
     "inference.batch" span (a trace of its own, linked to those requests) carrying the batch
@@ -143,6 +150,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         max_queue_wait_ms: float = 0.0,
         inline_below_us: float = DEFAULT_INLINE_BELOW_US,
         executors: int = 1,
@@ -157,6 +165,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             raise ValueError(f"max_batch_delay_ms must be >= 0, got {max_batch_delay_ms}")
         if max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if max_queue_bytes < 1:
+            raise ValueError(f"max_queue_bytes must be >= 1, got {max_queue_bytes}")
         if inline_below_us < 0:
             raise ValueError(f"inline_below_us must be >= 0 (0 = never inline), got {inline_below_us}")
         if max_queue_wait_ms < 0:
@@ -169,6 +179,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self.max_batch_size = max_batch_size
         self.max_batch_delay_ms = max_batch_delay_ms
         self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
+        # Bytes held by the requests in `_waiting` (their size_bytes).
+        self._queued_bytes = 0
         self.max_queue_wait_ms = max_queue_wait_ms
         self.inline_below_us = inline_below_us
         self._inline_below_ns = inline_below_us * 1e3
@@ -236,10 +249,12 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         arrival_ns: int | None = None,
         deadline_ns: int | None = None,
         span_context: trace.SpanContext | None = None,
+        size_bytes: int = 0,
     ) -> Batched[ResultT]:
         """Queues `request` and waits for its batch's result.
 
-        Raises at once QueueFull when `max_queue_size` requests already wait, WouldMissDeadline
+        Raises at once QueueFull when `max_queue_size` requests already wait, QueueBytesFull
+        when the waiting requests' bytes plus its `size_bytes` pass `max_queue_bytes`, WouldMissDeadline
         when it would finish after `deadline_ns`, QueueWaitTooLong when its expected wait exceeds
         `max_queue_wait_ms`; DeadlineExpired when, queued, it can no longer make `deadline_ns`;
         BatcherStopped when not running. Cancelling the caller withdraws the request if its batch
@@ -252,13 +267,26 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             raise QueueFull(
                 f"{len(self._waiting)} requests already wait (max_queue_size = {self.max_queue_size})"
             )
+        if self._queued_bytes + size_bytes > self.max_queue_bytes:
+            raise QueueBytesFull(
+                f"the {len(self._waiting)} waiting requests hold {self._queued_bytes:,} bytes; this one's "
+                f"{size_bytes:,} would pass max_queue_bytes = {self.max_queue_bytes:,}"
+            )
         now_ns = time.monotonic_ns()
         forecast = self._admit(now_ns, deadline_ns)
         future: asyncio.Future[Batched[ResultT]] = asyncio.get_running_loop().create_future()
         self._plan.add(forecast, deadline_ns)
         self._waiting.append(
-            _Waiting(request, future, now_ns if arrival_ns is None else arrival_ns, deadline_ns, span_context)
+            _Waiting(
+                request,
+                future,
+                now_ns if arrival_ns is None else arrival_ns,
+                deadline_ns,
+                span_context,
+                size_bytes,
+            )
         )
+        self._queued_bytes += size_bytes
         if len(self._waiting) >= self.max_batch_size or self._max_delay_ns == 0:
             # Due now: dispatched by a plain callback once this loop iteration's arrivals are in,
             # which costs less than waking the loop task.
@@ -512,12 +540,13 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         return span
 
     def _pop_waiting(self) -> None:
-        self._waiting.popleft()
+        self._queued_bytes -= self._waiting.popleft().size_bytes
         self._plan.remove_first()
 
     def _fail_all_waiting(self, error: BatcherError) -> None:
         waiting = list(self._waiting)
         self._waiting.clear()
+        self._queued_bytes = 0
         self._plan.clear()
         _fail(waiting, error)
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import gc
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -53,6 +53,18 @@ class _ModelPathAction(argparse.Action):
     ) -> None:
         setattr(namespace, self.dest, values)
         parser._option_string_actions["--catalog-size"].required = False
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum` (argparse names the flag in its refusal)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +123,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_QUEUE_SIZE,
         help="waiting requests beyond which new ones get RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--max-queue-bytes",
+        type=_at_least(1),
+        default=defaults.MAX_QUEUE_BYTES,
+        help="bytes the waiting requests may hold together (their serialised size) beyond which new "
+        "ones get RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--max-stream-in-flight",
+        type=_at_least(0),
+        default=0,
+        help="requests one RecommendStream may have read and not yet answered; at the bound the "
+        "stream is not read further until an answer is written (0 = max queue size + executors x "
+        "max batch size, so only a stream whose answers are not read meets it)",
     )
     parser.add_argument(
         "--max-request-items",
@@ -233,13 +260,14 @@ async def serve(args: argparse.Namespace) -> None:
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_queue_size=args.max_queue_size,
+        max_queue_bytes=args.max_queue_bytes,
         max_queue_wait_ms=args.max_queue_wait_ms,
         inline_below_us=args.inline_below_us,
         executors=args.executors,
         executor_initializer=executor_initializer(args.device, threads),
         batch_attributes=batch_span_attributes(recommender),
     )
-    servicer = RecommenderServicer(recommender, batcher)
+    servicer = RecommenderServicer(recommender, batcher, max_stream_in_flight=args.max_stream_in_flight)
     host = ServiceHost(
         service_names=[service_full_name(recommender_pb2, "RecommenderService")],
         register=lambda server: recommender_pb2_grpc.add_RecommenderServiceServicer_to_server(

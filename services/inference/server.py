@@ -4,6 +4,13 @@ Validation runs on the event loop (cheap), the model in the batcher's thread. Th
 exceptions become status codes in one place, `_status_for`. A request the caller's traceparent
 marks as sampled (or, without one, that the root ratio draws) gets a server span with child
 spans for its time queued and in the model; any other request builds no span at all.
+
+A RecommendStream holds at most `max_stream_in_flight` requests (read, not yet answered on the
+wire); at the bound the servicer stops reading the stream until an answer has been written. Flow
+control rather than refusing the excess: a refusal is itself an answer to hold, so only not
+reading bounds the memory of a client that sends without reading its answers; overload is still
+refused per request by the batcher's queue bounds, well before this one, which a single stream
+reaches only when its answers are not read.
 """
 
 from __future__ import annotations
@@ -88,10 +95,19 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
     """
 
     def __init__(
-        self, recommender: Recommender, batcher: InferenceBatcher, tracing: RequestTracing | None = None
+        self,
+        recommender: Recommender,
+        batcher: InferenceBatcher,
+        tracing: RequestTracing | None = None,
+        max_stream_in_flight: int = 0,
     ) -> None:
         self._recommender = recommender
         self._batcher = batcher
+        # 0: what the batcher can hold at once (its queue and a batch per executor), so that a
+        # stream whose answers are read meets the queue's refusals, never this bound.
+        self.max_stream_in_flight = max_stream_in_flight or stream_in_flight_default(batcher)
+        if self.max_stream_in_flight < 1:
+            raise ValueError(f"max_stream_in_flight must be >= 1, got {self.max_stream_in_flight}")
         self._tracing = tracing if tracing is not None else request_tracing()
         self._tracer = self._tracing.tracer(__name__) if self._tracing is not None else None
 
@@ -139,10 +155,19 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
                     )
                 )
 
+        # A slot per request from before it is read until its answer has been written.
+        slots = asyncio.Semaphore(self.max_stream_in_flight)
+
         async def read_all() -> None:
             try:
                 async with asyncio.TaskGroup() as in_flight:
-                    async for request in request_iterator:
+                    requests = aiter(request_iterator)
+                    while True:
+                        await slots.acquire()
+                        try:
+                            request = await anext(requests)
+                        except StopAsyncIteration:
+                            break
                         in_flight.create_task(answer_one(request, time.monotonic_ns()))
             finally:
                 answers.put_nowait(None)
@@ -150,7 +175,8 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         reader = asyncio.create_task(read_all())
         try:
             while (answer := await answers.get()) is not None:
-                yield answer
+                yield answer  # returns once written: a client that does not read holds it here
+                slots.release()
             await reader
         finally:
             # The client went away or the call was cancelled: withdraw what is in flight.
@@ -254,7 +280,12 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
     ) -> Batched[Recommendation]:
         query = self._recommender.validate(request.item_ids, request.k)
         return await self._batcher.submit(
-            query, arrival_ns=arrival_ns, deadline_ns=deadline_ns, span_context=span_context
+            query,
+            arrival_ns=arrival_ns,
+            deadline_ns=deadline_ns,
+            span_context=span_context,
+            # What the waiting request holds, near enough: its message, kept until it is answered.
+            size_bytes=request.ByteSize(),
         )
 
     def _record_split(
@@ -276,6 +307,11 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         self._tracer.start_span(
             MODEL_SPAN, context=parent, links=links, start_time=batch_start_ns + to_epoch_ns
         ).end(end_time=batch_start_ns + batched.model_ns + to_epoch_ns)
+
+
+def stream_in_flight_default(batcher: InferenceBatcher) -> int:
+    """Requests the batcher can hold at once: its queue and a running batch per executor."""
+    return batcher.max_queue_size + batcher.executors * batcher.max_batch_size
 
 
 def _response(

@@ -3,6 +3,7 @@
     <experiment>/experiment.json        the etude.v1.Experiment, rewritten at every state change
     <experiment>/spec.json              the resolved spec
     <experiment>/summary.md             the summary table; report.md and report.html
+    <experiment>/started.json           the processes started for it and still running (started.py)
     <experiment>/logs/                  the load generators' logs and traces-loadgen[-i].jsonl
     <experiment>/trials/<trial>/        trial.json, inference.log, traces-inference.jsonl, and
                                         the files of its run (records.csv, series.csv, run.json,
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 EXPERIMENT_FILE = "experiment.json"
 SPEC_FILE = "spec.json"
 SUMMARY_TABLE_FILE = "summary.md"
+STARTED_FILE = "started.json"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
 TRIAL_FILE = "trial.json"
@@ -91,6 +93,10 @@ class Layout:
     @property
     def summary_table(self) -> str:
         return self._path(SUMMARY_TABLE_FILE)
+
+    @property
+    def started_file(self) -> str:
+        return self._path(STARTED_FILE)
 
     @property
     def report_markdown(self) -> str:

@@ -10,12 +10,18 @@ an event loop uses AsyncResultStore, which runs each of them off the loop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 from pathlib import Path
 from typing import Any, Protocol
 
 from etude.spec import SpecError
+
+from .errors import ResultsUnwritable
+
+# Write errors of a disk with no room left (or no quota): a file's own blocks can still be reused.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ResultStore(Protocol):
@@ -62,11 +68,29 @@ class LocalResultStore:
         return path
 
     def write_text(self, relative: str, text: str) -> None:
+        """Writes through a temporary file renamed over the old one. On a full disk that cannot
+        hold the new copy, an existing file is rewritten in place: truncating it frees its
+        blocks, room enough for the next version of a state file (experiment.json must not stay
+        RUNNING because the disk filled). No temporary file is left behind either way."""
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            self._write_new(tmp, text)
+            os.replace(tmp, path)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            if error.errno not in _NO_ROOM or not path.exists():
+                raise
+            self._overwrite(path, text)
+
+    def _write_new(self, path: Path, text: str) -> None:
+        path.write_text(text)
+
+    def _overwrite(self, path: Path, text: str) -> None:
+        with path.open("r+") as file:
+            file.truncate(0)
+            file.write(text)
 
     def read_text(self, relative: str) -> str:
         return (self.root / relative).read_text()
@@ -105,11 +129,19 @@ class AsyncResultStore:
         return self.blocking.uri(relative)
 
     async def local_dir(self, relative: str) -> Path:
-        return await asyncio.to_thread(self.blocking.local_dir, relative)
+        """Raises ResultsUnwritable when the folder cannot be made."""
+        try:
+            return await asyncio.to_thread(self.blocking.local_dir, relative)
+        except OSError as error:
+            raise _unwritable(self.uri(relative), error) from error
 
     async def write_text(self, relative: str, text: str) -> None:
+        """Raises ResultsUnwritable, naming the file and the reason, when it cannot be written."""
         async with self._writes:
-            await asyncio.to_thread(self.blocking.write_text, relative, text)
+            try:
+                await asyncio.to_thread(self.blocking.write_text, relative, text)
+            except OSError as error:
+                raise _unwritable(self.uri(relative), error) from error
 
     async def write_json(self, relative: str, document: Any) -> None:
         await self.write_text(relative, json_text(document))
@@ -125,6 +157,10 @@ class AsyncResultStore:
 
     async def sync(self, relative: str = "") -> None:
         await asyncio.to_thread(self.blocking.sync, relative)
+
+
+def _unwritable(where: str, error: OSError) -> ResultsUnwritable:
+    return ResultsUnwritable(f"results: cannot write {where}: {error.strerror or error}", error.errno)
 
 
 def open_store(uri: str) -> ResultStore:

@@ -14,3 +14,6 @@ class ServicesNeverLost:
 
     async def dead_services(self) -> list[str]:
         return []
+
+    async def stop_leftovers(self, experiment_id: str, started: list[object]) -> list[str]:
+        return []

@@ -1,5 +1,6 @@
 """A fake Kubernetes API server on a loopback port: just enough of the REST API for the driver
-(create, get, delete Deployments, Services and Jobs; list pods; read logs), with scripted answers."""
+(create, get, list by label, delete Deployments, Services and Jobs; list pods; read logs), with
+scripted answers."""
 
 from __future__ import annotations
 
@@ -112,6 +113,19 @@ def _handler(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                     return
                 fake.objects[key] = body
                 self._answer(201, body)
+            elif self.command == "GET" and name is None:
+                selector = parse_qs(url.query).get("labelSelector", [""])[0]
+                wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
+                items = [
+                    stored
+                    for (kind, _), stored in fake.objects.items()
+                    if kind == resource
+                    and all(
+                        stored["metadata"].get("labels", {}).get(key) == value
+                        for key, value in wanted.items()
+                    )
+                ]
+                self._answer(200, {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items})
             elif self.command == "GET":
                 stored = fake.objects.get((resource, name or ""))
                 if stored is None:

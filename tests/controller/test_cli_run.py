@@ -23,7 +23,7 @@ load: {target_rate_per_s: 20, ramp_duration_s: 1, hold_duration_s: %d}
 """
 
 
-def _etude_run(spec_path: Path, results: Path) -> subprocess.Popen[str]:
+def _etude_run(spec_path: Path, results: Path, own_group: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "etude.services.cli", "run", str(spec_path), "--results", str(results)],
         stdout=subprocess.PIPE,
@@ -31,6 +31,8 @@ def _etude_run(spec_path: Path, results: Path) -> subprocess.Popen[str]:
         text=True,
         # A shell's background jobs ignore SIGINT; a person's terminal does not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # Its own process group (a terminal's foreground job), so a test can signal all of it.
+        start_new_session=own_group,
     )
 
 
@@ -91,6 +93,36 @@ def test_ctrl_c_stops_every_service_and_records_the_cancellation(tmp_path: Path)
     assert experiment["trials"][0]["state"] == "TRIAL_STATE_CANCELLED"
     assert (experiment_dir / "trials" / "noop-c1000-cpu-eager" / "records.csv").stat().st_size > 0
     assert os.path.exists(experiment_dir / "summary.md")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_whole_process_group_keeps_the_loadgen_summary(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C in a terminal signals every process of the job at once, the services included."""
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC % 120)
+    process = _etude_run(spec_path, tmp_path / "results", own_group=True)
+    assert process.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        if "] running" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2)  # let a few requests be recorded
+    children = _children_of(process.pid)
+    assert len(children) == 2  # the loadgen and the inference service
+    os.killpg(process.pid, sig)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1, output
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+    (experiment_dir,) = (tmp_path / "results").iterdir()
+    experiment = json.loads((experiment_dir / "experiment.json").read_text())
+    assert experiment["state"] == "EXPERIMENT_STATE_CANCELLED"
+    trial_dir = experiment_dir / "trials" / "noop-c1000-cpu-eager"
+    summary = json.loads((trial_dir / "summary.json").read_text())
+    assert int(summary["requests_ok"]) > 0
+    assert (trial_dir / "records.csv").stat().st_size > 0
 
 
 def test_results_that_cannot_be_written_are_exit_2_before_anything_runs(tmp_path: Path) -> None:

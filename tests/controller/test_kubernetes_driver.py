@@ -21,8 +21,10 @@ from etude.services.controller.drivers.kubernetes import (
     KubernetesDriver,
     PodFailed,
 )
+from etude.services.controller.drivers.owner import CURRENT_OWNER, ExperimentOwner
 from etude.services.controller.matrix import expand_trials
 from etude.services.controller.validation import resolve
+from etude.services.results.store import AsyncResultStore, LocalResultStore
 from kubernetes import client
 
 from etude.spec import parse_spec_text
@@ -336,3 +338,42 @@ def test_the_target_flag_replaces_the_spec_target_before_validation(tmp_path: Pa
     path.write_text(SPEC)
     with pytest.raises(SpecError, match="the local target runs exactly one replica"):
         load_spec(path, target="local")
+
+
+async def test_a_restarted_controller_deletes_what_its_experiment_left_and_nothing_else(
+    fake: FakeApiServer, tmp_path: Path
+) -> None:
+    fake.status_of = lambda resource, stored: {"active": 1, "replicas": 2, "readyReplicas": 2}
+    fake.pods_of = lambda instance: [pod(f"{instance}-pod", ready=True)]
+    trial, spec = _trial()
+    experiment_id = "k8s-20261130-120000-001"
+    token = CURRENT_OWNER.set(ExperimentOwner(experiment_id, AsyncResultStore(LocalResultStore(tmp_path))))
+    try:
+        driver = _driver(fake)
+        async with driver.loadgen_service(tmp_path), driver.inference_service(trial, spec, tmp_path):
+            # The controller dies here: its objects stay behind (a copy, as teardown then runs).
+            left_behind = dict(fake.objects)
+    finally:
+        CURRENT_OWNER.reset(token)
+    assert len(left_behind) == 4
+    for body in left_behind.values():
+        assert body["metadata"]["labels"][manifests.EXPERIMENT_LABEL] == experiment_id
+    fake.objects.update(left_behind)
+    other = {"metadata": {"name": "etude-inf-other", "labels": {
+        **manifests.MANAGED_BY, manifests.EXPERIMENT_LABEL: "other-20261130-120000-002"}}}  # fmt: skip
+    not_ours = {"metadata": {"name": "etude-inf-mine", "labels": {manifests.EXPERIMENT_LABEL: experiment_id}}}
+    fake.objects[("deployments", "etude-inf-other")] = other
+    fake.objects[("deployments", "etude-inf-mine")] = not_ours
+
+    stopped = await _driver(fake).stop_leftovers(experiment_id, [])
+
+    assert sorted(fake.objects) == [("deployments", "etude-inf-mine"), ("deployments", "etude-inf-other")]
+    assert len(stopped) == 4 and all(NAMESPACE in line for line in stopped)
+
+
+def test_an_experiment_label_is_a_valid_label_value_whatever_the_id() -> None:
+    assert manifests.experiment_label_value("fashion-20261130-120000-001") == "fashion-20261130-120000-001"
+    for odd in ("Ünïcode id", "x" * 80, "-leading-dash"):
+        value = manifests.experiment_label_value(odd)
+        assert re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?", value), value
+    assert manifests.experiment_label_value("x" * 80) != manifests.experiment_label_value("x" * 81)

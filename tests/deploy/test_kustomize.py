@@ -128,9 +128,9 @@ def test_platform_runs_the_controller_with_a_namespaced_least_privilege_role() -
     }
     # Exactly what the Kubernetes driver calls; no wildcard, no update/patch, no secrets.
     assert granted == {
-        *{("apps", "deployments", verb) for verb in ("create", "get", "delete")},
-        *{("batch", "jobs", verb) for verb in ("create", "get", "delete")},
-        *{("", "services", verb) for verb in ("create", "get", "delete")},
+        *{("apps", "deployments", verb) for verb in ("create", "get", "list", "delete")},
+        *{("batch", "jobs", verb) for verb in ("create", "get", "list", "delete")},
+        *{("", "services", verb) for verb in ("create", "get", "list", "delete")},
         ("", "pods", "list"),
         ("", "pods/log", "get"),
         ("", "pods/exec", "create"),

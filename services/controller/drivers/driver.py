@@ -11,6 +11,8 @@ from typing import Protocol
 
 from etude.v1 import experiment_pb2
 
+from ...results.started import StartedProcess
+
 
 class Driver(Protocol):
     name: str
@@ -41,4 +43,10 @@ class Driver(Protocol):
     async def dead_services(self) -> list[str]:
         """The services this driver started that are gone although their context is still open
         (a load generator killed in one trial is replaced before the next)."""
+        ...
+
+    async def stop_leftovers(self, experiment_id: str, started: list[StartedProcess]) -> list[str]:
+        """Stops what an earlier controller, which died, started for `experiment_id` and is still
+        running: the processes of `started` (local), the objects labelled with the experiment
+        (Kubernetes). Returns what it stopped, in words."""
         ...

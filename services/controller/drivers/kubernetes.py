@@ -32,6 +32,7 @@ from etude import defaults
 from etude.v1 import experiment_pb2
 
 from ...results.layout import service_log_file
+from ...results.started import StartedProcess
 from .manifests import (
     INSTANCE_LABEL,
     MANAGED_BY,
@@ -42,12 +43,15 @@ from .manifests import (
     inference_objects,
     kubectl_path,
     kustomize_dir,
+    labelled_for_experiment,
+    leftover_selector,
     loadgen_objects,
     object_name,
     overlay_for,
     overlays,
     render_manifests,
 )
+from .owner import CURRENT_OWNER
 
 _log = structlog.get_logger()
 
@@ -264,6 +268,30 @@ class KubernetesDriver:
                 dead.append(what)
         return dead
 
+    async def stop_leftovers(self, experiment_id: str, started: list[StartedProcess]) -> list[str]:
+        """Deletes every object Etude created for `experiment_id` (by its label) that is still
+        there: what a controller that died mid-trial left; `started` (local processes) is ignored."""
+        stopped: list[str] = []
+        selector = leftover_selector(experiment_id)
+        for kind in (_DEPLOYMENT, _JOB, _SERVICE):
+            try:
+                found = await self._call(
+                    self._api_function("list", kind), self.namespace, label_selector=selector
+                )
+            except Exception as error:
+                _log.error("k8s_leftovers_not_listed", kind=kind.kind, error=str(error))
+                continue
+            for item in found.items or []:
+                name = item.metadata.name
+                try:
+                    await self._delete(kind, name)
+                except Exception as error:
+                    _log.error("k8s_delete_failed", kind=kind.kind, name=name, error=str(error))
+                    continue
+                stopped.append(f"{kind.kind} {self.namespace}/{name}")
+                _log.warning("k8s_leftover_deleted", kind=kind.kind, name=name, experiment_id=experiment_id)
+        return stopped
+
     async def _pod_restarts(self, name: str) -> dict[str, int]:
         return {pod.metadata.name: _restarts(pod) for pod in await self._pods(name)}
 
@@ -279,7 +307,7 @@ class KubernetesDriver:
         return self._rendered[relative]
 
     def _api_function(self, verb: str, kind: _Kind) -> Callable[..., Any]:
-        """The client's `{verb}_namespaced_{kind}` method (create, read or delete)."""
+        """The client's `{verb}_namespaced_{kind}` method (create, read, list or delete)."""
         api = {"Deployment": self.apps, "Service": self.core, "Job": self.batch}[kind.kind]
         return getattr(api, f"{verb}_namespaced_{kind.kind.lower()}")
 
@@ -288,6 +316,8 @@ class KubernetesDriver:
         is Etude's and `on_conflict` is "replace", else the trial fails saying what to delete."""
         from kubernetes.client.exceptions import ApiException
 
+        if (owner := CURRENT_OWNER.get()) is not None:
+            body = labelled_for_experiment(body, owner.experiment_id)
         name = body["metadata"]["name"]
         # Recorded before the call, so that a cancellation while it is in flight still deletes
         # it; forgotten again when the API refuses it (a 409's object is not ours to delete).

@@ -12,8 +12,11 @@ from etude.telemetry import TRACE_FILE_ENV
 from etude.v1 import experiment_pb2
 
 from ...results.layout import INFERENCE_TRACE_FILE, loadgen_trace_file, service_log_file
+from ...results.started import StartedProcess
 from ..options import as_flags, inference_options
-from .processes import ChildService
+from .leftovers import started_process, stop_leftover_processes
+from .owner import CURRENT_OWNER
+from .processes import EXIT_MARGIN_S, ChildService
 
 
 class LocalDriver:
@@ -59,12 +62,24 @@ class LocalDriver:
 
     @asynccontextmanager
     async def _running_child(self, child: ChildService) -> AsyncIterator[str]:
+        owner = CURRENT_OWNER.get()
+        recorded: StartedProcess | None = None
+
+        async def record(pid: int) -> None:
+            nonlocal recorded
+            if owner is not None:
+                recorded = await asyncio.to_thread(started_process, child.service, pid)
+                if recorded is not None:
+                    await owner.started(recorded)
+
         self._running.add(child)
         try:
-            yield await child.start(self.startup_timeout_s)
+            yield await child.start(self.startup_timeout_s, on_spawned=record)
         finally:
             self._running.discard(child)
             await child.stop(self.grace_s)
+            if owner is not None and recorded is not None:
+                await owner.stopped(recorded)
 
     async def service_lost(self) -> str:
         """Returns, with the reason, as soon as a service started here exits while it should
@@ -83,6 +98,11 @@ class LocalDriver:
     def running(self) -> list[tuple[str, int]]:
         """(service, pid) of every child serving now."""
         return [(child.service, child.pid) for child in self._running if child.pid is not None]
+
+    async def stop_leftovers(self, experiment_id: str, started: list[StartedProcess]) -> list[str]:
+        """Stops the processes an earlier controller recorded for `experiment_id` that still run
+        (SIGTERM, then SIGKILL after the grace period); a pid now naming another process is spared."""
+        return await stop_leftover_processes(started, self.grace_s + EXIT_MARGIN_S)
 
     async def dead_services(self) -> list[str]:
         """The services started here that have exited although their context is still open."""

@@ -25,6 +25,10 @@ KUSTOMIZE_DIR_ENV = "ETUDE_KUSTOMIZE_DIR"
 INFERENCE_BASE_NAME = "etude-inference"
 LOADGEN_BASE_NAME = "etude-loadgen"
 INSTANCE_LABEL = "etude.dev/instance"
+# Every object created for an experiment carries its id, so that a restarted controller can find
+# what its previous run left behind (experiment_label_value).
+EXPERIMENT_LABEL = "etude.dev/experiment"
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "etude-controller"}
 
 
@@ -111,6 +115,29 @@ def object_name(prefix: str, label: str, unique_by: str) -> str:
     digest = hashlib.sha256(unique_by.encode()).hexdigest()[:8]
     room = 63 - len(prefix) - len(digest) - 2
     return f"{prefix}-{slug[:room].rstrip('-')}-{digest}" if slug else f"{prefix}-{digest}"
+
+
+def experiment_label_value(experiment_id: str) -> str:
+    """The EXPERIMENT_LABEL value of an experiment: its id where that is a valid label value (ids
+    of validated specs are), else a slug and a hash of it (at most 63 characters)."""
+    if _LABEL_VALUE.match(experiment_id):
+        return experiment_id
+    return object_name("x", experiment_id, experiment_id)
+
+
+def labelled_for_experiment(body: dict[str, Any], experiment_id: str) -> dict[str, Any]:
+    """A copy of an object with the experiment's label added to its own metadata (deleting a
+    Deployment or Job deletes its pods: they need no label of their own for that)."""
+    labelled = copy.deepcopy(body)
+    labels = labelled.setdefault("metadata", {}).setdefault("labels", {})
+    labels[EXPERIMENT_LABEL] = experiment_label_value(experiment_id)
+    return labelled
+
+
+def leftover_selector(experiment_id: str) -> str:
+    """The label selector of everything Etude created for an experiment."""
+    managed = ",".join(f"{key}={value}" for key, value in MANAGED_BY.items())
+    return f"{managed},{EXPERIMENT_LABEL}={experiment_label_value(experiment_id)}"
 
 
 def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -48,16 +48,24 @@ class ChildService:
         self.endpoint = ""
         self._process: asyncio.subprocess.Process | None = None
 
-    async def start(self, startup_timeout_s: float) -> str:
-        """Starts the process and returns host:port once it serves; raises ServiceStartError."""
+    async def start(
+        self, startup_timeout_s: float, on_spawned: Callable[[int], Awaitable[None]] | None = None
+    ) -> str:
+        """Starts the process and returns host:port once it serves; raises ServiceStartError.
+        `on_spawned(pid)` runs as soon as the process exists (the driver records it there)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         port_dir = Path(tempfile.mkdtemp(prefix="etude-port-"))
         try:
-            return await self._start(port_dir / "port", startup_timeout_s)
+            return await self._start(port_dir / "port", startup_timeout_s, on_spawned)
         finally:
             shutil.rmtree(port_dir, ignore_errors=True)
 
-    async def _start(self, port_file: Path, startup_timeout_s: float) -> str:
+    async def _start(
+        self,
+        port_file: Path,
+        startup_timeout_s: float,
+        on_spawned: Callable[[int], Awaitable[None]] | None,
+    ) -> str:
         argv = [
             sys.executable, "-m", "etude.services.cli", "serve", self.service,
             "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
@@ -69,6 +77,8 @@ class ChildService:
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **child_environment(), **self.env},
             )  # fmt: skip
         _log.info("child_started", service=self.service, pid=self._process.pid, log=str(self.log_path))
+        if on_spawned is not None:
+            await on_spawned(self._process.pid)
         deadline = time.monotonic() + startup_timeout_s
         port = await self._wait_for_port(port_file, deadline)
         self.endpoint = f"127.0.0.1:{port}"
