@@ -19,6 +19,7 @@ class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPERIMENT_STATE_FAILED: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_CANCELLED: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_INTERRUPTED: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_VALIDATED: _ClassVar[ExperimentState]
 EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
 EXPERIMENT_STATE_QUEUED: ExperimentState
 EXPERIMENT_STATE_RUNNING: ExperimentState
@@ -26,9 +27,10 @@ EXPERIMENT_STATE_SUCCEEDED: ExperimentState
 EXPERIMENT_STATE_FAILED: ExperimentState
 EXPERIMENT_STATE_CANCELLED: ExperimentState
 EXPERIMENT_STATE_INTERRUPTED: ExperimentState
+EXPERIMENT_STATE_VALIDATED: ExperimentState
 
 class Experiment(_message.Message):
-    __slots__ = ("experiment_id", "state", "spec", "trials", "results_uri", "error", "created_unix_ms", "finished_unix_ms", "environment")
+    __slots__ = ("experiment_id", "state", "spec", "trials", "results_uri", "error", "created_unix_ms", "finished_unix_ms", "environment", "estimated_load_s")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +40,7 @@ class Experiment(_message.Message):
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_LOAD_S_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     state: ExperimentState
     spec: _experiment_pb2.ExperimentSpec
@@ -47,13 +50,16 @@ class Experiment(_message.Message):
     created_unix_ms: int
     finished_unix_ms: int
     environment: _environment_pb2.Environment
-    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[_experiment_pb2.TrialResult, _Mapping]]] = ..., results_uri: _Optional[str] = ..., error: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ...) -> None: ...
+    estimated_load_s: int
+    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[_experiment_pb2.TrialResult, _Mapping]]] = ..., results_uri: _Optional[str] = ..., error: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ..., estimated_load_s: _Optional[int] = ...) -> None: ...
 
 class SubmitExperimentRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "validate_only")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     spec: _experiment_pb2.ExperimentSpec
-    def __init__(self, spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class WatchExperimentRequest(_message.Message):
     __slots__ = ("experiment_id",)

@@ -65,7 +65,8 @@ class ControllerServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def SubmitExperiment(self, request, context):
-        """Validates the spec (INVALID_ARGUMENT names the field) and queues the experiment.
+        """Validates the spec (INVALID_ARGUMENT names the field) and queues the experiment; with
+        validate_only, answers what would run without creating or running anything.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,6 +47,13 @@ class ControllerClient:
     async def submit(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
         return await self._stub.SubmitExperiment(controller_pb2.SubmitExperimentRequest(spec=spec))
 
+    async def validate(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
+        """What the controller would run for `spec` (state VALIDATED, trials, estimated_load_s);
+        INVALID_ARGUMENT names the bad field. Nothing is created."""
+        return await self._stub.SubmitExperiment(
+            controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True)
+        )
+
     async def get(self, experiment_id: str) -> controller_pb2.Experiment:
         return await self._stub.GetExperiment(
             controller_pb2.GetExperimentRequest(experiment_id=experiment_id)

@@ -27,7 +27,7 @@ from ..workload.trial import workload_spec
 from .drivers.driver import Driver
 from .drivers.processes import ServiceStartError
 from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
-from .matrix import expand_trials
+from .matrix import estimated_load_s, expand_trials
 from .merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
 from .model_info import model_info, record_accuracy
 from .search import SearchSettings, search_max_rate
@@ -68,6 +68,7 @@ def new_experiment(
         results_uri=store.uri(experiment_id),
         created_unix_ms=int(now * 1000),
         environment=current_environment(),
+        estimated_load_s=estimated_load_s(spec),
     )
     for trial in expand_trials(spec):
         experiment.trials.add(trial=trial, state=State.TRIAL_STATE_PENDING)

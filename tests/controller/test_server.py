@@ -58,6 +58,39 @@ async def test_invalid_spec_is_rejected_naming_the_field(controller, tmp_path: P
     assert not listed.experiments
 
 
+async def test_validate_only_answers_the_trial_matrix_and_creates_nothing(controller, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path / "results")
+    spec.models.add(name="gru4rec")
+    spec.catalog_sizes.append(1000)
+    validated = await controller.SubmitExperiment(
+        controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True)
+    )
+    assert validated.state == controller_pb2.EXPERIMENT_STATE_VALIDATED
+    assert not validated.experiment_id and not validated.results_uri and not validated.created_unix_ms
+    assert [result.trial.trial_id for result in validated.trials] == [
+        "noop-c100-cpu-eager",
+        "gru4rec-c100-cpu-eager",
+        "noop-c1000-cpu-eager",
+        "gru4rec-c1000-cpu-eager",
+    ]
+    assert all(result.state == experiment_pb2.TRIAL_STATE_PENDING for result in validated.trials)
+    assert validated.estimated_load_s == 4 * (1 + 1)
+    # The resolved spec: every default explicit, as a submission would store it.
+    assert validated.spec.batching.max_batch_size == 1024 and validated.spec.slo.rate_per_s == 20
+    listed = await controller.ListExperiments(controller_pb2.ListExperimentsRequest())
+    assert not listed.experiments
+    assert not (tmp_path / "results").exists()
+
+
+async def test_validate_only_refuses_an_invalid_spec_naming_the_field(controller, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path)
+    spec.hardware.add(name="cpu", device="tpu")
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await controller.SubmitExperiment(controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.hardware[0].device" in error.value.details()
+
+
 @pytest.mark.parametrize("method", ["GetExperiment", "CancelExperiment"])
 async def test_unknown_experiment_is_not_found(controller, method: str) -> None:
     request_type = getattr(controller_pb2, f"{method}Request")
