@@ -135,6 +135,10 @@ SPEC_LIMITS: Mapping[str, Bound] = {
     "slo.rate_per_s": Bound(0.0, MAX_RATE_PER_S, low_open=True),
     "repetitions": Bound(1, 100),
     "loadgen_instances": Bound(1, 64),
+    "search.start_rate_per_s": Bound(0.0, MAX_RATE_PER_S, low_open=True),
+    "search.max_rate_per_s": Bound(0.0, MAX_RATE_PER_S, low_open=True),
+    "search.precision": Bound(0.0, 0.5, low_open=True),
+    "search.max_probes": Bound(1, 100),
 }
 
 # etude.v1.LoadSpec, as LoadGeneratorService.Run takes it.

@@ -105,7 +105,7 @@ class ServiceLevelObjective(_message.Message):
     def __init__(self, percentile: _Optional[float] = ..., latency_ms: _Optional[float] = ..., rate_per_s: _Optional[float] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances", "precisions", "loadgen_transport")
+    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances", "precisions", "loadgen_transport", "search")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZES_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class ExperimentSpec(_message.Message):
     LOADGEN_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     LOADGEN_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
     catalog_sizes: _containers.RepeatedScalarFieldContainer[int]
@@ -138,7 +139,20 @@ class ExperimentSpec(_message.Message):
     loadgen_instances: int
     precisions: _containers.RepeatedScalarFieldContainer[str]
     loadgen_transport: str
-    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ..., precisions: _Optional[_Iterable[str]] = ..., loadgen_transport: _Optional[str] = ...) -> None: ...
+    search: RateSearch
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ..., precisions: _Optional[_Iterable[str]] = ..., loadgen_transport: _Optional[str] = ..., search: _Optional[_Union[RateSearch, _Mapping]] = ...) -> None: ...
+
+class RateSearch(_message.Message):
+    __slots__ = ("start_rate_per_s", "max_rate_per_s", "precision", "max_probes")
+    START_RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROBES_FIELD_NUMBER: _ClassVar[int]
+    start_rate_per_s: float
+    max_rate_per_s: float
+    precision: float
+    max_probes: int
+    def __init__(self, start_rate_per_s: _Optional[float] = ..., max_rate_per_s: _Optional[float] = ..., precision: _Optional[float] = ..., max_probes: _Optional[int] = ...) -> None: ...
 
 class Trial(_message.Message):
     __slots__ = ("trial_id", "model", "catalog_size", "embedding_dim", "hardware", "runtime", "repetition", "precision")

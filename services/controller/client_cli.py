@@ -254,8 +254,9 @@ def _print_validated(source: str, experiment: controller_pb2.Experiment) -> None
             f" {trial.hardware.name:<14} {trial.runtime}"
         )
     total_s = experiment.estimated_load_s
+    probes = f" x {spec.search.max_probes} probes at most" if spec.HasField("search") else ""
     print(
-        f"Estimated load time: {len(trials)} x ({load.ramp_duration_s} s ramp"
+        f"Estimated load time: {len(trials)}{probes} x ({load.ramp_duration_s} s ramp"
         f" + {load.hold_duration_s} s hold)"
         f" = {total_s // 60} min {total_s % 60} s, plus each deployment's start-up (model build and warm-up:"
         " seconds at small catalogs, minutes at tens of millions of items)"

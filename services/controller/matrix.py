@@ -44,11 +44,18 @@ def expand_trials(spec: experiment_pb2.ExperimentSpec) -> list[experiment_pb2.Tr
     return trials
 
 
+def load_runs_per_trial(spec: experiment_pb2.ExperimentSpec) -> int:
+    """Ramps each trial runs: one, or a search's probes at most."""
+    return spec.search.max_probes if spec.HasField("search") else 1
+
+
 def estimated_load_s(spec: experiment_pb2.ExperimentSpec) -> int:
-    """Seconds of load of a resolved spec: trials x (ramp + hold). Deployments' start-up is not
-    in it (seconds at small catalogs, minutes at tens of millions of items)."""
+    """Seconds of load of a resolved spec: trials x (ramp + hold), times the probes of a search
+    (its upper bound). Deployments' start-up is not in it (seconds at small catalogs, minutes at
+    tens of millions of items)."""
     load = spec.load
-    return len(expand_trials(spec)) * (load.ramp_duration_s + load.hold_duration_s)
+    runs = len(expand_trials(spec)) * load_runs_per_trial(spec)
+    return runs * (load.ramp_duration_s + load.hold_duration_s)
 
 
 def validated_experiment(spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:

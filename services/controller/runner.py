@@ -84,7 +84,6 @@ class ExperimentRunner:
         driver: Driver,
         store: ResultStore,
         on_event: EventCallback = lambda event: None,
-        search: SearchSettings | None = None,
     ) -> None:
         self.experiment = experiment
         self.driver = driver
@@ -92,7 +91,8 @@ class ExperimentRunner:
         self.layout = Layout(experiment.experiment_id)
         self.on_event = on_event
         # None: one ramp per trial, as the spec's load says; else an SLO search per trial.
-        self.search = search
+        spec = experiment.spec
+        self.search = SearchSettings.from_spec(spec.search) if spec.HasField("search") else None
         # Set before cancelling run() when the controller stops (not the user): the experiment
         # and its running trial end INTERRUPTED rather than CANCELLED.
         self.interrupted = False

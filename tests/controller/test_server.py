@@ -86,7 +86,9 @@ async def test_validate_only_refuses_an_invalid_spec_naming_the_field(controller
     spec = tiny_spec(tmp_path)
     spec.hardware.add(name="cpu", device="tpu")
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await controller.SubmitExperiment(controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True))
+        await controller.SubmitExperiment(
+            controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True)
+        )
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "spec.hardware[0].device" in error.value.details()
 
@@ -129,6 +131,45 @@ async def test_submitted_experiment_runs_and_is_watched_to_the_end(controller, t
     assert finished.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, finished.error
     assert finished.trials[0].summary.requests_ok > 0
     assert (tmp_path / submitted.experiment_id / "summary.md").exists()
+
+
+async def test_a_search_validated_counts_its_probes_in_the_estimate(controller, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path)
+    spec.search.max_probes = 3
+    validated = await controller.SubmitExperiment(
+        controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True)
+    )
+    assert validated.spec.search.start_rate_per_s == 20 and validated.spec.search.max_rate_per_s == 64 * 20
+    assert validated.estimated_load_s == 1 * 3 * (1 + 1)
+    spec.search.precision = 0.9
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await controller.SubmitExperiment(controller_pb2.SubmitExperimentRequest(spec=spec))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.search.precision" in error.value.details() and "(0, 0.5]" in error.value.details()
+
+
+@pytest.mark.slow
+async def test_a_submitted_spec_with_search_settings_runs_the_search(controller, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path)
+    spec.load.ramp_duration_s, spec.load.hold_duration_s = 0, 1
+    spec.search.start_rate_per_s, spec.search.max_rate_per_s, spec.search.max_probes = 20, 40, 3
+    submitted = await controller.SubmitExperiment(controller_pb2.SubmitExperimentRequest(spec=spec))
+    events = [
+        event
+        async for event in controller.WatchExperiment(
+            controller_pb2.WatchExperimentRequest(experiment_id=submitted.experiment_id)
+        )
+    ]
+    finished = events[-1].finished
+    assert finished.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, finished.error
+    (result,) = finished.trials
+    # The noop model sustains both rates: the search doubles once and stops at its ceiling.
+    assert [(probe.rate_per_s, probe.slo_met) for probe in result.probes] == [(20, True), (40, True)]
+    assert result.max_sustained_rate_per_s == 40 and "sustains 40 req/s" in result.slo_verdict
+    trial_dir = tmp_path / submitted.experiment_id / "trials" / result.trial.trial_id
+    assert sorted(path.name for path in (trial_dir / "probes").iterdir()) == ["01-20", "02-40"]
+    stored = (trial_dir / "trial.json").read_text()
+    assert '"max_sustained_rate_per_s": 40.0' in stored
 
 
 @pytest.mark.slow
