@@ -66,3 +66,5 @@ SLO_LATENCY_MS = 50.0
 SEARCH_PRECISION = 0.05
 SEARCH_MAX_PROBES = 10
 SEARCH_CEILING_FACTOR = 64
+# Experiments per page of ControllerService.ListExperiments unless asked.
+LIST_PAGE_SIZE = 50

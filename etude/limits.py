@@ -61,6 +61,8 @@ MAX_SESSION_ID_CHARS = 256
 # matrix would take weeks and its experiment.json would outgrow gRPC's message limits.
 MAX_TRIALS = 1_000
 MAX_LIST_ENTRIES = 64
+# Experiments on one page of ControllerService.ListExperiments.
+MAX_PAGE_SIZE = 1_000
 
 # The largest request each service accepts, in bytes: what its largest valid request needs, with
 # headroom (a Recommend of 1,000 clicks is about 10 KiB; an experiment spec a few KiB). Anything

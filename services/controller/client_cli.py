@@ -179,21 +179,25 @@ def _state(experiment: object) -> str:
 
 def list_command(args: argparse.Namespace) -> int:
     async def work(controller: ControllerClient) -> int:
-        experiments = sorted(await controller.list(), key=lambda e: e.created_unix_ms, reverse=True)
-        rows = [("experiment", "state", "trials", "done", "SLO met", "created (UTC)")]
-        for experiment in experiments:
-            created = datetime.fromtimestamp(experiment.created_unix_ms / 1000, UTC).strftime(
+        rows = [("experiment", "state", "trials", "done", "SLO met", "cheapest", "created (UTC)")]
+        # Newest first, as the controller pages them; printed once every page is in (aligned).
+        async for summary in controller.list():
+            created = datetime.fromtimestamp(summary.created_unix_ms / 1000, UTC).strftime(
                 "%Y-%m-%d %H:%M:%S"
             )
-            finished = [trial for trial in experiment.trials if trial.HasField("summary")]
-            met = sum(trial.slo_met for trial in finished)
+            cheapest = (
+                f"{summary.cheapest_hardware} ${summary.cheapest_monthly_cost_usd:,.0f}/month"
+                if summary.cheapest_trial_id
+                else "-"
+            )
             rows.append(
                 (
-                    experiment.experiment_id,
-                    _state(experiment),
-                    str(len(experiment.trials)),
-                    str(len(finished)),
-                    str(met),
+                    summary.experiment_id,
+                    _state(summary),
+                    str(summary.trials),
+                    str(summary.trials_measured),
+                    str(summary.trials_slo_met),
+                    cheapest,
                     created,
                 )
             )

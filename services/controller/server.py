@@ -11,6 +11,7 @@ from etude.spec import SpecError
 from etude.v1 import controller_pb2, controller_pb2_grpc
 
 from .experiments import ExperimentManager, UnknownExperiment
+from .listing import InvalidPage, page_of
 from .validation import resolve
 
 
@@ -47,7 +48,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     async def ListExperiments(
         self, request: controller_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.ListExperimentsResponse:
-        return controller_pb2.ListExperimentsResponse(experiments=self._manager.list())
+        try:
+            return page_of(self._manager.list(), request.page_size, request.page_token)
+        except InvalidPage as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise  # unreachable: abort raises
 
     async def CancelExperiment(
         self, request: controller_pb2.CancelExperimentRequest, context: grpc.aio.ServicerContext
