@@ -1,3 +1,4 @@
+from etude.v1 import environment_pb2 as _environment_pb2
 from etude.v1 import loadgen_pb2 as _loadgen_pb2
 from etude.v1 import workload_pb2 as _workload_pb2
 from google.protobuf.internal import containers as _containers
@@ -175,7 +176,7 @@ class Trial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hardware: _Optional[_Union[HardwareOption, _Mapping]] = ..., runtime: _Optional[str] = ..., repetition: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class TrialResult(_message.Message):
-    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s", "recall_at_k", "recall_k", "recall_sessions")
+    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s", "recall_at_k", "recall_k", "recall_sessions", "inference_environment")
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +189,7 @@ class TrialResult(_message.Message):
     RECALL_AT_K_FIELD_NUMBER: _ClassVar[int]
     RECALL_K_FIELD_NUMBER: _ClassVar[int]
     RECALL_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     trial: Trial
     state: TrialState
     summary: _loadgen_pb2.LoadSummary
@@ -200,7 +202,8 @@ class TrialResult(_message.Message):
     recall_at_k: float
     recall_k: int
     recall_sessions: int
-    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ..., recall_at_k: _Optional[float] = ..., recall_k: _Optional[int] = ..., recall_sessions: _Optional[int] = ...) -> None: ...
+    inference_environment: _environment_pb2.Environment
+    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ..., recall_at_k: _Optional[float] = ..., recall_k: _Optional[int] = ..., recall_sessions: _Optional[int] = ..., inference_environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ...) -> None: ...
 
 class SearchProbe(_message.Message):
     __slots__ = ("rate_per_s", "slo_met", "verdict", "summary")

@@ -29,7 +29,7 @@ from .drivers.processes import ServiceStartError
 from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
 from .matrix import estimated_load_s, expand_trials
 from .merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
-from .model_info import model_info, record_accuracy
+from .model_info import model_info, record_model_info
 from .search import SearchSettings, search_max_rate
 
 _log = structlog.get_logger()
@@ -154,7 +154,7 @@ class ExperimentRunner:
         records_dir = await self.store.local_dir(trial_dir)
         try:
             async with self.driver.inference_service(trial, experiment.spec, records_dir) as endpoint:
-                record_accuracy(result, await model_info(endpoint))
+                record_model_info(result, await model_info(endpoint))
                 await self._set_state(result, State.TRIAL_STATE_RUNNING)
                 if self.search is None:
                     summary = await self._drive_load(
