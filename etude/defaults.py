@@ -66,3 +66,10 @@ TARGET = "local"
 # "p90 <= 50 ms" (the production requirement in the ETUDE paper); the rate defaults to the load's.
 SLO_PERCENTILE = 90.0
 SLO_LATENCY_MS = 50.0
+# An SLO search (ExperimentSpec.search): stop within 5% of the capacity, after 10 probes at most;
+# the highest rate probed is 64 x the start unless given.
+SEARCH_PRECISION = 0.05
+SEARCH_MAX_PROBES = 10
+SEARCH_CEILING_FACTOR = 64
+# Experiments per page of ControllerService.ListExperiments unless asked.
+LIST_PAGE_SIZE = 50

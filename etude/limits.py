@@ -61,6 +61,8 @@ MAX_SESSION_ID_CHARS = 256
 # matrix would take weeks and its experiment.json would outgrow gRPC's message limits.
 MAX_TRIALS = 1_000
 MAX_LIST_ENTRIES = 64
+# Experiments on one page of ControllerService.ListExperiments.
+MAX_PAGE_SIZE = 1_000
 
 # The largest request each service accepts, in bytes: what its largest valid request needs, with
 # headroom (a Recommend of 1,000 clicks is about 10 KiB; an experiment spec a few KiB). Anything
@@ -135,6 +137,10 @@ SPEC_LIMITS: Mapping[str, Bound] = {
     "slo.rate_per_s": Bound(0.0, MAX_RATE_PER_S, low_open=True),
     "repetitions": Bound(1, 100),
     "loadgen_instances": Bound(1, 64),
+    "search.start_rate_per_s": Bound(0.0, MAX_RATE_PER_S, low_open=True),
+    "search.max_rate_per_s": Bound(0.0, MAX_RATE_PER_S, low_open=True),
+    "search.precision": Bound(0.0, 0.5, low_open=True),
+    "search.max_probes": Bound(1, 100),
 }
 
 # etude.v1.LoadSpec, as LoadGeneratorService.Run takes it.

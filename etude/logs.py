@@ -1,7 +1,9 @@
 """Logging set-up for the entry points: structlog, JSON in containers, readable locally.
 
 Library modules only call `structlog.get_logger()`; this module is the one place that
-configures it. Every line carries the current trace and span ids when there is a span.
+configures it. Every line carries the current trace and span ids when there is a span, and the
+process's `service`: a library logging about another service names it `child_service` (or
+similar), never `service`, which would overwrite the process's own.
 """
 
 from __future__ import annotations
@@ -42,11 +44,19 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 def configure_logging(service: str, log_format: str = "console", level: str = "info") -> None:
     """Configures structlog once for a process. `log_format` is "console" or "json"."""
-    renderer: Any
+    renderers: list[Any]
     if log_format == "json":
-        renderer = structlog.processors.JSONRenderer()
+        renderers = [
+            # `_log.exception(...)` keeps its traceback as structured frames under "exception"
+            # (without the frames' local variables: they may hold tokens or whole tensors).
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False, use_rich=False)
+            ),
+            structlog.processors.JSONRenderer(),
+        ]
     elif log_format == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # The console renderer prints an exception's traceback itself.
+        renderers = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     else:
         raise ValueError(f"log_format must be 'console' or 'json', got {log_format!r}")
     structlog.configure(
@@ -55,7 +65,7 @@ def configure_logging(service: str, log_format: str = "console", level: str = "i
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _add_trace_context,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]

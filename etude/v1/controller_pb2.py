@@ -27,7 +27,7 @@ from etude.v1 import experiment_pb2 as etude_dot_v1_dot_experiment__pb2
 from etude.v1 import loadgen_pb2 as etude_dot_v1_dot_loadgen__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65tude/v1/controller.proto\x12\x08\x65tude.v1\x1a\x1a\x65tude/v1/environment.proto\x1a\x19\x65tude/v1/experiment.proto\x1a\x16\x65tude/v1/loadgen.proto\"\x9f\x02\n\nExperiment\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.etude.v1.ExperimentState\x12&\n\x04spec\x18\x03 \x01(\x0b\x32\x18.etude.v1.ExperimentSpec\x12%\n\x06trials\x18\x04 \x03(\x0b\x32\x15.etude.v1.TrialResult\x12\x13\n\x0bresults_uri\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x08 \x01(\x03\x12*\n\x0b\x65nvironment\x18\t \x01(\x0b\x32\x15.etude.v1.Environment\"A\n\x17SubmitExperimentRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.etude.v1.ExperimentSpec\"/\n\x16WatchExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\xaf\x01\n\x0f\x45xperimentEvent\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12&\n\x05trial\x18\x02 \x01(\x0b\x32\x15.etude.v1.TrialResultH\x00\x12*\n\x08progress\x18\x03 \x01(\x0b\x32\x16.etude.v1.TickProgressH\x00\x12(\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x14.etude.v1.ExperimentH\x00\x42\x07\n\x05\x65vent\"-\n\x14GetExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\x18\n\x16ListExperimentsRequest\"D\n\x17ListExperimentsResponse\x12)\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x14.etude.v1.Experiment\"0\n\x17\x43\x61ncelExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t*\xed\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XPERIMENT_STATE_QUEUED\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1e\n\x1a\x45XPERIMENT_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17\x45XPERIMENT_STATE_FAILED\x10\x04\x12\x1e\n\x1a\x45XPERIMENT_STATE_CANCELLED\x10\x05\x12 \n\x1c\x45XPERIMENT_STATE_INTERRUPTED\x10\x06\x32\x9e\x03\n\x11\x43ontrollerService\x12K\n\x10SubmitExperiment\x12!.etude.v1.SubmitExperimentRequest\x1a\x14.etude.v1.Experiment\x12P\n\x0fWatchExperiment\x12 .etude.v1.WatchExperimentRequest\x1a\x19.etude.v1.ExperimentEvent0\x01\x12\x45\n\rGetExperiment\x12\x1e.etude.v1.GetExperimentRequest\x1a\x14.etude.v1.Experiment\x12V\n\x0fListExperiments\x12 .etude.v1.ListExperimentsRequest\x1a!.etude.v1.ListExperimentsResponse\x12K\n\x10\x43\x61ncelExperiment\x12!.etude.v1.CancelExperimentRequest\x1a\x14.etude.v1.ExperimentB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65tude/v1/controller.proto\x12\x08\x65tude.v1\x1a\x1a\x65tude/v1/environment.proto\x1a\x19\x65tude/v1/experiment.proto\x1a\x16\x65tude/v1/loadgen.proto\"\xb9\x02\n\nExperiment\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.etude.v1.ExperimentState\x12&\n\x04spec\x18\x03 \x01(\x0b\x32\x18.etude.v1.ExperimentSpec\x12%\n\x06trials\x18\x04 \x03(\x0b\x32\x15.etude.v1.TrialResult\x12\x13\n\x0bresults_uri\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\x07 \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x08 \x01(\x03\x12*\n\x0b\x65nvironment\x18\t \x01(\x0b\x32\x15.etude.v1.Environment\x12\x18\n\x10\x65stimated_load_s\x18n \x01(\x03\"X\n\x17SubmitExperimentRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.etude.v1.ExperimentSpec\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"/\n\x16WatchExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"\xaf\x01\n\x0f\x45xperimentEvent\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12&\n\x05trial\x18\x02 \x01(\x0b\x32\x15.etude.v1.TrialResultH\x00\x12*\n\x08progress\x18\x03 \x01(\x0b\x32\x16.etude.v1.TickProgressH\x00\x12(\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x14.etude.v1.ExperimentH\x00\x42\x07\n\x05\x65vent\"-\n\x14GetExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"?\n\x16ListExperimentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"j\n\x17ListExperimentsResponse\x12\x30\n\x0b\x65xperiments\x18\x02 \x03(\x0b\x32\x1b.etude.v1.ExperimentSummary\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\tJ\x04\x08\x01\x10\x02\"\xea\x02\n\x11\x45xperimentSummary\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.etude.v1.ExperimentState\x12\x17\n\x0f\x63reated_unix_ms\x18\x04 \x01(\x03\x12\x18\n\x10\x66inished_unix_ms\x18\x05 \x01(\x03\x12\x0e\n\x06trials\x18\x06 \x01(\x05\x12\x17\n\x0ftrials_measured\x18\x07 \x01(\x05\x12\x16\n\x0etrials_slo_met\x18\x08 \x01(\x05\x12\x15\n\rtrials_failed\x18\t \x01(\x05\x12\x19\n\x11\x63heapest_trial_id\x18\n \x01(\t\x12\x19\n\x11\x63heapest_hardware\x18\x0b \x01(\t\x12!\n\x19\x63heapest_monthly_cost_usd\x18\x0c \x01(\x01\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x13\n\x0bresults_uri\x18\x0e \x01(\t\"0\n\x17\x43\x61ncelExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t*\x8d\x02\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XPERIMENT_STATE_QUEUED\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1e\n\x1a\x45XPERIMENT_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17\x45XPERIMENT_STATE_FAILED\x10\x04\x12\x1e\n\x1a\x45XPERIMENT_STATE_CANCELLED\x10\x05\x12 \n\x1c\x45XPERIMENT_STATE_INTERRUPTED\x10\x06\x12\x1e\n\x1a\x45XPERIMENT_STATE_VALIDATED\x10\x07\x32\x9e\x03\n\x11\x43ontrollerService\x12K\n\x10SubmitExperiment\x12!.etude.v1.SubmitExperimentRequest\x1a\x14.etude.v1.Experiment\x12P\n\x0fWatchExperiment\x12 .etude.v1.WatchExperimentRequest\x1a\x19.etude.v1.ExperimentEvent0\x01\x12\x45\n\rGetExperiment\x12\x1e.etude.v1.GetExperimentRequest\x1a\x14.etude.v1.Experiment\x12V\n\x0fListExperiments\x12 .etude.v1.ListExperimentsRequest\x1a!.etude.v1.ListExperimentsResponse\x12K\n\x10\x43\x61ncelExperiment\x12!.etude.v1.CancelExperimentRequest\x1a\x14.etude.v1.ExperimentB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,24 +35,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'etude.v1.controller_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_EXPERIMENTSTATE']._serialized_start=896
-  _globals['_EXPERIMENTSTATE']._serialized_end=1133
+  _globals['_EXPERIMENTSTATE']._serialized_start=1387
+  _globals['_EXPERIMENTSTATE']._serialized_end=1656
   _globals['_EXPERIMENT']._serialized_start=119
-  _globals['_EXPERIMENT']._serialized_end=406
-  _globals['_SUBMITEXPERIMENTREQUEST']._serialized_start=408
-  _globals['_SUBMITEXPERIMENTREQUEST']._serialized_end=473
-  _globals['_WATCHEXPERIMENTREQUEST']._serialized_start=475
-  _globals['_WATCHEXPERIMENTREQUEST']._serialized_end=522
-  _globals['_EXPERIMENTEVENT']._serialized_start=525
-  _globals['_EXPERIMENTEVENT']._serialized_end=700
-  _globals['_GETEXPERIMENTREQUEST']._serialized_start=702
-  _globals['_GETEXPERIMENTREQUEST']._serialized_end=747
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=749
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=773
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=775
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=843
-  _globals['_CANCELEXPERIMENTREQUEST']._serialized_start=845
-  _globals['_CANCELEXPERIMENTREQUEST']._serialized_end=893
-  _globals['_CONTROLLERSERVICE']._serialized_start=1136
-  _globals['_CONTROLLERSERVICE']._serialized_end=1550
+  _globals['_EXPERIMENT']._serialized_end=432
+  _globals['_SUBMITEXPERIMENTREQUEST']._serialized_start=434
+  _globals['_SUBMITEXPERIMENTREQUEST']._serialized_end=522
+  _globals['_WATCHEXPERIMENTREQUEST']._serialized_start=524
+  _globals['_WATCHEXPERIMENTREQUEST']._serialized_end=571
+  _globals['_EXPERIMENTEVENT']._serialized_start=574
+  _globals['_EXPERIMENTEVENT']._serialized_end=749
+  _globals['_GETEXPERIMENTREQUEST']._serialized_start=751
+  _globals['_GETEXPERIMENTREQUEST']._serialized_end=796
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=798
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=861
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=863
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=969
+  _globals['_EXPERIMENTSUMMARY']._serialized_start=972
+  _globals['_EXPERIMENTSUMMARY']._serialized_end=1334
+  _globals['_CANCELEXPERIMENTREQUEST']._serialized_start=1336
+  _globals['_CANCELEXPERIMENTREQUEST']._serialized_end=1384
+  _globals['_CONTROLLERSERVICE']._serialized_start=1659
+  _globals['_CONTROLLERSERVICE']._serialized_end=2073
 # @@protoc_insertion_point(module_scope)

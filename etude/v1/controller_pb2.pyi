@@ -19,6 +19,7 @@ class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPERIMENT_STATE_FAILED: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_CANCELLED: _ClassVar[ExperimentState]
     EXPERIMENT_STATE_INTERRUPTED: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_VALIDATED: _ClassVar[ExperimentState]
 EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
 EXPERIMENT_STATE_QUEUED: ExperimentState
 EXPERIMENT_STATE_RUNNING: ExperimentState
@@ -26,9 +27,10 @@ EXPERIMENT_STATE_SUCCEEDED: ExperimentState
 EXPERIMENT_STATE_FAILED: ExperimentState
 EXPERIMENT_STATE_CANCELLED: ExperimentState
 EXPERIMENT_STATE_INTERRUPTED: ExperimentState
+EXPERIMENT_STATE_VALIDATED: ExperimentState
 
 class Experiment(_message.Message):
-    __slots__ = ("experiment_id", "state", "spec", "trials", "results_uri", "error", "created_unix_ms", "finished_unix_ms", "environment")
+    __slots__ = ("experiment_id", "state", "spec", "trials", "results_uri", "error", "created_unix_ms", "finished_unix_ms", "environment", "estimated_load_s")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +40,7 @@ class Experiment(_message.Message):
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_LOAD_S_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     state: ExperimentState
     spec: _experiment_pb2.ExperimentSpec
@@ -47,13 +50,16 @@ class Experiment(_message.Message):
     created_unix_ms: int
     finished_unix_ms: int
     environment: _environment_pb2.Environment
-    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[_experiment_pb2.TrialResult, _Mapping]]] = ..., results_uri: _Optional[str] = ..., error: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ...) -> None: ...
+    estimated_load_s: int
+    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[_experiment_pb2.TrialResult, _Mapping]]] = ..., results_uri: _Optional[str] = ..., error: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ..., estimated_load_s: _Optional[int] = ...) -> None: ...
 
 class SubmitExperimentRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "validate_only")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     spec: _experiment_pb2.ExperimentSpec
-    def __init__(self, spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, spec: _Optional[_Union[_experiment_pb2.ExperimentSpec, _Mapping]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class WatchExperimentRequest(_message.Message):
     __slots__ = ("experiment_id",)
@@ -80,14 +86,52 @@ class GetExperimentRequest(_message.Message):
     def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
 
 class ListExperimentsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListExperimentsResponse(_message.Message):
-    __slots__ = ("experiments",)
+    __slots__ = ("experiments", "next_page_token")
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
-    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
-    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ...) -> None: ...
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[ExperimentSummary]
+    next_page_token: str
+    def __init__(self, experiments: _Optional[_Iterable[_Union[ExperimentSummary, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ExperimentSummary(_message.Message):
+    __slots__ = ("experiment_id", "name", "state", "created_unix_ms", "finished_unix_ms", "trials", "trials_measured", "trials_slo_met", "trials_failed", "cheapest_trial_id", "cheapest_hardware", "cheapest_monthly_cost_usd", "error", "results_uri")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_MEASURED_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_SLO_MET_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    CHEAPEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CHEAPEST_HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    CHEAPEST_MONTHLY_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_URI_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    name: str
+    state: ExperimentState
+    created_unix_ms: int
+    finished_unix_ms: int
+    trials: int
+    trials_measured: int
+    trials_slo_met: int
+    trials_failed: int
+    cheapest_trial_id: str
+    cheapest_hardware: str
+    cheapest_monthly_cost_usd: float
+    error: str
+    results_uri: str
+    def __init__(self, experiment_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., created_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., trials: _Optional[int] = ..., trials_measured: _Optional[int] = ..., trials_slo_met: _Optional[int] = ..., trials_failed: _Optional[int] = ..., cheapest_trial_id: _Optional[str] = ..., cheapest_hardware: _Optional[str] = ..., cheapest_monthly_cost_usd: _Optional[float] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ...) -> None: ...
 
 class CancelExperimentRequest(_message.Message):
     __slots__ = ("experiment_id",)

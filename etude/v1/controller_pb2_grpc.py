@@ -65,7 +65,8 @@ class ControllerServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def SubmitExperiment(self, request, context):
-        """Validates the spec (INVALID_ARGUMENT names the field) and queues the experiment.
+        """Validates the spec (INVALID_ARGUMENT names the field) and queues the experiment; with
+        validate_only, answers what would run without creating or running anything.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,7 +87,9 @@ class ControllerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListExperiments(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The experiments, newest first, a page at a time, each as a short summary (GetExperiment has
+        the whole experiment). INVALID_ARGUMENT names a page_size out of range or a bad page_token.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from etude.v1 import environment_pb2 as etude_dot_v1_dot_environment__pb2
 from etude.v1 import loadgen_pb2 as etude_dot_v1_dot_loadgen__pb2
 from etude.v1 import workload_pb2 as etude_dot_v1_dot_workload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65tude/v1/experiment.proto\x12\x08\x65tude.v1\x1a\x16\x65tude/v1/loadgen.proto\x1a\x17\x65tude/v1/workload.proto\"D\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rembedding_dim\x18\x02 \x01(\x05\x12\x12\n\nmodel_path\x18\x03 \x01(\t\"\xbf\x02\n\rWorkloadStats\x12\x0e\n\x06source\x18\x01 \x01(\t\x12.\n\texponents\x18\x02 \x01(\x0b\x32\x1b.etude.v1.PowerLawExponents\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0e\n\x06preset\x18\x04 \x01(\t\x12-\n\rpowerlaw_fits\x18\x05 \x01(\x0b\x32\x16.etude.v1.PowerLawFits\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x16\n\x0esession_column\x18\x07 \x01(\t\x12\x13\n\x0bitem_column\x18\x08 \x01(\t\x12\x18\n\x10timestamp_column\x18\t \x01(\t\x12\x11\n\tno_header\x18\n \x01(\x08\x12\x0c\n\x04pace\x18\x0b \x01(\t\x12\x0f\n\x07speedup\x18\x0c \x01(\x01\x12\x1a\n\x12max_session_length\x18\r \x01(\x05\"\x82\x01\n\x0eHardwareOption\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x18\n\x10monthly_cost_usd\x18\x03 \x01(\x01\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\x13\n\x0b\x63pu_threads\x18\x05 \x01(\x05\x12\x11\n\texecutors\x18\x06 \x01(\x05\"r\n\x08\x42\x61tching\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x1f\n\x12max_batch_delay_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\x0emax_queue_size\x18\x03 \x01(\x05\x42\x15\n\x13_max_batch_delay_ms\"S\n\x15ServiceLevelObjective\x12\x12\n\npercentile\x18\x01 \x01(\x01\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\x12\x12\n\nrate_per_s\x18\x03 \x01(\x01\"\xd6\x03\n\x0e\x45xperimentSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x06models\x18\x02 \x03(\x0b\x32\x13.etude.v1.ModelSpec\x12\x15\n\rcatalog_sizes\x18\x03 \x03(\x03\x12\x18\n\x10\x65mbedding_policy\x18\x04 \x01(\t\x12)\n\x08workload\x18\x05 \x01(\x0b\x32\x17.etude.v1.WorkloadStats\x12*\n\x08hardware\x18\x06 \x03(\x0b\x32\x18.etude.v1.HardwareOption\x12\x10\n\x08runtimes\x18\x07 \x03(\t\x12$\n\x08\x62\x61tching\x18\x08 \x01(\x0b\x32\x12.etude.v1.Batching\x12#\n\x04load\x18\t \x01(\x0b\x32\x15.etude.v1.LoadProfile\x12,\n\x03slo\x18\n \x01(\x0b\x32\x1f.etude.v1.ServiceLevelObjective\x12\x13\n\x0brepetitions\x18\x0b \x01(\x05\x12\x0e\n\x06target\x18\x0c \x01(\t\x12\x0f\n\x07results\x18\r \x01(\t\x12\x19\n\x11loadgen_instances\x18\x0e \x01(\x05\x12\x12\n\nprecisions\x18\x0f \x03(\t\x12\x19\n\x11loadgen_transport\x18\x10 \x01(\t\"\xce\x01\n\x05Trial\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\"\n\x05model\x18\x02 \x01(\x0b\x32\x13.etude.v1.ModelSpec\x12\x14\n\x0c\x63\x61talog_size\x18\x03 \x01(\x03\x12\x15\n\rembedding_dim\x18\x04 \x01(\x05\x12*\n\x08hardware\x18\x05 \x01(\x0b\x32\x18.etude.v1.HardwareOption\x12\x0f\n\x07runtime\x18\x06 \x01(\t\x12\x12\n\nrepetition\x18\x07 \x01(\x05\x12\x11\n\tprecision\x18\x08 \x01(\t\"\xcd\x02\n\x0bTrialResult\x12\x1e\n\x05trial\x18\x01 \x01(\x0b\x32\x0f.etude.v1.Trial\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.etude.v1.TrialState\x12&\n\x07summary\x18\x03 \x01(\x0b\x32\x15.etude.v1.LoadSummary\x12\x0f\n\x07slo_met\x18\x04 \x01(\x08\x12\x13\n\x0bslo_verdict\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x13\n\x0bresults_uri\x18\x07 \x01(\t\x12%\n\x06probes\x18\x08 \x03(\x0b\x32\x15.etude.v1.SearchProbe\x12 \n\x18max_sustained_rate_per_s\x18\t \x01(\x01\x12\x13\n\x0brecall_at_k\x18\n \x01(\x01\x12\x10\n\x08recall_k\x18\x0b \x01(\x05\x12\x17\n\x0frecall_sessions\x18\x0c \x01(\x05\"k\n\x0bSearchProbe\x12\x12\n\nrate_per_s\x18\x01 \x01(\x01\x12\x0f\n\x07slo_met\x18\x02 \x01(\x08\x12\x0f\n\x07verdict\x18\x03 \x01(\t\x12&\n\x07summary\x18\x04 \x01(\x0b\x32\x15.etude.v1.LoadSummary*\xe1\x01\n\nTrialState\x12\x1b\n\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TRIAL_STATE_PENDING\x10\x01\x12\x19\n\x15TRIAL_STATE_DEPLOYING\x10\x02\x12\x17\n\x13TRIAL_STATE_RUNNING\x10\x03\x12\x19\n\x15TRIAL_STATE_SUCCEEDED\x10\x04\x12\x16\n\x12TRIAL_STATE_FAILED\x10\x05\x12\x19\n\x15TRIAL_STATE_CANCELLED\x10\x06\x12\x1b\n\x17TRIAL_STATE_INTERRUPTED\x10\x07\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65tude/v1/experiment.proto\x12\x08\x65tude.v1\x1a\x1a\x65tude/v1/environment.proto\x1a\x16\x65tude/v1/loadgen.proto\x1a\x17\x65tude/v1/workload.proto\"D\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rembedding_dim\x18\x02 \x01(\x05\x12\x12\n\nmodel_path\x18\x03 \x01(\t\"\xbf\x02\n\rWorkloadStats\x12\x0e\n\x06source\x18\x01 \x01(\t\x12.\n\texponents\x18\x02 \x01(\x0b\x32\x1b.etude.v1.PowerLawExponents\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0e\n\x06preset\x18\x04 \x01(\t\x12-\n\rpowerlaw_fits\x18\x05 \x01(\x0b\x32\x16.etude.v1.PowerLawFits\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x16\n\x0esession_column\x18\x07 \x01(\t\x12\x13\n\x0bitem_column\x18\x08 \x01(\t\x12\x18\n\x10timestamp_column\x18\t \x01(\t\x12\x11\n\tno_header\x18\n \x01(\x08\x12\x0c\n\x04pace\x18\x0b \x01(\t\x12\x0f\n\x07speedup\x18\x0c \x01(\x01\x12\x1a\n\x12max_session_length\x18\r \x01(\x05\"\x82\x01\n\x0eHardwareOption\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x18\n\x10monthly_cost_usd\x18\x03 \x01(\x01\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\x13\n\x0b\x63pu_threads\x18\x05 \x01(\x05\x12\x11\n\texecutors\x18\x06 \x01(\x05\"r\n\x08\x42\x61tching\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x1f\n\x12max_batch_delay_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\x0emax_queue_size\x18\x03 \x01(\x05\x42\x15\n\x13_max_batch_delay_ms\"S\n\x15ServiceLevelObjective\x12\x12\n\npercentile\x18\x01 \x01(\x01\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\x12\x12\n\nrate_per_s\x18\x03 \x01(\x01\"\xfc\x03\n\x0e\x45xperimentSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x06models\x18\x02 \x03(\x0b\x32\x13.etude.v1.ModelSpec\x12\x15\n\rcatalog_sizes\x18\x03 \x03(\x03\x12\x18\n\x10\x65mbedding_policy\x18\x04 \x01(\t\x12)\n\x08workload\x18\x05 \x01(\x0b\x32\x17.etude.v1.WorkloadStats\x12*\n\x08hardware\x18\x06 \x03(\x0b\x32\x18.etude.v1.HardwareOption\x12\x10\n\x08runtimes\x18\x07 \x03(\t\x12$\n\x08\x62\x61tching\x18\x08 \x01(\x0b\x32\x12.etude.v1.Batching\x12#\n\x04load\x18\t \x01(\x0b\x32\x15.etude.v1.LoadProfile\x12,\n\x03slo\x18\n \x01(\x0b\x32\x1f.etude.v1.ServiceLevelObjective\x12\x13\n\x0brepetitions\x18\x0b \x01(\x05\x12\x0e\n\x06target\x18\x0c \x01(\t\x12\x0f\n\x07results\x18\r \x01(\t\x12\x19\n\x11loadgen_instances\x18\x0e \x01(\x05\x12\x12\n\nprecisions\x18\x0f \x03(\t\x12\x19\n\x11loadgen_transport\x18\x10 \x01(\t\x12$\n\x06search\x18n \x01(\x0b\x32\x14.etude.v1.RateSearch\"e\n\nRateSearch\x12\x18\n\x10start_rate_per_s\x18\x01 \x01(\x01\x12\x16\n\x0emax_rate_per_s\x18\x02 \x01(\x01\x12\x11\n\tprecision\x18\x03 \x01(\x01\x12\x12\n\nmax_probes\x18\x04 \x01(\x05\"\xce\x01\n\x05Trial\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\"\n\x05model\x18\x02 \x01(\x0b\x32\x13.etude.v1.ModelSpec\x12\x14\n\x0c\x63\x61talog_size\x18\x03 \x01(\x03\x12\x15\n\rembedding_dim\x18\x04 \x01(\x05\x12*\n\x08hardware\x18\x05 \x01(\x0b\x32\x18.etude.v1.HardwareOption\x12\x0f\n\x07runtime\x18\x06 \x01(\t\x12\x12\n\nrepetition\x18\x07 \x01(\x05\x12\x11\n\tprecision\x18\x08 \x01(\t\"\x83\x03\n\x0bTrialResult\x12\x1e\n\x05trial\x18\x01 \x01(\x0b\x32\x0f.etude.v1.Trial\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.etude.v1.TrialState\x12&\n\x07summary\x18\x03 \x01(\x0b\x32\x15.etude.v1.LoadSummary\x12\x0f\n\x07slo_met\x18\x04 \x01(\x08\x12\x13\n\x0bslo_verdict\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x13\n\x0bresults_uri\x18\x07 \x01(\t\x12%\n\x06probes\x18\x08 \x03(\x0b\x32\x15.etude.v1.SearchProbe\x12 \n\x18max_sustained_rate_per_s\x18\t \x01(\x01\x12\x13\n\x0brecall_at_k\x18\n \x01(\x01\x12\x10\n\x08recall_k\x18\x0b \x01(\x05\x12\x17\n\x0frecall_sessions\x18\x0c \x01(\x05\x12\x34\n\x15inference_environment\x18n \x01(\x0b\x32\x15.etude.v1.Environment\"k\n\x0bSearchProbe\x12\x12\n\nrate_per_s\x18\x01 \x01(\x01\x12\x0f\n\x07slo_met\x18\x02 \x01(\x08\x12\x0f\n\x07verdict\x18\x03 \x01(\t\x12&\n\x07summary\x18\x04 \x01(\x0b\x32\x15.etude.v1.LoadSummary*\xe1\x01\n\nTrialState\x12\x1b\n\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TRIAL_STATE_PENDING\x10\x01\x12\x19\n\x15TRIAL_STATE_DEPLOYING\x10\x02\x12\x17\n\x13TRIAL_STATE_RUNNING\x10\x03\x12\x19\n\x15TRIAL_STATE_SUCCEEDED\x10\x04\x12\x16\n\x12TRIAL_STATE_FAILED\x10\x05\x12\x19\n\x15TRIAL_STATE_CANCELLED\x10\x06\x12\x1b\n\x17TRIAL_STATE_INTERRUPTED\x10\x07\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +35,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'etude.v1.experiment_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_TRIALSTATE']._serialized_start=1942
-  _globals['_TRIALSTATE']._serialized_end=2167
-  _globals['_MODELSPEC']._serialized_start=88
-  _globals['_MODELSPEC']._serialized_end=156
-  _globals['_WORKLOADSTATS']._serialized_start=159
-  _globals['_WORKLOADSTATS']._serialized_end=478
-  _globals['_HARDWAREOPTION']._serialized_start=481
-  _globals['_HARDWAREOPTION']._serialized_end=611
-  _globals['_BATCHING']._serialized_start=613
-  _globals['_BATCHING']._serialized_end=727
-  _globals['_SERVICELEVELOBJECTIVE']._serialized_start=729
-  _globals['_SERVICELEVELOBJECTIVE']._serialized_end=812
-  _globals['_EXPERIMENTSPEC']._serialized_start=815
-  _globals['_EXPERIMENTSPEC']._serialized_end=1285
-  _globals['_TRIAL']._serialized_start=1288
-  _globals['_TRIAL']._serialized_end=1494
-  _globals['_TRIALRESULT']._serialized_start=1497
-  _globals['_TRIALRESULT']._serialized_end=1830
-  _globals['_SEARCHPROBE']._serialized_start=1832
-  _globals['_SEARCHPROBE']._serialized_end=1939
+  _globals['_TRIALSTATE']._serialized_start=2165
+  _globals['_TRIALSTATE']._serialized_end=2390
+  _globals['_MODELSPEC']._serialized_start=116
+  _globals['_MODELSPEC']._serialized_end=184
+  _globals['_WORKLOADSTATS']._serialized_start=187
+  _globals['_WORKLOADSTATS']._serialized_end=506
+  _globals['_HARDWAREOPTION']._serialized_start=509
+  _globals['_HARDWAREOPTION']._serialized_end=639
+  _globals['_BATCHING']._serialized_start=641
+  _globals['_BATCHING']._serialized_end=755
+  _globals['_SERVICELEVELOBJECTIVE']._serialized_start=757
+  _globals['_SERVICELEVELOBJECTIVE']._serialized_end=840
+  _globals['_EXPERIMENTSPEC']._serialized_start=843
+  _globals['_EXPERIMENTSPEC']._serialized_end=1351
+  _globals['_RATESEARCH']._serialized_start=1353
+  _globals['_RATESEARCH']._serialized_end=1454
+  _globals['_TRIAL']._serialized_start=1457
+  _globals['_TRIAL']._serialized_end=1663
+  _globals['_TRIALRESULT']._serialized_start=1666
+  _globals['_TRIALRESULT']._serialized_end=2053
+  _globals['_SEARCHPROBE']._serialized_start=2055
+  _globals['_SEARCHPROBE']._serialized_end=2162
 # @@protoc_insertion_point(module_scope)

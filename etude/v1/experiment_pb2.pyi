@@ -1,3 +1,4 @@
+from etude.v1 import environment_pb2 as _environment_pb2
 from etude.v1 import loadgen_pb2 as _loadgen_pb2
 from etude.v1 import workload_pb2 as _workload_pb2
 from google.protobuf.internal import containers as _containers
@@ -105,7 +106,7 @@ class ServiceLevelObjective(_message.Message):
     def __init__(self, percentile: _Optional[float] = ..., latency_ms: _Optional[float] = ..., rate_per_s: _Optional[float] = ...) -> None: ...
 
 class ExperimentSpec(_message.Message):
-    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances", "precisions", "loadgen_transport")
+    __slots__ = ("name", "models", "catalog_sizes", "embedding_policy", "workload", "hardware", "runtimes", "batching", "load", "slo", "repetitions", "target", "results", "loadgen_instances", "precisions", "loadgen_transport", "search")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZES_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +123,7 @@ class ExperimentSpec(_message.Message):
     LOADGEN_INSTANCES_FIELD_NUMBER: _ClassVar[int]
     PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     LOADGEN_TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
     name: str
     models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
     catalog_sizes: _containers.RepeatedScalarFieldContainer[int]
@@ -138,7 +140,20 @@ class ExperimentSpec(_message.Message):
     loadgen_instances: int
     precisions: _containers.RepeatedScalarFieldContainer[str]
     loadgen_transport: str
-    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ..., precisions: _Optional[_Iterable[str]] = ..., loadgen_transport: _Optional[str] = ...) -> None: ...
+    search: RateSearch
+    def __init__(self, name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ..., catalog_sizes: _Optional[_Iterable[int]] = ..., embedding_policy: _Optional[str] = ..., workload: _Optional[_Union[WorkloadStats, _Mapping]] = ..., hardware: _Optional[_Iterable[_Union[HardwareOption, _Mapping]]] = ..., runtimes: _Optional[_Iterable[str]] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., load: _Optional[_Union[_loadgen_pb2.LoadProfile, _Mapping]] = ..., slo: _Optional[_Union[ServiceLevelObjective, _Mapping]] = ..., repetitions: _Optional[int] = ..., target: _Optional[str] = ..., results: _Optional[str] = ..., loadgen_instances: _Optional[int] = ..., precisions: _Optional[_Iterable[str]] = ..., loadgen_transport: _Optional[str] = ..., search: _Optional[_Union[RateSearch, _Mapping]] = ...) -> None: ...
+
+class RateSearch(_message.Message):
+    __slots__ = ("start_rate_per_s", "max_rate_per_s", "precision", "max_probes")
+    START_RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROBES_FIELD_NUMBER: _ClassVar[int]
+    start_rate_per_s: float
+    max_rate_per_s: float
+    precision: float
+    max_probes: int
+    def __init__(self, start_rate_per_s: _Optional[float] = ..., max_rate_per_s: _Optional[float] = ..., precision: _Optional[float] = ..., max_probes: _Optional[int] = ...) -> None: ...
 
 class Trial(_message.Message):
     __slots__ = ("trial_id", "model", "catalog_size", "embedding_dim", "hardware", "runtime", "repetition", "precision")
@@ -161,7 +176,7 @@ class Trial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hardware: _Optional[_Union[HardwareOption, _Mapping]] = ..., runtime: _Optional[str] = ..., repetition: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class TrialResult(_message.Message):
-    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s", "recall_at_k", "recall_k", "recall_sessions")
+    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s", "recall_at_k", "recall_k", "recall_sessions", "inference_environment")
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +189,7 @@ class TrialResult(_message.Message):
     RECALL_AT_K_FIELD_NUMBER: _ClassVar[int]
     RECALL_K_FIELD_NUMBER: _ClassVar[int]
     RECALL_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     trial: Trial
     state: TrialState
     summary: _loadgen_pb2.LoadSummary
@@ -186,7 +202,8 @@ class TrialResult(_message.Message):
     recall_at_k: float
     recall_k: int
     recall_sessions: int
-    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ..., recall_at_k: _Optional[float] = ..., recall_k: _Optional[int] = ..., recall_sessions: _Optional[int] = ...) -> None: ...
+    inference_environment: _environment_pb2.Environment
+    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ..., recall_at_k: _Optional[float] = ..., recall_k: _Optional[int] = ..., recall_sessions: _Optional[int] = ..., inference_environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ...) -> None: ...
 
 class SearchProbe(_message.Message):
     __slots__ = ("rate_per_s", "slo_met", "verdict", "summary")

@@ -1,3 +1,4 @@
+from etude.v1 import environment_pb2 as _environment_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -65,7 +66,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "catalog_size", "embedding_dim", "device", "runtime", "max_session_length", "max_request_items", "max_batch_size", "max_batch_delay_ms", "max_queue_size", "parameter_count", "details", "precision", "accuracy")
+    __slots__ = ("model", "catalog_size", "embedding_dim", "device", "runtime", "max_session_length", "max_request_items", "max_batch_size", "max_batch_delay_ms", "max_queue_size", "parameter_count", "details", "precision", "accuracy", "environment")
     class DetailsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +88,7 @@ class ModelInfo(_message.Message):
     DETAILS_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     catalog_size: int
     embedding_dim: int
@@ -101,7 +103,8 @@ class ModelInfo(_message.Message):
     details: _containers.ScalarMap[str, str]
     precision: str
     accuracy: ScoringAccuracy
-    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., max_session_length: _Optional[int] = ..., max_request_items: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., parameter_count: _Optional[int] = ..., details: _Optional[_Mapping[str, str]] = ..., precision: _Optional[str] = ..., accuracy: _Optional[_Union[ScoringAccuracy, _Mapping]] = ...) -> None: ...
+    environment: _environment_pb2.Environment
+    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., max_session_length: _Optional[int] = ..., max_request_items: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., parameter_count: _Optional[int] = ..., details: _Optional[_Mapping[str, str]] = ..., precision: _Optional[str] = ..., accuracy: _Optional[_Union[ScoringAccuracy, _Mapping]] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ...) -> None: ...
 
 class ScoringAccuracy(_message.Message):
     __slots__ = ("recall_at_k", "k", "sessions", "reference")

@@ -13,6 +13,8 @@ from etude import defaults
 from etude.logs import LOG_LEVELS
 
 if TYPE_CHECKING:
+    from etude.v1 import experiment_pb2
+
     from .drivers.driver import Driver
 
 DEFAULT_PORT = defaults.CONTROLLER_PORT
@@ -144,18 +146,44 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         ),
     )
     _add_experiment_arguments(search)
-    search.add_argument("--start-rate", type=float, default=0.0, help="first rate probed (0: the SLO's rate)")
-    search.add_argument("--max-rate", type=float, default=0.0, help="highest rate probed (0: 64 x start)")
-    search.add_argument("--precision", type=float, default=0.05, help="stop when within this fraction")
-    search.add_argument("--max-probes", type=int, default=10, help="load tests per trial at most")
+    # Each flag overrides the spec's `search` field of the same name (its default where neither).
+    search.add_argument(
+        "--start-rate", type=float, default=None,
+        help="first rate probed (search.start_rate_per_s; the SLO's rate)",
+    )  # fmt: skip
+    search.add_argument(
+        "--max-rate", type=float, default=None, help="highest rate probed (search.max_rate_per_s; 64 x start)"
+    )
+    search.add_argument(
+        "--precision", type=float, default=None,
+        help="stop when within this fraction (search.precision; 0.05)",
+    )  # fmt: skip
+    search.add_argument(
+        "--max-probes", type=int, default=None, help="load tests per trial at most (search.max_probes; 10)"
+    )
     search.set_defaults(handler=run_command)
+
+
+def _with_search_flags(spec: experiment_pb2.ExperimentSpec, args: argparse.Namespace) -> None:
+    """`etude search`: the spec's `search` (present, so the trials search), each flag given
+    replacing its field."""
+    search = spec.search
+    search.SetInParent()
+    for flag, field in (
+        ("start_rate", "start_rate_per_s"),
+        ("max_rate", "max_rate_per_s"),
+        ("precision", "precision"),
+        ("max_probes", "max_probes"),
+    ):
+        if (value := getattr(args, flag)) is not None:
+            setattr(search, field, value)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """`etude run` and `etude search`: validate, run every trial locally with live progress,
-    print the summary. Exit status as exit_status.py says (0 ran, 1 failed, 2 bad input, 3 SLO
-    missed with --fail-on-slo-miss)."""
-    from etude.spec import SpecError
+    print the summary. A spec with `search` searches under `etude run` too. Exit status as
+    exit_status.py says (0 ran, 1 failed, 2 bad input, 3 SLO missed with --fail-on-slo-miss)."""
+    from etude.spec import SpecError, read_spec_file
 
     from ..report.summary import summary_table
     from ..results.layout import Layout
@@ -164,19 +192,20 @@ def run_command(args: argparse.Namespace) -> int:
     from .exit_status import experiment_exit_status
     from .progress import ProgressPrinter
     from .runner import ExperimentRunner, new_experiment
-    from .search import SearchSettings
-    from .validation import load_spec
+    from .validation import resolve
 
     try:
-        spec = load_spec(args.spec, target=args.target or "")
+        spec = read_spec_file(args.spec)
+        if args.target:
+            spec.target = args.target
+        if args.command == "search":
+            _with_search_flags(spec, args)
+        spec = resolve(spec)
         if args.results:
             spec.results = args.results
         store = open_store(spec.results)
         store.check_writable()
         driver = make_driver(spec.target, args)
-        search = None
-        if args.command == "search":
-            search = SearchSettings(args.start_rate, args.max_rate, args.precision, args.max_probes)
     except SpecError as error:
         print(f"etude {args.command}: invalid spec {args.spec}: {error}", file=sys.stderr)
         return 2
@@ -188,7 +217,7 @@ def run_command(args: argparse.Namespace) -> int:
         f"Experiment {experiment.experiment_id}: {len(experiment.trials)} trial(s),"
         f" results in {experiment.results_uri}"
     )
-    runner = ExperimentRunner(experiment, driver, store, ProgressPrinter(), search=search)
+    runner = ExperimentRunner(experiment, driver, store, ProgressPrinter())
     # SIGTERM (a job scheduler, `kill`) stops the run the way Ctrl-C does: asyncio cancels the
     # run on SIGINT, so the services are stopped and what finished is kept, instead of dying
     # with experiment.json left RUNNING.

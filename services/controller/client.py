@@ -47,14 +47,31 @@ class ControllerClient:
     async def submit(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
         return await self._stub.SubmitExperiment(controller_pb2.SubmitExperimentRequest(spec=spec))
 
+    async def validate(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
+        """What the controller would run for `spec` (state VALIDATED, trials, estimated_load_s);
+        INVALID_ARGUMENT names the bad field. Nothing is created."""
+        return await self._stub.SubmitExperiment(
+            controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True)
+        )
+
     async def get(self, experiment_id: str) -> controller_pb2.Experiment:
         return await self._stub.GetExperiment(
             controller_pb2.GetExperimentRequest(experiment_id=experiment_id)
         )
 
-    async def list(self) -> list[controller_pb2.Experiment]:
-        response = await self._stub.ListExperiments(controller_pb2.ListExperimentsRequest())
-        return list(response.experiments)
+    async def list(self, page_size: int = 0) -> AsyncIterator[controller_pb2.ExperimentSummary]:
+        """Every experiment's summary, newest first, fetched a page (`page_size`; 0: the
+        controller's default) at a time."""
+        token = ""
+        while True:
+            response = await self._stub.ListExperiments(
+                controller_pb2.ListExperimentsRequest(page_size=page_size, page_token=token)
+            )
+            for summary in response.experiments:
+                yield summary
+            token = response.next_page_token
+            if not token:
+                return
 
     async def cancel(self, experiment_id: str) -> controller_pb2.Experiment:
         return await self._stub.CancelExperiment(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import grpc
 
 from etude.config import apply_env_defaults
-from etude.v1 import experiment_pb2
+from etude.v1 import controller_pb2, experiment_pb2
 
 from .client import ControllerClient, default_controller, describe_rpc_error
 from .exit_status import EXIT_INVALID, EXIT_SUCCEEDED, experiment_exit_status
@@ -69,12 +69,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cancel.set_defaults(handler=cancel_command)
 
     validate = commands.add_parser(
-        "validate", help="check a spec and print its trial matrix and estimated duration, without running it"
+        "validate",
+        help="check a spec and print its trial matrix and estimated duration, without running it"
+        " (with --controller: as that controller would accept it)",
     )
     validate.add_argument("spec", help="experiment file (YAML)")
+    _add_connection_arguments(validate)
     validate.set_defaults(handler=validate_command)
-    for parser in (submit, watch, get, listing, cancel):
+    for parser in (submit, watch, get, listing, cancel, validate):
         apply_env_defaults(parser)
+    # Only an explicit --controller sends the spec to a controller (SubmitExperiment with
+    # validate_only): ETUDE_CONTROLLER alone keeps `etude validate` local.
+    validate.set_defaults(controller=None)
 
 
 def _client(args: argparse.Namespace) -> ControllerClient:
@@ -173,21 +179,25 @@ def _state(experiment: object) -> str:
 
 def list_command(args: argparse.Namespace) -> int:
     async def work(controller: ControllerClient) -> int:
-        experiments = sorted(await controller.list(), key=lambda e: e.created_unix_ms, reverse=True)
-        rows = [("experiment", "state", "trials", "done", "SLO met", "created (UTC)")]
-        for experiment in experiments:
-            created = datetime.fromtimestamp(experiment.created_unix_ms / 1000, UTC).strftime(
+        rows = [("experiment", "state", "trials", "done", "SLO met", "cheapest", "created (UTC)")]
+        # Newest first, as the controller pages them; printed once every page is in (aligned).
+        async for summary in controller.list():
+            created = datetime.fromtimestamp(summary.created_unix_ms / 1000, UTC).strftime(
                 "%Y-%m-%d %H:%M:%S"
             )
-            finished = [trial for trial in experiment.trials if trial.HasField("summary")]
-            met = sum(trial.slo_met for trial in finished)
+            cheapest = (
+                f"{summary.cheapest_hardware} ${summary.cheapest_monthly_cost_usd:,.0f}/month"
+                if summary.cheapest_trial_id
+                else "-"
+            )
             rows.append(
                 (
-                    experiment.experiment_id,
-                    _state(experiment),
-                    str(len(experiment.trials)),
-                    str(len(finished)),
-                    str(met),
+                    summary.experiment_id,
+                    _state(summary),
+                    str(summary.trials),
+                    str(summary.trials_measured),
+                    str(summary.trials_slo_met),
+                    cheapest,
                     created,
                 )
             )
@@ -209,27 +219,49 @@ def cancel_command(args: argparse.Namespace) -> int:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    """Exit 0 with the trial matrix and the load's duration, or 2 naming the invalid field."""
-    from .matrix import expand_trials
+    """Exit 0 with the trial matrix and the load's duration, or 2 naming the invalid field; checked
+    here, or by the controller named with --controller (what it would run, as it resolves it)."""
+    from .matrix import validated_experiment
 
-    spec = _load_spec(args)
-    if spec is None:
+    if not args.controller:
+        spec = _load_spec(args)
+        if spec is None:
+            return EXIT_INVALID
+        _print_validated(args.spec, validated_experiment(spec))
+        return EXIT_SUCCEEDED
+
+    from etude.spec import SpecError, read_spec_file
+
+    try:
+        # Parsed here (a YAML error is this file's), validated by the controller.
+        unresolved = read_spec_file(args.spec)
+    except SpecError as error:
+        print(f"etude {args.command}: invalid spec {args.spec}: {error}", file=sys.stderr)
         return EXIT_INVALID
-    trials = expand_trials(spec)
+
+    async def work(controller: ControllerClient) -> int:
+        validated = await controller.validate(unresolved)
+        _print_validated(f"{args.spec} (controller {controller.target})", validated)
+        return EXIT_SUCCEEDED
+
+    return _call(args, work)
+
+
+def _print_validated(source: str, experiment: controller_pb2.Experiment) -> None:
+    spec, trials = experiment.spec, [result.trial for result in experiment.trials]
     load = spec.load
-    per_trial_s = load.ramp_duration_s + load.hold_duration_s
-    print(f"{args.spec}: valid; {len(trials)} trial(s) on target {spec.target}, results in {spec.results}")
+    print(f"{source}: valid; {len(trials)} trial(s) on target {spec.target}, results in {spec.results}")
     print(f"{'trial':<48} {'model':<10} {'catalog':>11} {'d':>4} {'hardware':<14} runtime")
     for trial in trials:
         print(
             f"{trial.trial_id:<48} {trial.model.name:<10} {trial.catalog_size:>11,} {trial.embedding_dim:>4}"
             f" {trial.hardware.name:<14} {trial.runtime}"
         )
-    total_s = per_trial_s * len(trials)
+    total_s = experiment.estimated_load_s
+    probes = f" x {spec.search.max_probes} probes at most" if spec.HasField("search") else ""
     print(
-        f"Estimated load time: {len(trials)} x ({load.ramp_duration_s} s ramp"
+        f"Estimated load time: {len(trials)}{probes} x ({load.ramp_duration_s} s ramp"
         f" + {load.hold_duration_s} s hold)"
         f" = {total_s // 60} min {total_s % 60} s, plus each deployment's start-up (model build and warm-up:"
         " seconds at small catalogs, minutes at tens of millions of items)"
     )
-    return EXIT_SUCCEEDED

@@ -35,6 +35,7 @@ from ..results.layout import Layout
 from ..results.started import StartedProcess, parse_started, started_text
 from ..results.store import AsyncResultStore, ResultStore
 from .drivers.driver import Driver
+from .matrix import validated_experiment
 from .runner import INTERRUPTED_ERROR, ExperimentRunner, new_experiment
 
 _log = structlog.get_logger()
@@ -117,6 +118,13 @@ class ExperimentManager:
             worker.cancel()
         running = [task for _, task in self._running.values()]
         await asyncio.gather(*self._workers, *running, return_exceptions=True)
+
+    def validate(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
+        """What submitting a resolved spec would run (its trials, the load's duration), with the
+        results where this manager would keep them; nothing is created or queued."""
+        if self._home is not None:
+            spec = _with_results(spec, self._home.uri())
+        return validated_experiment(spec)
 
     async def submit(self, spec: experiment_pb2.ExperimentSpec) -> controller_pb2.Experiment:
         """Queues a resolved spec and returns the queued experiment (also written to its store)."""

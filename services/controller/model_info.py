@@ -1,5 +1,6 @@
 """What the controller asks a deployed inference service about itself: its GetModelInfo, for the
-accuracy of a reduced precision (and whatever else a trial records of the served model)."""
+accuracy of a reduced precision and the service's own environment (what a trial records of the
+served model)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ async def model_info(endpoint: str) -> recommender_pb2.ModelInfo | None:
             return None
 
 
-def record_accuracy(result: experiment_pb2.TrialResult, info: recommender_pb2.ModelInfo | None) -> None:
-    """Copies the service's accuracy-mode recall (a reduced precision against fp32) into `result`."""
+def record_model_info(result: experiment_pb2.TrialResult, info: recommender_pb2.ModelInfo | None) -> None:
+    """Copies into `result` the service's environment and its accuracy-mode recall (a reduced
+    precision against fp32), when it answered."""
+    if info is not None and info.HasField("environment"):
+        result.inference_environment.CopyFrom(info.environment)
     if info is not None and info.HasField("accuracy"):
         result.recall_at_k = info.accuracy.recall_at_k
         result.recall_k = info.accuracy.k

@@ -29,9 +29,9 @@ from .drivers.driver import Driver
 from .drivers.owner import CURRENT_OWNER, ExperimentOwner
 from .drivers.processes import ServiceStartError
 from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
-from .matrix import expand_trials
+from .matrix import estimated_load_s, expand_trials
 from .merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
-from .model_info import model_info, record_accuracy
+from .model_info import model_info, record_model_info
 from .search import SearchSettings, search_max_rate
 
 _log = structlog.get_logger()
@@ -70,6 +70,7 @@ def new_experiment(
         results_uri=store.uri(experiment_id),
         created_unix_ms=int(now * 1000),
         environment=current_environment(),
+        estimated_load_s=estimated_load_s(spec),
     )
     for trial in expand_trials(spec):
         experiment.trials.add(trial=trial, state=State.TRIAL_STATE_PENDING)
@@ -85,7 +86,6 @@ class ExperimentRunner:
         driver: Driver,
         store: ResultStore,
         on_event: EventCallback = lambda event: None,
-        search: SearchSettings | None = None,
     ) -> None:
         self.experiment = experiment
         self.driver = driver
@@ -93,7 +93,8 @@ class ExperimentRunner:
         self.layout = Layout(experiment.experiment_id)
         self.on_event = on_event
         # None: one ramp per trial, as the spec's load says; else an SLO search per trial.
-        self.search = search
+        spec = experiment.spec
+        self.search = SearchSettings.from_spec(spec.search) if spec.HasField("search") else None
         # Set before cancelling run() when the controller stops (not the user): the experiment
         # and its running trial end INTERRUPTED rather than CANCELLED.
         self.interrupted = False
@@ -165,7 +166,7 @@ class ExperimentRunner:
         records_dir = await self.store.local_dir(trial_dir)
         try:
             async with self.driver.inference_service(trial, experiment.spec, records_dir) as endpoint:
-                record_accuracy(result, await model_info(endpoint))
+                record_model_info(result, await model_info(endpoint))
                 await self._set_state(result, State.TRIAL_STATE_RUNNING)
                 if self.search is None:
                     summary = await self._drive_load(

@@ -18,6 +18,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from etude import defaults
 from etude.v1 import experiment_pb2
 
 Probe = Callable[[float], Awaitable[experiment_pb2.SearchProbe]]
@@ -28,13 +29,25 @@ MIN_RATE_PER_S = 1.0
 
 @dataclass(frozen=True)
 class SearchSettings:
+    """The search's knobs (ExperimentSpec.search, which says their bounds)."""
+
     # First rate probed; 0 means the SLO's required rate.
     start_rate_per_s: float = 0.0
     # Highest rate probed; 0 means 64 x the start rate.
     max_rate_per_s: float = 0.0
     # Stop once (lowest failing - highest passing) / lowest failing <= precision.
-    precision: float = 0.05
-    max_probes: int = 10
+    precision: float = defaults.SEARCH_PRECISION
+    max_probes: int = defaults.SEARCH_MAX_PROBES
+
+    @classmethod
+    def from_spec(cls, search: experiment_pb2.RateSearch) -> SearchSettings:
+        """The settings of a spec's `search` (zeros mean the defaults, as the proto says)."""
+        return cls(
+            search.start_rate_per_s,
+            search.max_rate_per_s,
+            search.precision or defaults.SEARCH_PRECISION,
+            search.max_probes or defaults.SEARCH_MAX_PROBES,
+        )
 
     def __post_init__(self) -> None:
         if self.start_rate_per_s < 0 or self.max_rate_per_s < 0:
@@ -56,7 +69,7 @@ async def search_max_rate(
 ) -> tuple[float, list[experiment_pb2.SearchProbe]]:
     """Runs probes as the rule above says; returns (highest passing rate or 0, every probe)."""
     start = settings.start_rate_per_s or required_rate_per_s
-    ceiling = settings.max_rate_per_s or 64 * start
+    ceiling = settings.max_rate_per_s or defaults.SEARCH_CEILING_FACTOR * start
     passing, failing = 0.0, math.inf
     probes: list[experiment_pb2.SearchProbe] = []
     rate = _round_rate(min(start, ceiling))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ from etude.v1 import controller_pb2, controller_pb2_grpc
 
 from ..results.errors import ResultsUnwritable
 from .experiments import ExperimentManager, UnknownExperiment
+from .listing import InvalidPage, page_of
 from .validation import resolve
 
 
@@ -23,7 +25,10 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         self, request: controller_pb2.SubmitExperimentRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.Experiment:
         try:
-            spec = resolve(request.spec)
+            # Off the loop: a model file named by the spec is loaded and probed.
+            spec = await asyncio.to_thread(resolve, request.spec)
+            if request.validate_only:
+                return self._manager.validate(spec)
             return await self._manager.submit(spec)
         except SpecError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spec.{error}")
@@ -48,7 +53,11 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     async def ListExperiments(
         self, request: controller_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.ListExperimentsResponse:
-        return controller_pb2.ListExperimentsResponse(experiments=self._manager.list())
+        try:
+            return page_of(self._manager.list(), request.page_size, request.page_token)
+        except InvalidPage as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            raise  # unreachable: abort raises
 
     async def CancelExperiment(
         self, request: controller_pb2.CancelExperimentRequest, context: grpc.aio.ServicerContext

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from etude import defaults
-from etude.limits import MAX_TRIALS, SPEC_LIMITS, LimitExceeded, check_limits, trial_count
+from etude.limits import MAX_RATE_PER_S, MAX_TRIALS, SPEC_LIMITS, LimitExceeded, check_limits, trial_count
 from etude.provenance import current_environment
 from etude.spec import SpecError, read_spec_file
 from etude.v1 import experiment_pb2
@@ -134,6 +134,7 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
     _validate_batching(spec.batching)
     _validate_load(spec)
     _validate_slo(spec.slo)
+    _validate_search(spec)
     if spec.repetitions < 0:
         raise SpecError("repetitions", "must be >= 0 (0 means 1)")
     if spec.loadgen_instances < 0:
@@ -268,6 +269,25 @@ def _validate_slo(slo: experiment_pb2.ServiceLevelObjective) -> None:
         raise SpecError("slo.rate_per_s", "must be >= 0 (0 means the load's target rate)")
 
 
+def _validate_search(spec: experiment_pb2.ExperimentSpec) -> None:
+    """Signs here; upper bounds and finiteness with the other limits (etude/limits.py)."""
+    if not spec.HasField("search"):
+        return
+    search = spec.search
+    for name in ("start_rate_per_s", "max_rate_per_s", "precision"):
+        if getattr(search, name) < 0:
+            raise SpecError(f"search.{name}", f"{getattr(search, name):g} must be >= 0 (0 means the default)")
+    if search.max_probes < 0:
+        raise SpecError("search.max_probes", f"{search.max_probes} must be >= 0 (0 means 10)")
+    start = search.start_rate_per_s or spec.slo.rate_per_s or spec.load.target_rate_per_s
+    if search.max_rate_per_s and search.max_rate_per_s < start:
+        raise SpecError(
+            "search.max_rate_per_s",
+            f"{search.max_rate_per_s:g} must be >= the first rate probed ({start:g}: search.start_rate_per_s,"
+            " else the SLO's rate)",
+        )
+
+
 def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.ExperimentSpec:
     """A copy of `spec` with every implicit default written out, as it is stored with the results."""
     full = experiment_pb2.ExperimentSpec()
@@ -307,6 +327,14 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
     full.slo.latency_ms = full.slo.latency_ms or defaults.SLO_LATENCY_MS
     full.slo.rate_per_s = full.slo.rate_per_s or full.load.target_rate_per_s
     full.repetitions = full.repetitions or 1
+    if full.HasField("search"):
+        search = full.search
+        search.start_rate_per_s = search.start_rate_per_s or full.slo.rate_per_s
+        search.max_rate_per_s = search.max_rate_per_s or min(
+            defaults.SEARCH_CEILING_FACTOR * search.start_rate_per_s, MAX_RATE_PER_S
+        )
+        search.precision = search.precision or defaults.SEARCH_PRECISION
+        search.max_probes = search.max_probes or defaults.SEARCH_MAX_PROBES
     if not full.loadgen_instances:
         # Auto: enough load generators that none spends more than its core budget at the rate.
         cost_us = defaults.LOADGEN_CPU_US_PER_REQUEST[full.loadgen_transport]

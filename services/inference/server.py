@@ -25,8 +25,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.util.types import AttributeValue
 
+from etude.provenance import current_environment
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, traceparent_sampled
-from etude.v1 import recommender_pb2, recommender_pb2_grpc
+from etude.v1 import environment_pb2, recommender_pb2, recommender_pb2_grpc
 
 from .accuracy import AccuracyReport
 from .batcher import (
@@ -110,6 +111,9 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             raise ValueError(f"max_stream_in_flight must be >= 1, got {self.max_stream_in_flight}")
         self._tracing = tracing if tracing is not None else request_tracing()
         self._tracer = self._tracing.tracer(__name__) if self._tracing is not None else None
+        # Asked once (first GetModelInfo, once the model has initialised its device): the GPU's
+        # driver version takes a subprocess.
+        self._environment: environment_pb2.Environment | None = None
 
     async def Recommend(
         self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
@@ -187,6 +191,8 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         self, request: recommender_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.ModelInfo:
         recommender, config = self._recommender, self._recommender.config
+        if self._environment is None:
+            self._environment = await asyncio.to_thread(current_environment)
         return recommender_pb2.ModelInfo(
             model=config.model,
             catalog_size=config.catalog_size,
@@ -202,6 +208,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             details={**recommender.details(), "executors": str(self._batcher.executors)},
             precision=config.precision,
             accuracy=_accuracy_message(recommender.accuracy),
+            environment=self._environment,
         )
 
     def _trace_parent(self, context: grpc.aio.ServicerContext | None) -> otel_context.Context | None:

@@ -91,10 +91,29 @@ def compare_experiments(a: controller_pb2.Experiment, b: controller_pb2.Experime
         compared,
         [result.trial.trial_id for result in a.trials if result.trial.trial_id not in trials_b],
         [result.trial.trial_id for result in b.trials if result.trial.trial_id not in ids_a],
-        differences(a.environment, b.environment)
-        if a.environment.etude_version and b.environment.etude_version
-        else [],
+        (
+            differences(a.environment, b.environment)
+            if a.environment.etude_version and b.environment.etude_version
+            else []
+        )
+        + _inference_differences(a, b),
     )
+
+
+def _inference_differences(a: controller_pb2.Experiment, b: controller_pb2.Experiment) -> list[str]:
+    """How the inference services of trials paired by id differ in their own environments, each
+    difference once (on Kubernetes they ran on other machines than the controllers)."""
+    trials_b = {result.trial.trial_id: result for result in b.trials}
+    lines: dict[str, None] = {}
+    for result_a in a.trials:
+        result_b = trials_b.get(result_a.trial.trial_id)
+        if result_b is None or not (
+            result_a.HasField("inference_environment") and result_b.HasField("inference_environment")
+        ):
+            continue
+        for difference in differences(result_a.inference_environment, result_b.inference_environment):
+            lines[f"inference service: {difference}"] = None
+    return list(lines)
 
 
 def _number(value: float | None, number_format: str) -> str:

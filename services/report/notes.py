@@ -5,11 +5,14 @@ as such, never mistaken for the server's latency)."""
 from __future__ import annotations
 
 from etude import defaults
-from etude.v1 import environment_pb2, experiment_pb2
+from etude.provenance import COMPARED_FIELDS
+from etude.v1 import controller_pb2, environment_pb2, experiment_pb2
 
 
-def environment_bullets(environment: environment_pb2.Environment) -> tuple[str, ...]:
-    """What produced the results, as the controller saw itself (empty for results that predate it)."""
+def environment_bullets(
+    environment: environment_pb2.Environment, process: str = "the controller's process"
+) -> tuple[str, ...]:
+    """What produced the results, as `process` saw itself (empty for results that predate it)."""
     if not environment.etude_version:
         return ()
     e = environment
@@ -17,7 +20,7 @@ def environment_bullets(environment: environment_pb2.Environment) -> tuple[str, 
         f"{environment.gpu_name} ({environment.gpu_memory_bytes / 2**30:,.0f} GiB, driver"
         f" {environment.gpu_driver_version or '?'}, CUDA {environment.cuda_version or '?'})"
         if environment.gpu_name
-        else "none used by the controller's process"
+        else f"none used by {process}"
     )
     return (
         f"Etude {environment.etude_version}"
@@ -30,6 +33,25 @@ def environment_bullets(environment: environment_pb2.Environment) -> tuple[str, 
         f"Host: {environment.host} ({environment.platform})"
         + (f", image {environment.image}" if environment.image else ""),
     )
+
+
+def inference_environments(
+    experiment: controller_pb2.Experiment,
+) -> list[tuple[list[str], tuple[str, ...]]]:
+    """The inference services' own environments, as each trial's service reported it: one entry
+    per distinct environment (host aside: on Kubernetes every trial has pods of its own) with the
+    trials it served, in trial order."""
+    groups: dict[tuple[object, ...], tuple[list[str], environment_pb2.Environment]] = {}
+    for result in experiment.trials:
+        if not result.HasField("inference_environment"):
+            continue
+        environment = result.inference_environment
+        key = tuple(getattr(environment, field) for field in COMPARED_FIELDS)
+        groups.setdefault(key, ([], environment))[0].append(result.trial.trial_id)
+    return [
+        (trial_ids, environment_bullets(environment, "the inference service"))
+        for trial_ids, environment in groups.values()
+    ]
 
 
 def precision_and_loadgen_notes(result: experiment_pb2.TrialResult) -> list[str]:

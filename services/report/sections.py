@@ -16,7 +16,7 @@ from .analysis import SPLIT_PARTS, STABILITY_RULE, StableRate
 from .deployments import DeploymentRow
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
 from .fits import REFERENCE_DRAWS, FittedExponent, workload_of
-from .notes import environment_bullets, precision_and_loadgen_notes
+from .notes import environment_bullets, inference_environments, precision_and_loadgen_notes
 from .trials import TrialReport
 
 State = experiment_pb2.TrialState
@@ -370,6 +370,17 @@ def report_blocks(
             ),
             Bullets(environment),
         ]
+    if served := inference_environments(experiment):
+        blocks.append(
+            Paragraph(
+                "The inference services' own environments, as each reported it when its trial"
+                " deployed (on Kubernetes they ran on other machines than the controller):"
+            )
+        )
+        for trial_ids, bullets in served:
+            more = f" and {len(trial_ids) - 5} more" if len(trial_ids) > 5 else ""
+            shown = ", ".join(trial_ids[:5]) + more
+            blocks += [Heading(3, f"Inference service of {shown}"), Bullets(bullets)]
     blocks += [
         Heading(2, "Workload: requested and fitted exponents"),
     ]

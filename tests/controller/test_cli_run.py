@@ -147,3 +147,25 @@ def test_a_controller_whose_store_cannot_be_written_refuses_to_start(tmp_path: P
     )  # fmt: skip
     assert done.returncode != 0
     assert "cannot write results there" in done.stderr
+
+
+def test_search_flags_override_the_specs_search_settings(tmp_path: Path) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(SPEC % 1 + "search: {start_rate_per_s: 10, max_rate_per_s: 40, max_probes: 5}\n")
+    command = [sys.executable, "-m", "etude.services.cli", "search", str(spec_path)]
+    # --max-rate 10 replaces the spec's 40: the first probe passes at the ceiling and ends it.
+    command += ["--results", str(tmp_path / "results"), "--max-rate", "10"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (experiment_dir,) = (tmp_path / "results").iterdir()
+    stored = json.loads((experiment_dir / "spec.json").read_text())
+    assert stored["search"] == {
+        "start_rate_per_s": 10.0,
+        "max_rate_per_s": 10.0,
+        "precision": 0.05,
+        "max_probes": 5,
+    }
+    (trial_dir,) = (experiment_dir / "trials").iterdir()
+    assert [path.name for path in (trial_dir / "probes").iterdir()] == ["01-10"]
+    bad = subprocess.run([*command, "--precision", "2"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "search.precision" in bad.stderr

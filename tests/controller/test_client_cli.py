@@ -110,3 +110,23 @@ async def test_validate_prints_the_matrix_and_the_duration_or_names_the_bad_fiel
     bad = _spec_file(tmp_path, load={"target_rate_per_s": -1, "hold_duration_s": 1})
     code, _, err = await etude("validate", str(bad))
     assert code == 2 and "load.target_rate_per_s" in err
+
+
+async def test_validate_with_a_controller_asks_it_and_creates_nothing(child_service, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    spec = _spec_file(tmp_path, models=[{"name": "noop"}, {"name": "gru4rec"}])
+    async with child_service("controller", ["--results", str(results)]) as endpoint:
+        code, out, err = await etude("validate", str(spec), "--controller", endpoint)
+        assert code == 0, err
+        assert f"(controller {endpoint}): valid; 2 trial(s)" in out
+        # The controller's result store, not the spec's default: what it would really use.
+        assert f"results in {results}" in out
+        assert "gru4rec-c100-cpu-eager" in out and "2 x (1 s ramp + 1 s hold) = 0 min 4 s" in out
+
+        bad = _spec_file(tmp_path, slo={"percentile": 100})
+        code, _, err = await etude("validate", str(bad), "--controller", endpoint)
+        assert code == 2 and "INVALID_ARGUMENT" in err and "spec.slo.percentile" in err, err
+
+        code, listing, err = await etude("list", "--controller", endpoint)
+        assert code == 0 and len(listing.strip().splitlines()) == 1, (listing, err)
+    assert not [path for path in results.iterdir() if path.is_dir()]

@@ -118,19 +118,17 @@ async def test_a_trial_whose_service_cannot_start_fails_with_its_reason_and_the_
 
 
 async def test_search_probes_one_deployment_and_reports_the_highest_passing_rate(tmp_path: Path) -> None:
-    from etude.services.controller.search import SearchSettings
-
-    spec = resolve(
-        parse_spec_text(
-            SPEC.replace("models: [{name: noop}, {name: gru4rec}]", "models: [{name: noop}]").replace(
-                "ramp_duration_s: 2, hold_duration_s: 2", "ramp_duration_s: 1, hold_duration_s: 2"
-            )
+    unresolved = parse_spec_text(
+        SPEC.replace("models: [{name: noop}, {name: gru4rec}]", "models: [{name: noop}]").replace(
+            "ramp_duration_s: 2, hold_duration_s: 2", "ramp_duration_s: 1, hold_duration_s: 2"
         )
     )
+    unresolved.search.start_rate_per_s, unresolved.search.max_rate_per_s = 20, 40
+    unresolved.search.max_probes = 3
+    spec = resolve(unresolved)
     store = LocalResultStore(tmp_path)
     experiment = new_experiment(spec, store)
-    settings = SearchSettings(start_rate_per_s=20, max_rate_per_s=40, max_probes=3)
-    await ExperimentRunner(experiment, LocalDriver(startup_timeout_s=120), store, search=settings).run()
+    await ExperimentRunner(experiment, LocalDriver(startup_timeout_s=120), store).run()
 
     assert experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, experiment.error
     (result,) = experiment.trials

@@ -263,7 +263,9 @@ async def test_recovered_experiments_are_served_by_get_and_list(tmp_path: Path) 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = controller_pb2_grpc.ControllerServiceStub(channel)
             listed = await stub.ListExperiments(controller_pb2.ListExperimentsRequest())
-            assert [e.experiment_id for e in listed.experiments] == ["done", "crashed"]
+            # Newest first, as ListExperiments pages them.
+            assert [e.experiment_id for e in listed.experiments] == ["crashed", "done"]
+            assert listed.experiments[0].state == controller_pb2.EXPERIMENT_STATE_INTERRUPTED
             got = await stub.GetExperiment(controller_pb2.GetExperimentRequest(experiment_id="crashed"))
             assert got.state == controller_pb2.EXPERIMENT_STATE_INTERRUPTED
             assert got.trials[0].state == experiment_pb2.TRIAL_STATE_INTERRUPTED

@@ -97,3 +97,22 @@ def test_compare_warns_when_the_two_runs_differ_in_their_environment() -> None:
     assert table.startswith("WARNING: A and B ran in different environments")
     assert f"torch_version: {a.environment.torch_version} vs 2.11.0" in table
     assert "gpu_name: - vs NVIDIA H100" in table
+
+
+def test_compare_warns_when_the_inference_services_ran_in_different_environments() -> None:
+    from etude.provenance import current_environment
+
+    a, b = controller_pb2.Experiment(), controller_pb2.Experiment()
+    a.CopyFrom(A)
+    b.CopyFrom(B)
+    for experiment in (a, b):
+        experiment.environment.CopyFrom(current_environment())
+        for result in experiment.trials:
+            result.inference_environment.CopyFrom(current_environment())
+    assert "WARNING" not in comparison_markdown(compare_experiments(a, b))
+    # The controllers alike, the pods serving B on another GPU: every paired trial says it once.
+    for result in b.trials:
+        result.inference_environment.gpu_name = "NVIDIA A100"
+    table = comparison_markdown(compare_experiments(a, b))
+    assert table.startswith("WARNING: A and B ran in different environments")
+    assert table.count("inference service: gpu_name: - vs NVIDIA A100") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +45,12 @@ async def test_a_real_experiment_writes_its_report_and_etude_report_rebuilds_it(
     assert "noop-c1000-cpu-jit" in markdown and "| **noop, 1,000 items, jit** | **cpu** | **1** |" in markdown
     # What produced it: versions and machine.
     assert "## Environment" in markdown and "- Etude 0.1.0" in markdown and "torch " in markdown
+    # And the inference service's own, as its GetModelInfo reported it, in trial.json and the report.
+    trial = json.loads((folder / "trials" / "noop-c1000-cpu-jit" / "trial.json").read_text())
+    assert trial["inference_environment"]["etude_version"] == "0.1.0"
+    assert trial["inference_environment"]["torch_version"] == experiment.environment.torch_version
+    assert "### Inference service of noop-c1000-cpu-jit" in markdown
+    assert "GPU: none used by the inference service" in markdown
     assert (folder / "report.html").read_text().count("data:image/png;base64,") >= 3
 
     (folder / "report.md").unlink()

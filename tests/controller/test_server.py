@@ -58,6 +58,41 @@ async def test_invalid_spec_is_rejected_naming_the_field(controller, tmp_path: P
     assert not listed.experiments
 
 
+async def test_validate_only_answers_the_trial_matrix_and_creates_nothing(controller, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path / "results")
+    spec.models.add(name="gru4rec")
+    spec.catalog_sizes.append(1000)
+    validated = await controller.SubmitExperiment(
+        controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True)
+    )
+    assert validated.state == controller_pb2.EXPERIMENT_STATE_VALIDATED
+    assert not validated.experiment_id and not validated.results_uri and not validated.created_unix_ms
+    assert [result.trial.trial_id for result in validated.trials] == [
+        "noop-c100-cpu-eager",
+        "gru4rec-c100-cpu-eager",
+        "noop-c1000-cpu-eager",
+        "gru4rec-c1000-cpu-eager",
+    ]
+    assert all(result.state == experiment_pb2.TRIAL_STATE_PENDING for result in validated.trials)
+    assert validated.estimated_load_s == 4 * (1 + 1)
+    # The resolved spec: every default explicit, as a submission would store it.
+    assert validated.spec.batching.max_batch_size == 1024 and validated.spec.slo.rate_per_s == 20
+    listed = await controller.ListExperiments(controller_pb2.ListExperimentsRequest())
+    assert not listed.experiments
+    assert not (tmp_path / "results").exists()
+
+
+async def test_validate_only_refuses_an_invalid_spec_naming_the_field(controller, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path)
+    spec.hardware.add(name="cpu", device="tpu")
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await controller.SubmitExperiment(
+            controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True)
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.hardware[0].device" in error.value.details()
+
+
 @pytest.mark.parametrize("method", ["GetExperiment", "CancelExperiment"])
 async def test_unknown_experiment_is_not_found(controller, method: str) -> None:
     request_type = getattr(controller_pb2, f"{method}Request")
@@ -96,6 +131,45 @@ async def test_submitted_experiment_runs_and_is_watched_to_the_end(controller, t
     assert finished.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, finished.error
     assert finished.trials[0].summary.requests_ok > 0
     assert (tmp_path / submitted.experiment_id / "summary.md").exists()
+
+
+async def test_a_search_validated_counts_its_probes_in_the_estimate(controller, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path)
+    spec.search.max_probes = 3
+    validated = await controller.SubmitExperiment(
+        controller_pb2.SubmitExperimentRequest(spec=spec, validate_only=True)
+    )
+    assert validated.spec.search.start_rate_per_s == 20 and validated.spec.search.max_rate_per_s == 64 * 20
+    assert validated.estimated_load_s == 1 * 3 * (1 + 1)
+    spec.search.precision = 0.9
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await controller.SubmitExperiment(controller_pb2.SubmitExperimentRequest(spec=spec))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.search.precision" in error.value.details() and "(0, 0.5]" in error.value.details()
+
+
+@pytest.mark.slow
+async def test_a_submitted_spec_with_search_settings_runs_the_search(controller, tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path)
+    spec.load.ramp_duration_s, spec.load.hold_duration_s = 0, 1
+    spec.search.start_rate_per_s, spec.search.max_rate_per_s, spec.search.max_probes = 20, 40, 3
+    submitted = await controller.SubmitExperiment(controller_pb2.SubmitExperimentRequest(spec=spec))
+    events = [
+        event
+        async for event in controller.WatchExperiment(
+            controller_pb2.WatchExperimentRequest(experiment_id=submitted.experiment_id)
+        )
+    ]
+    finished = events[-1].finished
+    assert finished.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, finished.error
+    (result,) = finished.trials
+    # The noop model sustains both rates: the search doubles once and stops at its ceiling.
+    assert [(probe.rate_per_s, probe.slo_met) for probe in result.probes] == [(20, True), (40, True)]
+    assert result.max_sustained_rate_per_s == 40 and "sustains 40 req/s" in result.slo_verdict
+    trial_dir = tmp_path / submitted.experiment_id / "trials" / result.trial.trial_id
+    assert sorted(path.name for path in (trial_dir / "probes").iterdir()) == ["01-20", "02-40"]
+    stored = (trial_dir / "trial.json").read_text()
+    assert '"max_sustained_rate_per_s": 40.0' in stored
 
 
 @pytest.mark.slow

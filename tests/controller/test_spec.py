@@ -46,6 +46,15 @@ def test_defaults_are_written_out() -> None:
     assert spec.repetitions == 1 and spec.target == "local" and spec.results == "results"
 
 
+def test_search_settings_are_written_out_and_absent_without_a_search() -> None:
+    assert not resolve(parse_spec_text(VALID)).HasField("search")
+    search = resolve(parse_spec_text(VALID + "search: {}\n")).search
+    assert (search.start_rate_per_s, search.max_rate_per_s) == (50, 64 * 50)
+    assert (search.precision, search.max_probes) == (0.05, 10)
+    given = resolve(parse_spec_text(VALID + "search: {start_rate_per_s: 20, max_rate_per_s: 40}\n")).search
+    assert (given.start_rate_per_s, given.max_rate_per_s) == (20, 40)
+
+
 def test_zero_batch_delay_is_kept_rather_than_defaulted() -> None:
     spec = resolve(parse_spec_text(VALID + "batching: {max_batch_delay_ms: 0}\n"))
     assert spec.batching.HasField("max_batch_delay_ms")
@@ -121,6 +130,15 @@ def _with(change: dict) -> str:
         ({"slo.percentile": 100}, "slo.percentile"),
         ({"repetitions": -2}, "repetitions"),
         ({"target": "mars"}, "target"),
+        ({"search.precision": 0.7}, "search.precision"),
+        ({"search.precision": -0.1}, "search.precision"),
+        ({"search.max_probes": 1000}, "search.max_probes"),
+        ({"search.max_probes": -1}, "search.max_probes"),
+        ({"search.start_rate_per_s": "NaN"}, "search.start_rate_per_s"),
+        ({"search.start_rate_per_s": 2e6}, "search.start_rate_per_s"),
+        ({"search.start_rate_per_s": 100, "search.max_rate_per_s": 50}, "search.max_rate_per_s"),
+        # The first rate probed is the SLO's (50/s) when no start is given.
+        ({"search.max_rate_per_s": 20}, "search.max_rate_per_s"),
     ],
 )
 def test_invalid_field_is_named(change: dict, field: str) -> None:

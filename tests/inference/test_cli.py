@@ -82,6 +82,9 @@ async def test_etude_serve_inference_runs_as_a_process_and_answers(
     assert len(response.item_ids) == 4
     assert (info.model, info.runtime, info.embedding_dim) == ("gru4rec", "jit", 6)
     assert (info.details["torch_threads"], info.details["executors"]) == ("1", "2")
+    # The serving process's own versions and machine (on Kubernetes: the pod's, not the controller's).
+    assert info.environment.etude_version and info.environment.torch_version
+    assert info.environment.cpu_cores_usable >= 1 and info.environment.host
 
 
 def test_executors_come_from_the_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,7 +76,7 @@ class ChildService:
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **child_environment(), **self.env},
             )  # fmt: skip
-        _log.info("child_started", service=self.service, pid=self._process.pid, log=str(self.log_path))
+        _log.info("child_started", child_service=self.service, pid=self._process.pid, log=str(self.log_path))
         if on_spawned is not None:
             await on_spawned(self._process.pid)
         deadline = time.monotonic() + startup_timeout_s
@@ -142,10 +142,10 @@ class ChildService:
         try:
             await asyncio.wait_for(process.wait(), grace_s + EXIT_MARGIN_S)
         except TimeoutError:
-            _log.warning("child_killed", service=self.service, pid=process.pid)
+            _log.warning("child_killed", child_service=self.service, pid=process.pid)
             process.kill()
             await process.wait()
-        _log.info("child_stopped", service=self.service, returncode=process.returncode)
+        _log.info("child_stopped", child_service=self.service, returncode=process.returncode)
 
 
 def _how_it_ended(returncode: int) -> str:
