@@ -116,6 +116,8 @@ async def test_ready_deployment_yields_the_headless_service_and_is_deleted_on_ex
     assert env["ETUDE_MAX_BATCH_SIZE"] == str(spec.batching.max_batch_size)
     assert env["ETUDE_PORT"] == "50052"
     assert container["image"] == "registry.example/etude-cuda:1.2"
+    # The pod names its image in its own provenance (GetModelInfo's environment).
+    assert env["ETUDE_IMAGE"] == "registry.example/etude-cuda:1.2"
     # The gpu-t4 overlay was applied: its node selector and GPU limit are in what was sent.
     assert pod_spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -276,7 +278,9 @@ async def test_loadgen_runs_as_a_job_reached_through_its_service_and_is_deleted(
         assert endpoint == f"{name}.{NAMESPACE}.svc.cluster.local:50053"
         assert fake.objects[("services", name)]["spec"]["selector"][manifests.INSTANCE_LABEL] == name
         assert job["spec"]["template"]["metadata"]["labels"][manifests.INSTANCE_LABEL] == name
-        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/etude-cuda:1.2"
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "registry.example/etude-cuda:1.2"
+        assert {"name": "ETUDE_IMAGE", "value": "registry.example/etude-cuda:1.2"} in container["env"]
     # Background propagation: the API's default for a Job would orphan its pod.
     assert fake.calls("DELETE", "jobs")[0].body == {"propagationPolicy": "Background"}
     _assert_everything_deleted(fake)

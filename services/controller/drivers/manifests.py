@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from etude.provenance import IMAGE_ENV
 from etude.v1 import experiment_pb2
 
 from ..options import inference_options
@@ -199,6 +200,8 @@ def inference_objects(
     set_env(container, inference_env(trial, spec))
     if image:
         container["image"] = image
+    # The pod's provenance names the image it runs (GetModelInfo's environment, each trial.json).
+    set_env(container, {IMAGE_ENV: container.get("image", "")})
     service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
     return deployment, service
 
@@ -214,7 +217,9 @@ def loadgen_objects(
         _rename(document, name, namespace, labels)
     template = job["spec"]["template"]
     template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    container = _container(template["spec"], "loadgen")
     if image:
-        _container(template["spec"], "loadgen")["image"] = image
+        container["image"] = image
+    set_env(container, {IMAGE_ENV: container.get("image", "")})
     service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
     return job, service
