@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("session_id", "item_ids", "k", "request_id")
+    __slots__ = ("session_id", "item_ids", "k", "request_id", "timeout_ms")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     item_ids: _containers.RepeatedScalarFieldContainer[int]
     k: int
     request_id: int
-    def __init__(self, session_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
+    timeout_ms: int
+    def __init__(self, session_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., request_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class ServerTiming(_message.Message):
     __slots__ = ("queue_us", "inference_us", "batch_size", "server_total_us")

@@ -25,6 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.util.types import AttributeValue
 
+from etude.limits import MAX_REQUEST_TIMEOUT_MS
 from etude.provenance import current_environment
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, traceparent_sampled
 from etude.v1 import environment_pb2, recommender_pb2, recommender_pb2_grpc
@@ -87,6 +88,20 @@ def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
 def _deadline_ns(context: grpc.aio.ServicerContext, arrival_ns: int) -> int | None:
     remaining_s = context.time_remaining()
     return None if remaining_s is None else arrival_ns + int(remaining_s * 1e9)
+
+
+def _request_deadline_ns(
+    request: recommender_pb2.RecommendRequest, arrival_ns: int, call_deadline_ns: int | None
+) -> int | None:
+    """The earlier of the call's deadline and the request's own timeout_ms (a stream message's)."""
+    if request.timeout_ms == 0:
+        return call_deadline_ns
+    if request.timeout_ms > MAX_REQUEST_TIMEOUT_MS:
+        raise InvalidRequest(
+            "timeout_ms", f"timeout_ms must be in 0..{MAX_REQUEST_TIMEOUT_MS}, got {request.timeout_ms}"
+        )
+    own_ns = arrival_ns + request.timeout_ms * 1_000_000
+    return own_ns if call_deadline_ns is None else min(own_ns, call_deadline_ns)
 
 
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
@@ -289,7 +304,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         return await self._batcher.submit(
             query,
             arrival_ns=arrival_ns,
-            deadline_ns=deadline_ns,
+            deadline_ns=_request_deadline_ns(request, arrival_ns, deadline_ns),
             span_context=span_context,
             # What the waiting request holds, near enough: its message, kept until it is answered.
             size_bytes=request.ByteSize(),

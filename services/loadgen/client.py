@@ -79,10 +79,12 @@ async def wait_until_ready(channel: grpc.aio.Channel, target: str, timeout_s: fl
         ) from error
 
 
-def encode_request(session_id: str, item_ids: Sequence[int], k: int, request_id: int = 0) -> bytes:
+def encode_request(
+    session_id: str, item_ids: Sequence[int], k: int, request_id: int = 0, timeout_ms: int = 0
+) -> bytes:
     """The serialised RecommendRequest."""
     return recommender_pb2.RecommendRequest(
-        session_id=session_id, item_ids=item_ids, k=k, request_id=request_id
+        session_id=session_id, item_ids=item_ids, k=k, request_id=request_id, timeout_ms=timeout_ms
     ).SerializeToString()
 
 

@@ -1,8 +1,10 @@
 """The streaming transport: every request on one long-lived RecommendStream call, answers matched
 back to their request by request_id (`transport: stream` in the LoadSpec).
 
-A stream carries one deadline for all its messages, so the request timeout is kept here: a
-request unanswered after its timeout ends as DEADLINE_EXCEEDED and its late answer is dropped.
+A stream carries one deadline for all its messages, so each request carries its own timeout
+(RecommendRequest.timeout_ms, which the server's admission and queue honour) and the timeout is
+also kept here: a request unanswered after it ends as DEADLINE_EXCEEDED and its late answer is
+dropped.
 A stream that fails ends every request still on it with the stream's status; the next request
 opens a new one. Requests on a stream get no client span: when tracing is on, the stream carries
 an unsampled traceparent, so that the server does not sample them either.
@@ -67,7 +69,9 @@ class GrpcStreamRecommendClient:
         request_id = self._next_request_id
         self._next_request_id += 1
         self._pending[request_id] = (time.perf_counter_ns() + int(timeout_s * 1e9), on_done)
-        self._outbox.append((request_id, encode_request(session_id, item_ids, k, request_id)))
+        # The request's own deadline crosses the wire too: the stream's is shared by all.
+        timeout_ms = max(1, round(timeout_s * 1000))
+        self._outbox.append((request_id, encode_request(session_id, item_ids, k, request_id, timeout_ms)))
         if self._call is None:
             self._open()
         assert self._outbox_ready is not None

@@ -190,6 +190,55 @@ async def test_stream_answers_interleaved_good_and_bad_requests_without_ending(
         assert field in error.message
 
 
+async def test_a_stream_message_whose_own_timeout_passed_in_the_queue_never_reaches_the_model(
+    recommender: Recommender,
+) -> None:
+    handler = BlockingHandler(recommender)
+    entered, released = asyncio.Event(), asyncio.Event()
+
+    async def send() -> AsyncIterator[recommender_pb2.RecommendRequest]:
+        yield request([1], request_id=1)
+        await entered.wait()  # the first one is in the model: the next ones queue behind it
+        late = request([2, 2], request_id=2)
+        late.timeout_ms = 50
+        yield late
+        yield request([3, 3, 3], request_id=3)  # no timeout of its own: the stream's
+        absurd = request([4], request_id=4)
+        absurd.timeout_ms = 600_001
+        yield absurd
+        await released.wait()
+
+    async with serving(recommender, handler, max_batch_size=8, max_batch_delay_ms=0) as channel:
+        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+        call = stub.RecommendStream(send())
+        answers: dict[int, recommender_pb2.RecommendStreamResponse] = {}
+        reader = asyncio.ensure_future(_read_into(call, answers))
+        await asyncio.to_thread(handler.entered.wait, HANG_S)
+        entered.set()
+        await asyncio.sleep(0.3)  # past the 50 ms of request 2, still queued
+        handler.release.set()
+        await asyncio.wait_for(_all_answered(answers, 4), HANG_S)
+        released.set()
+        await reader
+    assert answers[1].WhichOneof("result") == answers[3].WhichOneof("result") == "response"
+    assert answers[2].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert answers[4].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "timeout_ms" in answers[4].error.message
+    assert [2, 2] not in handler.seen
+
+
+async def _all_answered(answers: dict[int, recommender_pb2.RecommendStreamResponse], count: int) -> None:
+    while len(answers) < count:  # noqa: ASYNC110 (answers fill from another task's reads)
+        await asyncio.sleep(0.01)
+
+
+async def _read_into(
+    call: grpc.aio.StreamStreamCall, answers: dict[int, recommender_pb2.RecommendStreamResponse]
+) -> None:
+    async for answer in call:
+        answers[answer.request_id] = answer
+
+
 async def test_stream_batches_requests_that_are_in_flight_together(
     recommender: Recommender,
 ) -> None:

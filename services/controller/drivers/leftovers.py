@@ -73,7 +73,9 @@ async def stop_leftover_processes(processes: list[StartedProcess], grace_s: floa
             for process in gone:
                 running.remove(process)
                 stopped.append(f"{process.service} (pid {process.pid}, {sig.name})")
-                _log.warning("leftover_stopped", child_service=process.service, pid=process.pid, signal=sig.name)
+                _log.warning(
+                    "leftover_stopped", child_service=process.service, pid=process.pid, signal=sig.name
+                )
     for process in running:
         _log.error("leftover_not_stopped", child_service=process.service, pid=process.pid)
     return stopped
