@@ -24,6 +24,7 @@ from .client import (
     wait_until_ready,
 )
 from .generator import CallbackRecommendClient, LoadGenerator, Session
+from .metrics import RunPublisher
 from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
 from .spec import InvalidLoadSpec, transport, validate_load_spec
 from .stream_client import TRANSPORT_STREAM, GrpcStreamRecommendClient
@@ -104,8 +105,10 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
             log.info("load_run_started", ticks=len(generator.ticks))
             run = asyncio.create_task(generator.run())
             run.add_done_callback(lambda _: updates.put_nowait(None))
+            published = RunPublisher()
             try:
                 while (progress := await updates.get()) is not None:
+                    published.publish(generator.totals())
                     yield loadgen_pb2.RunUpdate(progress=progress)
                 try:
                     summary = await run
@@ -139,3 +142,4 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                     log.info("load_run_cancelled")
                     run.cancel()
                     await asyncio.gather(run, return_exceptions=True)
+                published.publish(generator.totals())  # the drain's answers and the cancelled ones
