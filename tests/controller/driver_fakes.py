@@ -14,3 +14,6 @@ class ServicesNeverLost:
 
     async def dead_services(self) -> list[str]:
         return []
+
+    def inference_pid(self) -> int | None:
+        return None  # nothing to sample
