@@ -12,6 +12,7 @@ from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.drivers.processes import ServiceStartError
 from etude.services.controller.runner import ExperimentRunner, new_experiment
 from etude.services.controller.validation import resolve
+from etude.services.report.report import build_report
 from etude.services.results.layout import SERIES_FILE
 from etude.services.results.series import read_series
 from etude.services.results.store import LocalResultStore
@@ -53,7 +54,13 @@ async def test_a_real_experiment_writes_its_report_and_etude_report_rebuilds_it(
     assert "noop-c1000-cpu-jit" in markdown and "| **noop, 1,000 items, jit** | **cpu** | **1** |" in markdown
     # What produced it: versions and machine.
     assert "## Environment" in markdown and "- Etude 0.1.0" in markdown and "torch " in markdown
-    assert (folder / "report.html").read_text().count("data:image/png;base64,") >= 3
+    assert (folder / "report.html").read_text().count("data:image/svg+xml;base64,") >= 3
+    assert (folder / "figures" / "distributions-noop-c1000-cpu-jit.svg").exists()
+    # Real timings: the parts' means add up to the mean latency within the clipped remainder.
+    report = build_report(LocalResultStore(tmp_path), experiment.experiment_id)
+    split = report.trials[0].split
+    assert split is not None and split.mean_total_ms > 0
+    assert abs(split.untracked_ms) <= 0.05 * split.mean_total_ms
 
     (folder / "report.md").unlink()
     (folder / "report.html").unlink()
