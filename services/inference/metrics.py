@@ -50,10 +50,17 @@ def watch_queue_depth(depth: Callable[[], int]) -> None:
     QUEUE_DEPTH.set_function(lambda: float(depth()))
 
 
+# Each executor's labelled counter, looked up once: `labels()` costs more than the increment.
+_busy_by_executor: dict[int, Counter] = {}
+
+
 def batch_ran(executor: int, batch_size: int, model_ns: int) -> None:
     """Records one batch (the batcher's `on_batch` hook)."""
     BATCH_SIZE.observe(batch_size)
-    EXECUTOR_BUSY.labels(executor=str(executor)).inc(model_ns / 1e9)
+    busy = _busy_by_executor.get(executor)
+    if busy is None:
+        busy = _busy_by_executor[executor] = EXECUTOR_BUSY.labels(executor=str(executor))
+    busy.inc(model_ns / 1e9)
 
 
 def answered(latency_ns: int, queued_ns: int) -> None:
