@@ -14,10 +14,9 @@ import bisect
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -110,7 +109,10 @@ def psutil_usage(pid: int) -> tuple[float, int]:
     return cpu_s, rss_bytes
 
 
-def process_usage_reader() -> Any:
+UsageReader = Callable[[int], tuple[float, int]]
+
+
+def process_usage_reader() -> UsageReader:
     """psutil's reader when psutil is installed, else /proc's."""
     try:
         import psutil  # noqa: F401
@@ -162,7 +164,7 @@ class ResourceSampler:
         self.pid = pid
         self.interval_s = interval_s
         self.samples: list[ResourceSample] = []
-        self._usage = process_usage_reader()
+        self._usage: UsageReader = process_usage_reader()
         self._gpu: _Gpu | None = None
 
     def sample(self) -> ResourceSample:
