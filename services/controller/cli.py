@@ -74,6 +74,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     from ..results.store import open_store
     from .experiments import ExperimentManager
+    from .metrics import export_experiment_states
     from .server import ControllerServicer
 
     if args.max_concurrent_experiments < 1:
@@ -92,6 +93,7 @@ async def serve(args: argparse.Namespace) -> None:
         store=store,
         max_concurrent_experiments=args.max_concurrent_experiments,
     )
+    export_experiment_states(manager.count_by_state)
     await manager.start()
     host = ServiceHost(
         [service_full_name(controller_pb2, "ControllerService")],

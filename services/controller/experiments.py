@@ -21,6 +21,7 @@ A graceful stop (SIGTERM) records the same states itself; the recovery covers a 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -153,6 +154,11 @@ class ExperimentManager:
             return self._experiments[experiment_id]
         except KeyError:
             raise UnknownExperiment(experiment_id) from None
+
+    def count_by_state(self) -> dict[int, int]:
+        """Experiments per ExperimentState; safe from the metrics server's thread."""
+        # list() of a dict's values runs in C under the GIL: no resize can interleave.
+        return dict(collections.Counter(experiment.state for experiment in list(self._experiments.values())))
 
     def list(self) -> list[controller_pb2.Experiment]:
         return sorted(self._experiments.values(), key=lambda experiment: experiment.created_unix_ms)

@@ -21,7 +21,7 @@ from etude.v1 import controller_pb2, experiment_pb2, loadgen_pb2
 from ..report.slo import RATE_TOLERANCE, evaluate_run
 from ..report.summary import summary_table
 from ..results.documents import experiment_text, to_dict
-from ..results.errors import ResultsUnwritable
+from ..results.errors import ResultsError, ResultsUnwritable
 from ..results.layout import Layout
 from ..results.store import AsyncResultStore, ResultStore
 from ..workload.trial import workload_spec
@@ -32,6 +32,7 @@ from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
 from .matrix import estimated_load_s, expand_trials
 from .merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
 from .model_info import model_info, record_model_info
+from .resources import ResourceSampler, attach_to_series
 from .search import SearchSettings, search_max_rate
 
 _log = structlog.get_logger()
@@ -242,6 +243,27 @@ class ExperimentRunner:
         )
 
     async def _drive_load(
+        self,
+        trial: experiment_pb2.Trial,
+        endpoint: str,
+        records_dir: Path,
+        loadgens: list[LoadGeneratorClient],
+        profile: loadgen_pb2.LoadProfile,
+        run_id: str,
+    ) -> loadgen_pb2.LoadSummary:
+        pid = self.driver.inference_pid()
+        if pid is None:
+            return await self._drive_loadgens(trial, endpoint, records_dir, loadgens, profile, run_id)
+        sampler = ResourceSampler(pid)
+        async with sampler.sampling() as samples:
+            summary = await self._drive_loadgens(trial, endpoint, records_dir, loadgens, profile, run_id)
+        try:
+            await asyncio.to_thread(attach_to_series, records_dir, samples)
+        except (ResultsError, OSError) as error:
+            _log.warning("resources_not_attached", run_id=run_id, error=str(error))
+        return summary
+
+    async def _drive_loadgens(
         self,
         trial: experiment_pb2.Trial,
         endpoint: str,

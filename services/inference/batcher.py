@@ -141,6 +141,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     "inference.batch" span (a trace of its own, linked to those requests) carrying the batch
     size and whatever `batch_attributes(requests)` adds; the handler runs with it as the
     current span, so its log lines carry the batch's trace id. Other batches build no span.
+
+    `on_batch(executor_index, batch_size, model_ns)` runs on the loop for every batch that left
+    the model, failed ones included (the service's metrics).
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         cost_model: BatchCostModel | None = None,
         tracer: trace.Tracer | None = None,
         batch_attributes: Callable[[Sequence[RequestT]], Mapping[str, AttributeValue]] | None = None,
+        on_batch: Callable[[int, int, int], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -176,6 +180,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._handler = handler
         self._tracer = tracer if tracer is not None else trace.get_tracer(__name__)
         self._batch_attributes = batch_attributes
+        self._on_batch = on_batch
         self.max_batch_size = max_batch_size
         self.max_batch_delay_ms = max_batch_delay_ms
         self.max_queue_size = max_queue_size
@@ -492,6 +497,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             self._schedule_dispatch()
         elif not self._accepting:
             self._wakeup.set()  # the stopping loop waits for the last batch to end
+        if self._on_batch is not None:
+            self._on_batch(executor.index, len(batch), outcome.ended_ns - outcome.started_ns)
         results, error = outcome.result, outcome.error
         if error is None and (results is None or len(results) != len(batch)):
             count = "no" if results is None else len(results)

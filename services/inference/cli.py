@@ -210,6 +210,7 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
+    from . import metrics
     from .accuracy import AccuracySettings
     from .batcher import DynamicBatcher
     from .executors import executor_initializer, threads_per_executor
@@ -266,7 +267,9 @@ async def serve(args: argparse.Namespace) -> None:
         executors=args.executors,
         executor_initializer=executor_initializer(args.device, threads),
         batch_attributes=batch_span_attributes(recommender),
+        on_batch=metrics.batch_ran,
     )
+    metrics.watch_queue_depth(lambda: batcher.queue_size)
     servicer = RecommenderServicer(recommender, batcher, max_stream_in_flight=args.max_stream_in_flight)
     host = ServiceHost(
         service_names=[service_full_name(recommender_pb2, "RecommenderService")],

@@ -30,6 +30,7 @@ from etude.provenance import current_environment
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, traceparent_sampled
 from etude.v1 import environment_pb2, recommender_pb2, recommender_pb2_grpc
 
+from . import metrics
 from .accuracy import AccuracyReport
 from .batcher import (
     Batched,
@@ -65,6 +66,25 @@ class _Refused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# The refusal reasons counted by metrics.REFUSALS; anything else is "internal". Subclasses first.
+_REFUSAL_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (InvalidRequest, "invalid_argument"),
+    (WouldMissDeadline, "would_miss_deadline"),
+    (QueueWaitTooLong, "queue_wait_too_long"),
+    (QueueFull, "queue_full"),
+    (DeadlineExpired, "deadline_expired"),
+    (BatcherStopped, "shutting_down"),
+)
+
+
+def _refusal(error: Exception) -> _Refused:
+    """A failed request's status, counted by reason in the service's metrics."""
+    metrics.refused(
+        next((reason for kind, reason in _REFUSAL_REASONS if isinstance(error, kind)), "internal")
+    )
+    return _Refused(*_status_for(error))
 
 
 def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
@@ -261,7 +281,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
                     request, await self._submit(request, arrival_ns, deadline_ns, None), arrival_ns
                 )
             except Exception as error:
-                raise _Refused(*_status_for(error)) from error
+                raise _refusal(error) from error
         to_epoch_ns = time.time_ns() - time.monotonic_ns()
         span = self._tracer.start_span(
             f"{RPC_SERVICE}/{method}",
@@ -285,10 +305,10 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.OK.value[0])
             return response
         except Exception as error:
-            code, message = _status_for(error)
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            span.set_status(trace.StatusCode.ERROR, f"{code.name}: {message}")
-            raise _Refused(code, message) from error
+            refused = _refusal(error)
+            span.set_attribute("rpc.grpc.status_code", refused.code.value[0])
+            span.set_status(trace.StatusCode.ERROR, f"{refused.code.name}: {refused.message}")
+            raise refused from error
         finally:
             otel_context.detach(token)
             span.end(end_time=time.monotonic_ns() + to_epoch_ns)
@@ -340,6 +360,7 @@ def _response(
     request: recommender_pb2.RecommendRequest, batched: Batched[Recommendation], arrival_ns: int
 ) -> recommender_pb2.RecommendResponse:
     done_ns = time.monotonic_ns()
+    metrics.answered(done_ns - arrival_ns, batched.queued_ns)
     return recommender_pb2.RecommendResponse(
         item_ids=batched.result.item_ids,
         scores=batched.result.scores,

@@ -40,6 +40,7 @@ from ..results.run import RunWriter
 from ..results.series import SeriesRow
 from . import spec as load_spec
 from .footprint import loadgen_footprint
+from .metrics import RunTotals
 from .ramp import Tick, ramp_ticks
 from .stats import LatencyHistogram
 
@@ -235,6 +236,10 @@ class LoadGenerator:
     @property
     def ticks(self) -> list[Tick]:
         return list(self._ticks)
+
+    def totals(self) -> RunTotals:
+        """What the run counted so far: requests sent, not sent, and ended by status."""
+        return RunTotals(self._sent, self._not_sent, {OK: self._ok, **self._errors_by_status})
 
     async def run(self) -> loadgen_pb2.LoadSummary:
         """Ramps, holds, waits for the last answers, and returns (and writes) the summary."""

@@ -26,6 +26,7 @@ from .client import (
 )
 from .generator import CallbackRecommendClient, LoadGenerator, Session
 from .h2_client import TRANSPORT_H2, H2RecommendClient
+from .metrics import RunPublisher
 from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
 from .spec import InvalidLoadSpec, transport, validate_load_spec
 from .stream_client import TRANSPORT_STREAM, GrpcStreamRecommendClient
@@ -116,8 +117,10 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
             log.info("load_run_started", ticks=len(generator.ticks))
             run = asyncio.create_task(generator.run())
             run.add_done_callback(lambda _: updates.put_nowait(None))
+            published = RunPublisher()
             try:
                 while (progress := await updates.get()) is not None:
+                    published.publish(generator.totals())
                     yield loadgen_pb2.RunUpdate(progress=progress)
                 try:
                     summary = await run
@@ -151,3 +154,4 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                     log.info("load_run_cancelled")
                     run.cancel()
                     await asyncio.gather(run, return_exceptions=True)
+                published.publish(generator.totals())  # the drain's answers and the cancelled ones

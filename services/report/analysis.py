@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -142,11 +142,22 @@ def highest_stable_rate(verdicts: Sequence[TickVerdict], *, forgive_isolated: bo
 
 @dataclass(frozen=True)
 class LatencySplit:
-    """p50 and p90 (ms) of each part of the latency from intended send, over the OK answers."""
+    """p50, p90 and mean (ms) of each part of the latency from intended send, over the OK answers.
+
+    Means add up (percentiles do not): the parts' means sum to the mean latency from intended
+    send, less `untracked_ms`, what clipping a part at zero (clocks of two processes) added.
+    """
 
     requests: int
     p50_ms: dict[str, float]
     p90_ms: dict[str, float]
+    mean_ms: dict[str, float] = field(default_factory=dict)
+    mean_total_ms: float = math.nan  # mean latency from intended send; nan when not known
+
+    @property
+    def untracked_ms(self) -> float:
+        """Mean total minus the sum of the parts' means (clipping; nan when the total is unknown)."""
+        return self.mean_total_ms - sum(self.mean_ms.values())
 
 
 def split_parts_us(records: RecordColumns) -> dict[str, np.ndarray]:
@@ -165,11 +176,14 @@ def split_parts_us(records: RecordColumns) -> dict[str, np.ndarray]:
     }
 
 
-def split_of(parts_us: dict[str, np.ndarray]) -> LatencySplit:
-    """p50 and p90 of each part (us values, at least one request)."""
+def split_of(parts_us: dict[str, np.ndarray], total_us: np.ndarray | None = None) -> LatencySplit:
+    """p50, p90 and mean of each part (us values, at least one request); `total_us`: each
+    request's whole latency, whose mean the parts' means are checked against."""
     p50 = {name: float(np.percentile(values, 50)) / 1000.0 for name, values in parts_us.items()}
     p90 = {name: float(np.percentile(values, 90)) / 1000.0 for name, values in parts_us.items()}
-    return LatencySplit(len(next(iter(parts_us.values()))), p50, p90)
+    mean = {name: float(np.mean(values)) / 1000.0 for name, values in parts_us.items()}
+    mean_total_ms = math.nan if total_us is None else float(np.mean(total_us)) / 1000.0
+    return LatencySplit(len(next(iter(parts_us.values()))), p50, p90, mean, mean_total_ms)
 
 
 def latency_split(records: RecordColumns) -> LatencySplit | None:
@@ -177,7 +191,76 @@ def latency_split(records: RecordColumns) -> LatencySplit | None:
     ok = records.ok
     if not np.any(ok):
         return None
-    return split_of(split_parts_us(records.select(ok)))
+    answered = records.select(ok)
+    return split_of(split_parts_us(answered), answered.latency_from_intended_us)
+
+
+# The percentiles of a latency distribution plot (HdrHistogram's percentile distribution):
+# ever closer to 100%, evenly on a log(1 / (1 - p)) axis, as far as the sample reaches.
+DISTRIBUTION_STEPS_PER_DECADE = 20
+
+
+@dataclass(frozen=True)
+class LatencyDistribution:
+    """Latency from intended send (ms) at percentiles approaching 100, over the OK answers."""
+
+    requests: int
+    percentiles: tuple[float, ...]
+    latencies_ms: tuple[float, ...]
+    max_ms: float
+
+
+def latency_distribution(records: RecordColumns) -> LatencyDistribution | None:
+    """The percentile distribution of the OK answers' latency; None without OK answers.
+
+    Percentiles up to 1 - 1/n of n answers (beyond it a percentile is the maximum itself)."""
+    ok = records.ok
+    if not np.any(ok):
+        return None
+    latencies_us = records.latency_from_intended_us[ok]
+    count = int(latencies_us.size)
+    decades = max(1.0, math.log10(count))
+    exponents = np.linspace(0.0, decades, round(decades * DISTRIBUTION_STEPS_PER_DECADE) + 1)
+    percentiles = 100.0 * (1.0 - 10.0**-exponents)
+    values_ms = np.percentile(latencies_us, percentiles, method="higher") / 1000.0
+    return LatencyDistribution(
+        count,
+        tuple(float(p) for p in percentiles),
+        tuple(float(v) for v in values_ms),
+        float(latencies_us.max()) / 1000.0,
+    )
+
+
+@dataclass(frozen=True)
+class BatchSizes:
+    """How many batches of each size answered the OK requests (from the size each answer carries)."""
+
+    batches_by_size: dict[int, float]  # a batch of b answered b requests: requests / b
+    requests: int
+
+    @property
+    def batches(self) -> float:
+        return sum(self.batches_by_size.values())
+
+    @property
+    def mean_batch_size(self) -> float:
+        """Mean size per batch (not per request, which weighs big batches more)."""
+        return self.requests / self.batches if self.batches else math.nan
+
+
+def batch_sizes(records: RecordColumns) -> BatchSizes | None:
+    """Batches by size, over the OK answers that carry a batch size; None when none does.
+
+    Exact when every request of every batch came from this run (one load generator per
+    service); a batch shared with other clients counts as the fraction this run saw of it."""
+    sizes = records.batch_size[records.ok & (records.batch_size > 0)]
+    if sizes.size == 0:
+        return None
+    values, counts = np.unique(sizes, return_counts=True)
+    return BatchSizes(
+        {int(size): float(count) / float(size) for size, count in zip(values, counts, strict=True)},
+        int(sizes.size),
+    )
 
 
 @dataclass(frozen=True)

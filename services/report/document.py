@@ -1,5 +1,6 @@
 """A small document model (headings, paragraphs, bullets, tables, images) and its two renderings:
-Markdown, and a self-contained HTML page (inline CSS, images as PNG data URIs, nothing fetched)."""
+Markdown linking the plot files beside it, and a self-contained HTML page (inline CSS, the same
+plots as SVG data URIs, nothing fetched)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..results.layout import REPORT_HTML
+from ..results.layout import figure_link
 
 
 # The report as a list of blocks, rendered the same way to Markdown and to HTML.
@@ -37,7 +38,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Image:
-    name: str  # key into Report.figures
+    name: str  # key into Report.figures; the file figure_link(name) beside report.md
     caption: str
 
 
@@ -56,7 +57,7 @@ def _markdown_table(table: Table) -> list[str]:
 
 
 def render_markdown(blocks: Iterable[Block]) -> str:
-    """Markdown text of the blocks; images are named (they are embedded in report.html only)."""
+    """Markdown text of the blocks; images link their files beside report.md (relative paths)."""
     lines: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -69,7 +70,8 @@ def render_markdown(blocks: Iterable[Block]) -> str:
         elif isinstance(block, Table):
             lines += [*_markdown_table(block), ""]
         elif isinstance(block, Image):
-            lines += [f"*Plot (in {REPORT_HTML}): {block.caption}*", ""]
+            alt = block.caption.replace("[", "(").replace("]", ")")
+            lines += [f"![{alt}]({figure_link(block.name)})", "", f"*{block.caption}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -85,8 +87,8 @@ img { max-width: 100%; }
 """
 
 
-def render_html(blocks: Iterable[Block], figures: dict[str, bytes], title: str) -> str:
-    """A self-contained HTML page: inline CSS, plots as base64 PNG data URIs, nothing fetched."""
+def render_html(blocks: Iterable[Block], figures: dict[str, str], title: str) -> str:
+    """A self-contained HTML page: inline CSS, plots as base64 SVG data URIs, nothing fetched."""
     escape = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -111,9 +113,9 @@ def render_html(blocks: Iterable[Block], figures: dict[str, bytes], title: str) 
                 parts.append(f"<tr{css}>" + "".join(f"<td>{escape(text)}</td>" for text in row) + "</tr>")
             parts.append("</tbody></table>")
         elif isinstance(block, Image):
-            data = base64.b64encode(figures[block.name]).decode("ascii")
+            data = base64.b64encode(figures[block.name].encode()).decode("ascii")
             parts.append(
-                f'<figure><img alt="{escape(block.caption)}" src="data:image/png;base64,{data}">'
+                f'<figure><img alt="{escape(block.caption)}" src="data:image/svg+xml;base64,{data}">'
                 f"<figcaption>{escape(block.caption)}</figcaption></figure>"
             )
     parts.append("</body></html>")

@@ -1,5 +1,6 @@
-"""The experiment report: report.md and report.html (self-contained, plots embedded as PNG data
-URIs), rebuilt at any time from what a finished experiment left in its result store.
+"""The experiment report: report.md with its plots beside it (figures/*.svg) and report.html
+(self-contained, the same plots embedded), rebuilt at any time from what a finished experiment
+left in its result store.
 
 It reads only through the results layer (experiment.json, and per trial series.csv, records.csv
 and the trace files), so a Cloud Storage store can serve the same report later. Blocking reads:
@@ -37,7 +38,7 @@ class Report:
     trials: list[TrialReport]
     fitted_exponents: list[FittedExponent]
     deployments: list[DeploymentRow]
-    figures: dict[str, bytes]  # PNG bytes by name
+    figures: dict[str, str]  # SVG text by name
     blocks: list[Block]
 
     @property
@@ -63,9 +64,11 @@ def build_report(store: ResultStore, experiment_id: str) -> Report:
 
 
 def write_report(store: ResultStore, experiment_id: str) -> Report:
-    """Builds the report and writes <experiment>/report.md and <experiment>/report.html."""
+    """Builds the report and writes <experiment>/report.md, its figures and report.html."""
     report = build_report(store, experiment_id)
     layout = Layout(experiment_id)
+    for name, svg in report.figures.items():
+        store.write_text(layout.figure(name), svg)
     store.write_text(layout.report_markdown, report.markdown)
     store.write_text(layout.report_html, report.html)
     _log.info("report_written", experiment_id=experiment_id, uri=store.uri(layout.report_html))
@@ -131,13 +134,17 @@ def _hardware_outcomes(trials: Sequence[TrialReport]) -> list[HardwareOutcome]:
     return outcomes
 
 
-def _figures(spec: experiment_pb2.ExperimentSpec, trials: Sequence[TrialReport]) -> dict[str, bytes]:
-    figures: dict[str, bytes] = {}
+def _figures(spec: experiment_pb2.ExperimentSpec, trials: Sequence[TrialReport]) -> dict[str, str]:
+    figures: dict[str, str] = {}
     slo = spec.slo
     for trial in trials:
         if trial.stable is not None and trial.series:
             figures[f"ramp-{trial.trial_id}"] = plots.ramp_figure(
                 trial.trial_id, trial.verdicts, trial.series, slo.percentile, slo.latency_ms, trial.stable
+            )
+        if trial.distribution is not None or trial.batch_sizes is not None:
+            figures[f"distributions-{trial.trial_id}"] = plots.trial_distributions_figure(
+                trial.trial_id, trial.distribution, trial.batch_sizes, slo.percentile, slo.latency_ms
             )
     # Ramp ticks only: hold ticks repeat the target rate and would fold the line back.
     ramp_ticks = spec.load.ramp_duration_s or spec.load.hold_duration_s

@@ -1,7 +1,7 @@
-"""What the report says, as document blocks: the experiment, the workload fits, the trials, the
-SLO search probes, the deployment table, the latency split (from timing and from traces), the
-per-request timings of records.csv and the plots. Text and tables only; the numbers come from
-analysis, fits and deployments."""
+"""What the report says, as document blocks: the verdict with the deployment table first, then the
+experiment, the trials, the SLO search probes, the latency split (means that add up, percentiles,
+from timing and from traces), the per-request timings of records.csv, the plots per trial and
+the workload fits. Text and tables only; the numbers come from analysis, fits and deployments."""
 
 from __future__ import annotations
 
@@ -205,6 +205,7 @@ def _search_blocks(trials: Sequence[TrialReport]) -> list[Block]:
 
 
 def _split_table(trials: Sequence[TrialReport]) -> Table:
+    """p50 / p90 of each part, per trial."""
     header = ("trial", "OK answers", *(f"{part} p50 / p90 ms" for part in SPLIT_PARTS))
     rows = []
     for trial in trials:
@@ -341,13 +342,123 @@ def _deployment_table(rows: Sequence[DeploymentRow]) -> Table:
     return Table(header, tuple(cells), frozenset(bold))
 
 
+def _verdict_bullets(deployments: Sequence[DeploymentRow]) -> tuple[str, ...]:
+    """Per scenario, the cheapest option that meets the SLO, or that none does."""
+    scenarios: dict[str, list[DeploymentRow]] = {}
+    for row in deployments:
+        scenarios.setdefault(row.scenario.label, []).append(row)
+    bullets = []
+    for label, rows in scenarios.items():
+        cheapest = next((row for row in rows if row.cheapest), None)
+        if cheapest is None:
+            bullets.append(f"{label}: no hardware option meets the SLO")
+            continue
+        replicas = cheapest.replicas or 1
+        plural = "" if replicas == 1 else "s"
+        bullets.append(
+            f"{label}: cheapest is {cheapest.hardware} with {replicas} replica{plural}, "
+            f"{_money(cheapest.monthly_cost_usd)}/month ({cheapest.basis})"
+        )
+    return tuple(bullets)
+
+
+def _verdict_blocks(
+    experiment: controller_pb2.Experiment, trials: Sequence[TrialReport], deployments: Sequence[DeploymentRow]
+) -> list[Block]:
+    slo = experiment.spec.slo
+    measured = [trial for trial in trials if trial.result.HasField("summary")]
+    met = sum(1 for trial in measured if trial.result.slo_met)
+    return [
+        Heading(2, "Verdict"),
+        Paragraph(
+            f"Target: p{slo.percentile:g} <= {slo.latency_ms:g} ms at {slo.rate_per_s:g} requests/s "
+            f"(latency from the intended send time). {met} of {len(trials)} trials met it in their hold "
+            "phase."
+        ),
+        Bullets(_verdict_bullets(deployments)),
+        Heading(3, "Deployment options (Table I)"),
+        Paragraph(
+            f"Per scenario (model x catalog size x runtime): each hardware option with the replica "
+            f"count that meets p{slo.percentile:g} <= {slo.latency_ms:g} ms at {slo.rate_per_s:g} "
+            "requests/s, and its monthly cost (replicas x monthly cost per replica); the cheapest is "
+            "marked (bold). 'measured': the runner's hold-phase verdict met the SLO with that many "
+            "replicas. 'extrapolated': ceil(required rate / highest per-replica SLO rate of the ramp), "
+            "and at least one replica more than were measured missing it; this assumes replicas scale "
+            "perfectly, which they do not quite (load balancing and shared network cost something). "
+            "With repetitions, an option is measured as meeting the SLO only if every repetition "
+            "did, and the lowest highest-SLO-rate is used."
+        ),
+        _deployment_table(deployments),
+    ]
+
+
+def _mean_split_table(trials: Sequence[TrialReport]) -> Table:
+    header = (
+        "trial",
+        "OK answers",
+        *(f"{part} mean ms" for part in SPLIT_PARTS),
+        "sum of means",
+        "mean latency",
+        "untracked",
+    )
+    rows = []
+    for trial in trials:
+        split = trial.split
+        if split is None:
+            continue
+        rows.append(
+            (
+                trial.trial_id,
+                str(split.requests),
+                *(_ms(split.mean_ms[part]) for part in SPLIT_PARTS),
+                _ms(sum(split.mean_ms.values())),
+                _ms(split.mean_total_ms),
+                _ms(split.untracked_ms),
+            )
+        )
+    return Table(header, tuple(rows))
+
+
+def _trial_figure_blocks(trials: Sequence[TrialReport], figures: dict[str, str]) -> list[Block]:
+    """Per trial: its ramp over time, its latency percentile distribution and its batch sizes."""
+    blocks: list[Block] = []
+    for trial in trials:
+        ramp, distributions = f"ramp-{trial.trial_id}", f"distributions-{trial.trial_id}"
+        if ramp not in figures and distributions not in figures:
+            continue
+        blocks.append(Heading(3, trial.trial_id))
+        if ramp in figures:
+            sampled = any(row.inference_cpu_cores is not None for row in trial.series)
+            blocks.append(
+                Image(
+                    ramp,
+                    f"{trial.trial_id}: latency percentiles of the requests sent in each tick (top), "
+                    "target vs achieved rate (middle"
+                    + ("; bottom: the inference service's CPU cores and resident memory" if sampled else "")
+                    + "); the dotted line marks the tick that reached the highest SLO rate",
+                )
+            )
+        if distributions in figures:
+            blocks.append(
+                Image(
+                    distributions,
+                    f"{trial.trial_id}: latency from intended send by percentile over the whole run "
+                    "(x: 1/(1-p) on a log axis, HdrHistogram's percentile distribution), and the "
+                    "batches that answered the OK requests by size",
+                )
+            )
+    return blocks
+
+
 def report_blocks(
     experiment: controller_pb2.Experiment,
     trials: Sequence[TrialReport],
     fitted: Sequence[FittedExponent],
     deployments: Sequence[DeploymentRow],
-    figures: dict[str, bytes],
+    figures: dict[str, str],
 ) -> list[Block]:
+    """The report, most wanted first: the verdict and the cheapest option, then what was run,
+    how each trial went, where the time went, the plots per trial, and the workload's fit."""
     spec = experiment.spec
     slo = spec.slo
     state = controller_pb2.ExperimentState.Name(experiment.state).removeprefix("EXPERIMENT_STATE_").lower()
@@ -358,6 +469,7 @@ def report_blocks(
             + (f" {experiment.error}." if experiment.error else "")
             + f" Results: {experiment.results_uri}"
         ),
+        *_verdict_blocks(experiment, trials, deployments),
         Heading(2, "Experiment"),
         Bullets(_spec_bullets(experiment)),
     ]
@@ -382,8 +494,57 @@ def report_blocks(
             shown = ", ".join(trial_ids[:5]) + more
             blocks += [Heading(3, f"Inference service of {shown}"), Bullets(bullets)]
     blocks += [
-        Heading(2, "Workload: requested and fitted exponents"),
+        Heading(2, "Trials"),
+        Paragraph(
+            "Latencies are from the intended send time over the OK answers of the whole run (HDR "
+            "histograms, 3 significant digits); ok/s = successful answers per second; not sent = "
+            "requests the ramp called for that backpressure held back. 'SLO (hold)' is the runner's "
+            "verdict on the hold phase; 'highest SLO rate/s' follows the stability rule below."
+        ),
+        _trial_table(experiment, trials),
+        Bullets(_trial_notes(experiment, trials)),
+        Paragraph(
+            "Stability rule. " + STABILITY_RULE.format(percentile=slo.percentile, latency_ms=slo.latency_ms)
+        ),
+        *_search_blocks(trials),
+        Heading(2, "Latency split"),
+        Paragraph(
+            "From the per-request server timing of the OK answers: send delay = actual - intended "
+            "send (client late or backpressure); network and serialisation = latency from actual "
+            "send - server total; server other = server total - queueing - inference. The parts "
+            "of each request add up to its latency from intended send, so their means add up to "
+            "the mean latency; 'untracked' is the difference, what clipping a part at zero (two "
+            "processes' clocks) left out."
+        ),
+        _mean_split_table(trials),
     ]
+    if "split" in figures:
+        blocks.append(Image("split", "mean of each part of the latency, stacked, per trial"))
+    blocks += [
+        Paragraph(
+            "Percentiles of each part, for the tails (percentiles of parts do not add up to the "
+            "percentile of the whole):"
+        ),
+        _split_table(trials),
+    ]
+    blocks += _timing_blocks(trials)
+    blocks += _trace_split_blocks(trials)
+    blocks.append(Heading(2, "Latency against offered rate"))
+    rate_figures = [name for name in figures if name.startswith("rate-")]
+    for name in rate_figures:
+        blocks.append(
+            Image(
+                name,
+                f"p{slo.percentile:g} of the OK answers sent in each ramp tick against the tick's "
+                f"target rate ({int(name.removeprefix('rate-c')):,} items); colour = model, line style = "
+                "hardware and runtime",
+            )
+        )
+    if not rate_figures:
+        blocks.append(Paragraph("No trial left records to plot."))
+    blocks.append(Heading(2, "Each trial"))
+    blocks += _trial_figure_blocks(trials, figures)
+    blocks.append(Heading(2, "Workload: requested and fitted exponents"))
     if fitted:
         blocks += [
             Paragraph(
@@ -401,70 +562,4 @@ def report_blocks(
         ]
     else:
         blocks.append(Paragraph("No fit: no trial left records, or the workload is not synthetic."))
-    blocks += [
-        Heading(2, "Trials"),
-        Paragraph(
-            "Latencies are from the intended send time over the OK answers of the whole run (HDR "
-            "histograms, 3 significant digits); ok/s = successful answers per second; not sent = "
-            "requests the ramp called for that backpressure held back. 'SLO (hold)' is the runner's "
-            "verdict on the hold phase; 'highest SLO rate/s' follows the stability rule below."
-        ),
-        _trial_table(experiment, trials),
-        Bullets(_trial_notes(experiment, trials)),
-        Paragraph(
-            "Stability rule. " + STABILITY_RULE.format(percentile=slo.percentile, latency_ms=slo.latency_ms)
-        ),
-        *_search_blocks(trials),
-        Heading(2, "Deployment options (Table I)"),
-        Paragraph(
-            f"Per scenario (model x catalog size x runtime): each hardware option with the replica "
-            f"count that meets p{slo.percentile:g} <= {slo.latency_ms:g} ms at {slo.rate_per_s:g} "
-            "requests/s, and its monthly cost (replicas x monthly cost per replica); the cheapest is "
-            "marked (bold). 'measured': the runner's hold-phase verdict met the SLO with that many "
-            "replicas. 'extrapolated': ceil(required rate / highest per-replica SLO rate of the ramp), "
-            "and at least one replica more than were measured missing it; this assumes replicas scale "
-            "perfectly, which they do not quite (load balancing and shared network cost something). "
-            "With repetitions, an option is measured as meeting the SLO only if every repetition "
-            "did, and the lowest highest-SLO-rate is used."
-        ),
-        _deployment_table(deployments),
-        Heading(2, "Latency split"),
-        Paragraph(
-            "From the per-request server timing of the OK answers: send delay = actual - intended "
-            "send (client late or backpressure); network and serialisation = latency from actual "
-            "send - server total; server other = server total - queueing - inference. The parts "
-            "of each request add up to its latency from intended send, but percentiles of the "
-            "parts do not add up to the percentile of the whole."
-        ),
-        _split_table(trials),
-    ]
-    if "split" in figures:
-        blocks.append(Image("split", "p50 and p90 of each part of the latency, per trial"))
-    blocks += _timing_blocks(trials)
-    blocks += _trace_split_blocks(trials)
-    blocks.append(Heading(2, "Latency against offered rate"))
-    rate_figures = [name for name in figures if name.startswith("rate-")]
-    for name in rate_figures:
-        blocks.append(
-            Image(
-                name,
-                f"p{slo.percentile:g} of the OK answers sent in each ramp tick against the tick's "
-                f"target rate ({int(name.removeprefix('rate-c')):,} items); colour = model, line style = "
-                "hardware and runtime",
-            )
-        )
-    if not rate_figures:
-        blocks.append(Paragraph("No trial left records to plot."))
-    blocks.append(Heading(2, "Ramps"))
-    for trial in trials:
-        name = f"ramp-{trial.trial_id}"
-        if name in figures:
-            blocks.append(
-                Image(
-                    name,
-                    f"{trial.trial_id}: latency percentiles of the requests sent in each tick "
-                    "(top) and target vs achieved rate (bottom); the dotted line marks the tick that "
-                    "reached the highest SLO rate",
-                )
-            )
     return blocks

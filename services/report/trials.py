@@ -16,11 +16,15 @@ from ..results.records import parse_records
 from ..results.series import SeriesRow, parse_series
 from ..results.store import ResultStore
 from .analysis import (
+    BatchSizes,
+    LatencyDistribution,
     LatencySplit,
     StableRate,
     TickVerdict,
     Timings,
+    batch_sizes,
     highest_stable_rate,
+    latency_distribution,
     latency_split,
     session_lengths,
     tick_verdicts,
@@ -43,6 +47,9 @@ class TrialReport:
     stable: StableRate | None = None  # None: no series/records to judge
     strict: StableRate | None = None
     split: LatencySplit | None = None
+    # The OK answers' latency at percentiles approaching 100, and the batches that answered them.
+    distribution: LatencyDistribution | None = None
+    batch_sizes: BatchSizes | None = None
     # p50/p90 of every duration column of records.csv (None: no OK answer).
     timings: Timings | None = None
     # The same split from the sampled traces, and how closely it agrees (None: no traces).
@@ -110,6 +117,8 @@ def analyse_trial(
         stable=highest_stable_rate(verdicts),
         strict=highest_stable_rate(verdicts, forgive_isolated=False),
         split=latency_split(records),
+        distribution=latency_distribution(records),
+        batch_sizes=batch_sizes(records),
         timings=timings(records),
         traces=_trace_split(store, layout, result.trial.trial_id, folder),
         session_lengths=session_lengths(records),

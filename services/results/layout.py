@@ -4,6 +4,7 @@
     <experiment>/spec.json              the resolved spec
     <experiment>/summary.md             the summary table; report.md and report.html
     <experiment>/started.json           the processes started for it and still running (started.py)
+    <experiment>/figures/               the report's plots (SVG), linked from report.md
     <experiment>/logs/                  the load generators' logs and traces-loadgen[-i].jsonl
     <experiment>/trials/<trial>/        trial.json, inference.log, traces-inference.jsonl, and
                                         the files of its run (records.csv, series.csv, run.json,
@@ -25,6 +26,7 @@ SUMMARY_TABLE_FILE = "summary.md"
 STARTED_FILE = "started.json"
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
+FIGURES_FOLDER = "figures"
 TRIAL_FILE = "trial.json"
 LOGS_FOLDER = "logs"
 TRIALS_FOLDER = "trials"
@@ -106,6 +108,10 @@ class Layout:
     def report_html(self) -> str:
         return self._path(REPORT_HTML)
 
+    def figure(self, name: str) -> str:
+        """A plot of the report, beside report.md (figure_link(name) from there)."""
+        return self._path(figure_link(name))
+
     @property
     def logs(self) -> str:
         return self._path(LOGS_FOLDER)
@@ -134,3 +140,8 @@ class Layout:
 def in_folder(folder: str, name: str) -> str:
     """A file of a folder of the store."""
     return f"{folder}/{name}"
+
+
+def figure_link(name: str) -> str:
+    """The path of plot `name` relative to report.md (and report.html), as its image link names it."""
+    return f"{FIGURES_FOLDER}/{name}.svg"

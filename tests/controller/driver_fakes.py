@@ -17,3 +17,6 @@ class ServicesNeverLost:
 
     async def stop_leftovers(self, experiment_id: str, started: list[object]) -> list[str]:
         return []
+
+    def inference_pid(self) -> int | None:
+        return None  # nothing to sample

@@ -17,11 +17,18 @@ import pytest
 from etude.services.controller.cli import report_command
 from etude.services.controller.matrix import expand_trials
 from etude.services.controller.validation import resolve
-from etude.services.report.analysis import StableRate, TickVerdict, highest_stable_rate, session_lengths
+from etude.services.report.analysis import (
+    StableRate,
+    TickVerdict,
+    batch_sizes,
+    highest_stable_rate,
+    latency_distribution,
+    session_lengths,
+)
 from etude.services.report.deployments import HardwareOutcome, Scenario, deployment_rows, replicas_needed
 from etude.services.report.report import Report, build_report, write_report
 from etude.services.report.trials import TrialReport
-from etude.services.results.records import RECORD_FIELDS, RecordColumns
+from etude.services.results.records import RECORD_FIELDS, RecordColumns, parse_records
 from etude.services.results.series import SERIES_FIELDS
 from etude.services.results.store import LocalResultStore
 from google.protobuf import json_format
@@ -222,13 +229,70 @@ def test_report_states_the_workload_parameterisation_and_fitted_exponents(synthe
     assert popularity.fitted == pytest.approx(1.8, rel=0.1)
 
 
-def test_html_is_self_contained_with_embedded_png_plots(synthetic_report: Report) -> None:
+def test_html_is_self_contained_with_embedded_svg_plots(synthetic_report: Report) -> None:
     page = synthetic_report.html
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.IGNORECASE)
     assert "<link" not in page and "<script" not in page
-    # One ramp plot per trial, the latency-vs-rate plot and the split.
-    assert page.count('src="data:image/png;base64,') == 3 + 1 + 1
+    # Per trial a ramp plot and a distributions plot, the latency-vs-rate plot and the split.
+    assert page.count('src="data:image/svg+xml;base64,') == 3 * 2 + 1 + 1
     assert '<tr class="cheapest">' in page
+
+
+def test_the_verdict_and_the_cheapest_option_come_before_everything_else(synthetic_report: Report) -> None:
+    headings = [line for line in synthetic_report.markdown.splitlines() if line.startswith("#")]
+    assert headings[:3] == [
+        f"# Etude report: {EXPERIMENT_ID}",
+        "## Verdict",
+        "### Deployment options (Table I)",
+    ]
+    order = [
+        headings.index(name)
+        for name in (
+            "## Verdict",
+            "## Experiment",
+            "## Trials",
+            "## Workload: requested and fitted exponents",
+        )
+    ]
+    assert order == sorted(order)
+    cheapest = "- gru4rec, 1,000 items, jit: cheapest is cpu with 2 replicas, $200.00/month"
+    assert f"{cheapest} (extrapolated from 1 replica)" in synthetic_report.markdown
+    assert "1 of 3 trials met it in their hold phase." in synthetic_report.markdown
+
+
+def test_the_means_of_the_latency_parts_add_up_to_the_mean_latency(synthetic_report: Report) -> None:
+    for trial in synthetic_report.trials:
+        split = trial.split
+        assert split is not None
+        assert sum(split.mean_ms.values()) + split.untracked_ms == pytest.approx(split.mean_total_ms)
+        # The synthetic parts are never clipped: nothing is left untracked.
+        assert split.untracked_ms == pytest.approx(0, abs=1e-9)
+    cpu = _trial(synthetic_report, "cpu").split
+    assert cpu is not None
+    # 120 OK answers took 10 ms, 377 took 200 ms; "server other" carries the difference.
+    assert cpu.mean_total_ms == pytest.approx((120 * 10 + 377 * 200) / 497)
+    assert cpu.mean_ms["server other"] == pytest.approx(cpu.mean_total_ms - 0.5 - 1.0 - 1.0 - 2.0)
+    assert cpu.mean_ms["queueing"] == pytest.approx(1.0) and cpu.mean_ms["inference"] == pytest.approx(2.0)
+
+
+def test_the_percentile_distribution_and_the_batch_sizes_come_from_the_ok_answers() -> None:
+    # Eight OK answers from batches of 1, 1, 2 and 4 (a batch of b answers b requests), one failure.
+    sizes_and_latencies_ms = [(1, 1), (1, 2), (2, 3), (2, 4), (4, 5), (4, 6), (4, 7), (4, 100)]
+    rows: list[list[object]] = [
+        [0, index, 0, 0, 0, 0, "OK", latency_ms * 1000, latency_ms * 1000, 0, 0, size, latency_ms * 1000]
+        for index, (size, latency_ms) in enumerate(sizes_and_latencies_ms)
+    ]
+    rows.append([0, 99, 0, 0, 0, 0, "DEADLINE_EXCEEDED", 999_000, 999_000, 0, 0, 0, 0])
+    records = parse_records(_csv(RECORD_FIELDS, rows))
+    batches = batch_sizes(records)
+    assert batches is not None
+    assert batches.batches_by_size == {1: 2.0, 2: 1.0, 4: 1.0}
+    assert (batches.batches, batches.requests, batches.mean_batch_size) == (4.0, 8, 2.0)
+    distribution = latency_distribution(records)
+    assert distribution is not None and distribution.requests == 8
+    assert distribution.percentiles[0] == 0.0 and distribution.percentiles[-1] == pytest.approx(90.0)
+    assert list(distribution.latencies_ms) == sorted(distribution.latencies_ms)
+    assert distribution.latencies_ms[0] == 1.0 and distribution.max_ms == 100.0  # not the failure's 999 ms
 
 
 def test_write_report_goes_through_the_store_interface_only(tmp_path: Path) -> None:
@@ -240,8 +304,15 @@ def test_write_report_goes_through_the_store_interface_only(tmp_path: Path) -> N
 
     store = RemoteLikeStore(tmp_path)
     write_report(store, EXPERIMENT_ID)
-    assert store.read_text(f"{EXPERIMENT_ID}/report.md").startswith(f"# Etude report: {EXPERIMENT_ID}")
-    assert "data:image/png;base64," in store.read_text(f"{EXPERIMENT_ID}/report.html")
+    markdown = store.read_text(f"{EXPERIMENT_ID}/report.md")
+    assert markdown.startswith(f"# Etude report: {EXPERIMENT_ID}")
+    assert "data:image/svg+xml;base64," in store.read_text(f"{EXPERIMENT_ID}/report.html")
+    # Every plot is a file beside report.md, and every image link of the markdown resolves.
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(links) == 3 * 2 + 1 + 1
+    for link in links:
+        assert not link.startswith(("/", "http")), link
+        assert (tmp_path / EXPERIMENT_ID / link).read_text().lstrip().startswith("<?xml"), link
 
 
 def test_report_command_rebuilds_every_experiment_of_a_results_folder(

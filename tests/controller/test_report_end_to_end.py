@@ -13,6 +13,9 @@ from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.drivers.processes import ServiceStartError
 from etude.services.controller.runner import ExperimentRunner, new_experiment
 from etude.services.controller.validation import resolve
+from etude.services.report.report import build_report
+from etude.services.results.layout import SERIES_FILE
+from etude.services.results.series import read_series
 from etude.services.results.store import LocalResultStore
 
 from etude.spec import parse_spec_text
@@ -41,6 +44,13 @@ async def test_a_real_experiment_writes_its_report_and_etude_report_rebuilds_it(
     assert experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, experiment.error
 
     folder = tmp_path / experiment.experiment_id
+    # The controller sampled the inference service's CPU and memory into every tick of series.csv.
+    (trial_folder,) = (folder / "trials").iterdir()
+    series = read_series(trial_folder / SERIES_FILE)
+    assert len(series) == 4
+    assert all(row.inference_cpu_cores is not None and row.inference_cpu_cores > 0 for row in series)
+    assert all(row.inference_rss_mb is not None and row.inference_rss_mb > 50 for row in series)
+    assert all(row.gpu_utilization_percent is None for row in series)  # a CPU trial holds no GPU
     markdown = (folder / "report.md").read_text()
     assert "noop-c1000-cpu-jit" in markdown and "| **noop, 1,000 items, jit** | **cpu** | **1** |" in markdown
     # What produced it: versions and machine.
@@ -51,7 +61,13 @@ async def test_a_real_experiment_writes_its_report_and_etude_report_rebuilds_it(
     assert trial["inference_environment"]["torch_version"] == experiment.environment.torch_version
     assert "### Inference service of noop-c1000-cpu-jit" in markdown
     assert "GPU: none used by the inference service" in markdown
-    assert (folder / "report.html").read_text().count("data:image/png;base64,") >= 3
+    assert (folder / "report.html").read_text().count("data:image/svg+xml;base64,") >= 3
+    assert (folder / "figures" / "distributions-noop-c1000-cpu-jit.svg").exists()
+    # Real timings: the parts' means add up to the mean latency within the clipped remainder.
+    report = build_report(LocalResultStore(tmp_path), experiment.experiment_id)
+    split = report.trials[0].split
+    assert split is not None and split.mean_total_ms > 0
+    assert abs(split.untracked_ms) <= 0.05 * split.mean_total_ms
 
     (folder / "report.md").unlink()
     (folder / "report.html").unlink()

@@ -34,6 +34,11 @@ class Driver(Protocol):
         `instance`'s file system); on exit the run's files are in `local_dir`."""
         ...
 
+    def inference_pid(self) -> int | None:
+        """The process id of the running trial's inference service where this machine can see it
+        (the controller samples its CPU and memory); None where it cannot (another host, a pod)."""
+        ...
+
     async def service_lost(self) -> str:
         """Returns, with the reason in words (exit status or signal, the log's last lines), as
         soon as a service this driver runs stops serving on its own; waits until cancelled while

@@ -260,6 +260,12 @@ class KubernetesDriver:
                         pod = next(p for p in pods if p.metadata.name == pod_name)
                         return f"{what}: pod {pod_name} restarted{await self._log_tail(pod)}"
 
+    def inference_pid(self) -> int | None:
+        """None: the pods run on other hosts. Their CPU and memory are on each inference pod's
+        /metrics (process_cpu_seconds_total, process_resident_memory_bytes) for Prometheus; the
+        trial's series.csv leaves the resource columns empty."""
+        return None
+
     async def dead_services(self) -> list[str]:
         dead = []
         for name, what in self._serving.items():

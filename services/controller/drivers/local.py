@@ -31,6 +31,7 @@ class LocalDriver:
         self.grace_s = grace_s
         # Every child started and not yet stopped by its context: what service_lost() watches.
         self._running: set[ChildService] = set()
+        self._inference: ChildService | None = None
 
     @asynccontextmanager
     async def inference_service(
@@ -45,7 +46,15 @@ class LocalDriver:
             env={TRACE_FILE_ENV: str(log_dir / INFERENCE_TRACE_FILE)},
         )
         async with self._running_child(child) as endpoint:
-            yield endpoint
+            self._inference = child
+            try:
+                yield endpoint
+            finally:
+                self._inference = None
+
+    def inference_pid(self) -> int | None:
+        """The running trial's inference child (its serving processes are its children)."""
+        return self._inference.pid if self._inference is not None else None
 
     @asynccontextmanager
     async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
