@@ -79,7 +79,7 @@ def test_ctrl_c_stops_every_service_and_records_the_cancellation(tmp_path: Path)
     for line in process.stdout:
         if "] running" in line or time.monotonic() > deadline:
             break
-    time.sleep(2)  # let a few requests be recorded
+    _wait_for_records(tmp_path / "results")
     children = _children_of(process.pid)
     assert len(children) == 2  # the loadgen and the inference service
     process.send_signal(signal.SIGINT)
@@ -95,6 +95,17 @@ def test_ctrl_c_stops_every_service_and_records_the_cancellation(tmp_path: Path)
     assert os.path.exists(experiment_dir / "summary.md")
 
 
+def _wait_for_records(results: Path, timeout_s: float = 60.0) -> None:
+    """Until the running trial has recorded requests (a loaded machine may take a while to start it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        # A header line, then at least one row.
+        if any(path.read_bytes().count(b"\n") >= 2 for path in results.glob("*/trials/*/records.csv")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no requests recorded under {results} within {timeout_s:g} s")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_to_the_whole_process_group_keeps_the_loadgen_summary(
     tmp_path: Path, sig: signal.Signals
@@ -108,7 +119,7 @@ def test_a_signal_to_the_whole_process_group_keeps_the_loadgen_summary(
     for line in process.stdout:
         if "] running" in line or time.monotonic() > deadline:
             break
-    time.sleep(2)  # let a few requests be recorded
+    _wait_for_records(tmp_path / "results")
     children = _children_of(process.pid)
     assert len(children) == 2  # the loadgen and the inference service
     os.killpg(process.pid, sig)
