@@ -17,6 +17,7 @@ import structlog
 from etude import defaults
 from etude.v1 import loadgen_pb2, loadgen_pb2_grpc, workload_pb2
 
+from .candidates import candidate_sampler_for
 from .client import (
     GrpcRecommendClient,
     TargetUnavailable,
@@ -88,6 +89,10 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 client = stream_client
             else:
                 client = GrpcRecommendClient(target_channel, request_spans=self._request_spans)
+            try:
+                candidates = await candidate_sampler_for(request)
+            except InvalidLoadSpec as error:
+                await context.abort(*_status_of(error))
             updates: asyncio.Queue[loadgen_pb2.TickProgress | None] = asyncio.Queue()
             generator = LoadGenerator(
                 client,
@@ -96,6 +101,7 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 run_id=request.run_id,
                 records_dir=Path(request.records_dir) if request.records_dir else None,
                 on_progress=updates.put_nowait,
+                candidates=candidates,
             )
             try:
                 await wait_until_ready(target_channel, request.target, self._connect_timeout_s)

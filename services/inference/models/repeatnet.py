@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..precision import PRECISION_OF_DTYPE, require_supported
 from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, CandidatesRefused, Scorer, chunk_items_for
+from . import REPEATNET_CANDIDATES_REFUSED
 from .base import SessionEncoder, zero_padding_row
 
 
@@ -115,10 +116,7 @@ class RepeatNetScorer:
     logsumexp over the whole catalog, so no subset of rows gives its full-catalog score.
     """
 
-    candidates_refused: str | None = (
-        "repeatnet's scores are probabilities normalised over the whole catalog (its explore "
-        "softmax), so a candidate's score needs a full-catalog pass, which re-ranking never does"
-    )
+    candidates_refused: str | None = REPEATNET_CANDIDATES_REFUSED
 
     def __init__(
         self,
