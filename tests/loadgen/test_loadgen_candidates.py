@@ -147,7 +147,8 @@ def test_a_bad_candidate_count_is_refused_naming_the_field(
     assert message in str(refused.value)
 
 
-async def test_a_real_loadgen_sends_re_ranking_requests_a_real_inference_server_answers() -> None:
+@pytest.mark.parametrize("transport", ["unary", "stream"])
+async def test_a_real_loadgen_sends_re_ranking_requests_a_real_inference_server_answers(transport: str) -> None:
     recommender = Recommender(RecommenderConfig("gru4rec", CATALOG_SIZE, seed=1))
     seen: list[SessionQuery] = []
 
@@ -177,6 +178,7 @@ async def test_a_real_loadgen_sends_re_ranking_requests_a_real_inference_server_
                     target_rate_per_s=20, hold_duration_s=2, k=5, candidates_per_request=25
                 ),
                 workload=WORKLOAD,
+                transport=transport,
             )
             updates = [
                 update async for update in loadgen_pb2_grpc.LoadGeneratorServiceStub(channel).Run(spec)
