@@ -148,7 +148,9 @@ def test_a_bad_candidate_count_is_refused_naming_the_field(
 
 
 @pytest.mark.parametrize("transport", ["unary", "stream"])
-async def test_a_real_loadgen_sends_re_ranking_requests_a_real_inference_server_answers(transport: str) -> None:
+async def test_a_real_loadgen_sends_re_ranking_requests_a_real_inference_server_answers(
+    transport: str,
+) -> None:
     recommender = Recommender(RecommenderConfig("gru4rec", CATALOG_SIZE, seed=1))
     seen: list[SessionQuery] = []
 
