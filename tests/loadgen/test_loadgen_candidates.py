@@ -56,6 +56,14 @@ def test_lists_follow_item_popularity_and_repeat_for_a_seed() -> None:
     assert CandidateSampler(table, 30, seed=9).draw(4) == CandidateSampler(table, 30, seed=9).draw(4)
 
 
+def test_a_list_longer_than_the_items_ever_clicked_is_filled_with_unclicked_ones() -> None:
+    counts = np.zeros(1000, dtype=np.int64)
+    counts[[9, 99]] = [50, 5]  # only items 10 and 100 are ever drawn by popularity
+    candidates = CandidateSampler(ItemPopularity(counts), 30, seed=4).draw()
+    assert len(set(candidates)) == 30 and {10, 100} <= set(candidates)
+    assert all(1 <= item <= 1000 for item in candidates)
+
+
 def test_a_list_as_long_as_the_catalog_is_every_item_once() -> None:
     assert sorted(CandidateSampler(popularity(), CATALOG_SIZE, seed=2).draw(7)) == list(
         range(1, CATALOG_SIZE + 1)
