@@ -54,6 +54,9 @@ MAX_RATE_PER_S = 1_000_000.0
 MAX_DURATION_S = 86_400
 MAX_REQUEST_TIMEOUT_MS = 600_000
 MAX_K = 10_000
+# Candidates one re-ranking request may carry (RecommendRequest.candidate_ids): what a retrieval
+# stage hands a ranker (hundreds to a few thousand), with headroom; 10,000 ids are ~60 KiB.
+MAX_CANDIDATES = 10_000
 # Clicks of one session a request may carry (the models read the last 50).
 MAX_SESSION_ITEMS = 1_000
 MAX_SESSION_ID_CHARS = 256
@@ -112,6 +115,7 @@ def _load_profile(prefix: str) -> dict[str, Bound]:
         f"{prefix}hold_duration_s": Bound(0, MAX_DURATION_S),
         f"{prefix}request_timeout_ms": Bound(1, MAX_REQUEST_TIMEOUT_MS),
         f"{prefix}k": Bound(1, MAX_K),
+        f"{prefix}candidates_per_request": Bound(0, MAX_CANDIDATES),
     }
 
 

@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoadProfile(_message.Message):
-    __slots__ = ("target_rate_per_s", "ramp_duration_s", "hold_duration_s", "request_timeout_ms", "k")
+    __slots__ = ("target_rate_per_s", "ramp_duration_s", "hold_duration_s", "request_timeout_ms", "k", "candidates_per_request")
     TARGET_RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
     RAMP_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     HOLD_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     REQUEST_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     target_rate_per_s: float
     ramp_duration_s: int
     hold_duration_s: int
     request_timeout_ms: int
     k: int
-    def __init__(self, target_rate_per_s: _Optional[float] = ..., ramp_duration_s: _Optional[int] = ..., hold_duration_s: _Optional[int] = ..., request_timeout_ms: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
+    candidates_per_request: int
+    def __init__(self, target_rate_per_s: _Optional[float] = ..., ramp_duration_s: _Optional[int] = ..., hold_duration_s: _Optional[int] = ..., request_timeout_ms: _Optional[int] = ..., k: _Optional[int] = ..., candidates_per_request: _Optional[int] = ...) -> None: ...
 
 class LoadSpec(_message.Message):
     __slots__ = ("target", "profile", "workload", "workload_endpoint", "records_dir", "run_id", "transport")
@@ -100,7 +102,7 @@ class LoadGenFootprint(_message.Message):
     def __init__(self, cpu_s: _Optional[float] = ..., cpu_us_per_request: _Optional[float] = ..., cores_used: _Optional[float] = ..., core_budget: _Optional[float] = ..., over_core_budget: _Optional[bool] = ..., send_lateness: _Optional[_Union[LatencyPercentiles, _Mapping]] = ...) -> None: ...
 
 class LoadSummary(_message.Message):
-    __slots__ = ("run_id", "requests_sent", "requests_ok", "requests_failed", "errors_by_status", "requests_not_sent", "requests_offered", "duration_s", "achieved_rate_per_s", "achieved_hold_rate_per_s", "latency_from_intended", "latency_from_actual", "server_queue", "server_inference", "network_and_overhead", "mean_batch_size", "ticks", "records_dir", "transport", "footprint")
+    __slots__ = ("run_id", "requests_sent", "requests_ok", "requests_failed", "errors_by_status", "requests_not_sent", "requests_offered", "duration_s", "achieved_rate_per_s", "achieved_hold_rate_per_s", "latency_from_intended", "latency_from_actual", "server_queue", "server_inference", "network_and_overhead", "mean_batch_size", "ticks", "records_dir", "transport", "footprint", "candidates_per_request")
     class ErrorsByStatusEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +130,7 @@ class LoadSummary(_message.Message):
     RECORDS_DIR_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     FOOTPRINT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     requests_sent: int
     requests_ok: int
@@ -148,7 +151,8 @@ class LoadSummary(_message.Message):
     records_dir: str
     transport: str
     footprint: LoadGenFootprint
-    def __init__(self, run_id: _Optional[str] = ..., requests_sent: _Optional[int] = ..., requests_ok: _Optional[int] = ..., requests_failed: _Optional[int] = ..., errors_by_status: _Optional[_Mapping[str, int]] = ..., requests_not_sent: _Optional[int] = ..., requests_offered: _Optional[int] = ..., duration_s: _Optional[float] = ..., achieved_rate_per_s: _Optional[float] = ..., achieved_hold_rate_per_s: _Optional[float] = ..., latency_from_intended: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., latency_from_actual: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., server_queue: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., server_inference: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., network_and_overhead: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., mean_batch_size: _Optional[float] = ..., ticks: _Optional[int] = ..., records_dir: _Optional[str] = ..., transport: _Optional[str] = ..., footprint: _Optional[_Union[LoadGenFootprint, _Mapping]] = ...) -> None: ...
+    candidates_per_request: int
+    def __init__(self, run_id: _Optional[str] = ..., requests_sent: _Optional[int] = ..., requests_ok: _Optional[int] = ..., requests_failed: _Optional[int] = ..., errors_by_status: _Optional[_Mapping[str, int]] = ..., requests_not_sent: _Optional[int] = ..., requests_offered: _Optional[int] = ..., duration_s: _Optional[float] = ..., achieved_rate_per_s: _Optional[float] = ..., achieved_hold_rate_per_s: _Optional[float] = ..., latency_from_intended: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., latency_from_actual: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., server_queue: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., server_inference: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., network_and_overhead: _Optional[_Union[LatencyPercentiles, _Mapping]] = ..., mean_batch_size: _Optional[float] = ..., ticks: _Optional[int] = ..., records_dir: _Optional[str] = ..., transport: _Optional[str] = ..., footprint: _Optional[_Union[LoadGenFootprint, _Mapping]] = ..., candidates_per_request: _Optional[int] = ...) -> None: ...
 
 class RunUpdate(_message.Message):
     __slots__ = ("progress", "summary")

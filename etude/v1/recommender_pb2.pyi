@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("session_id", "item_ids", "k", "request_id", "timeout_ms")
+    __slots__ = ("session_id", "item_ids", "k", "request_id", "timeout_ms", "candidate_ids")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     item_ids: _containers.RepeatedScalarFieldContainer[int]
     k: int
     request_id: int
     timeout_ms: int
-    def __init__(self, session_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., request_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    candidate_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., request_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., candidate_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ServerTiming(_message.Message):
     __slots__ = ("queue_us", "inference_us", "batch_size", "server_total_us")
@@ -68,7 +70,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "catalog_size", "embedding_dim", "device", "runtime", "max_session_length", "max_request_items", "max_batch_size", "max_batch_delay_ms", "max_queue_size", "parameter_count", "details", "precision", "accuracy", "environment")
+    __slots__ = ("model", "catalog_size", "embedding_dim", "device", "runtime", "max_session_length", "max_request_items", "max_batch_size", "max_batch_delay_ms", "max_queue_size", "parameter_count", "details", "precision", "accuracy", "environment", "max_candidates")
     class DetailsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +93,7 @@ class ModelInfo(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     model: str
     catalog_size: int
     embedding_dim: int
@@ -106,7 +109,8 @@ class ModelInfo(_message.Message):
     precision: str
     accuracy: ScoringAccuracy
     environment: _environment_pb2.Environment
-    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., max_session_length: _Optional[int] = ..., max_request_items: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., parameter_count: _Optional[int] = ..., details: _Optional[_Mapping[str, str]] = ..., precision: _Optional[str] = ..., accuracy: _Optional[_Union[ScoringAccuracy, _Mapping]] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ...) -> None: ...
+    max_candidates: int
+    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., max_session_length: _Optional[int] = ..., max_request_items: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., parameter_count: _Optional[int] = ..., details: _Optional[_Mapping[str, str]] = ..., precision: _Optional[str] = ..., accuracy: _Optional[_Union[ScoringAccuracy, _Mapping]] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
 
 class ScoringAccuracy(_message.Message):
     __slots__ = ("recall_at_k", "k", "sessions", "reference")

@@ -197,6 +197,7 @@ def merged_summary(
         records_dir=records_dir,
         transport=summaries[0].transport,
         footprint=_merged_footprint(summaries, lateness),
+        candidates_per_request=summaries[0].candidates_per_request,
     )
 
 

@@ -258,6 +258,28 @@ def _validate_load(spec: experiment_pb2.ExperimentSpec) -> None:
         )
     if load.k == 0 and smallest_catalog < defaults.TOP_K:
         raise SpecError("load.k", f"the default k = {defaults.TOP_K} exceeds catalog size {smallest_catalog}")
+    _validate_candidates(spec)
+
+
+def _validate_candidates(spec: experiment_pb2.ExperimentSpec) -> None:
+    """A re-ranking load: lists no longer than the smallest catalog, for models that re-rank."""
+    count = spec.load.candidates_per_request
+    if count == 0:
+        return
+    smallest_catalog = min(spec.catalog_sizes)
+    if not 0 < count <= smallest_catalog:
+        raise SpecError(
+            "load.candidates_per_request",
+            f"{count} must be in 1..{smallest_catalog} (the smallest catalog), or 0 for the full catalog",
+        )
+    for index, model in enumerate(spec.models):
+        refused = None if model.model_path else MODELS[model.name].candidates_refused
+        if refused is not None:
+            raise SpecError(
+                "load.candidates_per_request",
+                f"models[{index}] cannot re-rank candidates: {refused}; serve it in an experiment"
+                " without candidates_per_request",
+            )
 
 
 def _validate_slo(slo: experiment_pb2.ServiceLevelObjective) -> None:

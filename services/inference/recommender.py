@@ -1,5 +1,6 @@
 """The inference core, without gRPC: validates sessions, batches them into one tensor, runs the
-encoder and the scorer, and returns each request's top-k items.
+encoder and the scorer, and returns each request's top-k items (of the catalog, or of the
+request's own candidate list).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import numpy as np
 import structlog
 import torch
 from torch import nn
+
+from etude.limits import MAX_CANDIDATES
 
 from .accuracy import AccuracyReport, AccuracySettings, measure_recall, workload_sessions
 from .model_file import (
@@ -67,6 +70,14 @@ class InvalidK(InvalidRequest):
         super().__init__("k", message)
 
 
+class InvalidCandidates(InvalidRequest):
+    """candidate_ids: too many, an id outside 1..catalog_size, an id twice, or a model whose
+    head cannot re-rank candidates."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("candidate_ids", message)
+
+
 @dataclass(frozen=True)
 class RecommenderConfig:
     """Everything that decides what is served; defaults live here and in the CLI flags."""
@@ -79,6 +90,8 @@ class RecommenderConfig:
     runtime: str = "eager"
     precision: str = "fp32"
     max_request_items: int = DEFAULT_MAX_REQUEST_ITEMS
+    # Longest candidate_ids list a request may carry (etude.limits.MAX_CANDIDATES at most).
+    max_candidates: int = MAX_CANDIDATES
     default_k: int = DEFAULT_K
     seed: int = 0
     max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS
@@ -118,16 +131,20 @@ class RecommenderConfig:
         require_supported(self.precision, self.device)
         if self.max_request_items < 1:
             raise ValueError(f"max_request_items must be >= 1, got {self.max_request_items}")
+        if not 1 <= self.max_candidates <= MAX_CANDIDATES:
+            raise ValueError(f"max_candidates must be in 1..{MAX_CANDIDATES:,}, got {self.max_candidates}")
         if self.default_k < 1:
             raise ValueError(f"default_k must be >= 1, got {self.default_k}")
 
 
 @dataclass(frozen=True, slots=True)
 class SessionQuery:
-    """A validated request: at most MAX_SESSION_LENGTH most recent ids, and k in 1..C."""
+    """A validated request: at most MAX_SESSION_LENGTH most recent ids, and k in 1..C; with
+    `candidate_ids` (distinct ids in 1..C), k is at most their number and only they are ranked."""
 
     item_ids: np.ndarray
     k: int
+    candidate_ids: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +271,14 @@ class Recommender:
                 self.recommend_batch(queries)
         _log.info("warmed_up", batch_sizes=list(batch_sizes), runtime=self.config.runtime)
 
-    def validate(self, item_ids: Sequence[int], k: int) -> SessionQuery:
-        """Checks one request; raises InvalidSession or InvalidK naming the field and range."""
+    @property
+    def candidates_refused(self) -> str | None:
+        """Why this model cannot re-rank candidate lists; None when it can."""
+        return self.scorer.candidates_refused
+
+    def validate(self, item_ids: Sequence[int], k: int, candidate_ids: Sequence[int] = ()) -> SessionQuery:
+        """Checks one request; raises InvalidSession, InvalidK or InvalidCandidates naming the
+        field and its range. An empty `candidate_ids` means the whole catalog."""
         catalog_size = self.config.catalog_size
         if len(item_ids) == 0:
             raise InvalidSession("item_ids must not be empty")
@@ -274,29 +297,112 @@ class Recommender:
         if bad.any():
             position = int(bad.argmax())
             raise InvalidSession(f"item_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}")
-        return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or self.default_k)
+        if len(candidate_ids) == 0:
+            return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or self.default_k)
+        candidates = self._validate_candidates(candidate_ids)
+        return SessionQuery(ids[-MAX_SESSION_LENGTH:], min(k or self.default_k, candidates.size), candidates)
+
+    def _validate_candidates(self, candidate_ids: Sequence[int]) -> np.ndarray:
+        """The candidate ids as int64, or InvalidCandidates naming what is wrong and where."""
+        catalog_size, limit = self.config.catalog_size, self.config.max_candidates
+        if self.candidates_refused is not None:
+            raise InvalidCandidates(
+                f"candidate_ids refused by model {self.config.model}: {self.candidates_refused}"
+            )
+        if len(candidate_ids) > limit:
+            raise InvalidCandidates(
+                f"candidate_ids has {len(candidate_ids):,} ids, more than max_candidates = {limit:,}"
+            )
+        try:
+            ids = np.fromiter(candidate_ids, dtype=np.int64, count=len(candidate_ids))
+        except (OverflowError, ValueError, TypeError) as error:
+            raise InvalidCandidates(
+                f"candidate_ids must be integers in 1..{catalog_size}: {error}"
+            ) from error
+        bad = (ids < 1) | (ids > catalog_size)
+        if bad.any():
+            position = int(bad.argmax())
+            raise InvalidCandidates(
+                f"candidate_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}"
+            )
+        # Refused, not merged: an answer never holds an item twice, and a silently shorter list
+        # would hide a bug in the caller's retrieval stage.
+        order = np.argsort(ids, kind="stable")
+        repeats = np.flatnonzero(ids[order[1:]] == ids[order[:-1]])
+        if repeats.size:
+            # The earliest position that repeats an id, and that id's first position.
+            later = order[repeats + 1]
+            position = int(later.min())
+            first = int(np.flatnonzero(ids == ids[position])[0])
+            raise InvalidCandidates(
+                f"candidate_ids[{position}] = {int(ids[position])} repeats candidate_ids[{first}]: "
+                "each candidate may appear once"
+            )
+        return ids
 
     def recommend_batch(self, queries: Sequence[SessionQuery]) -> list[Recommendation]:
-        """Answers validated queries with one encoder call and one scorer call (blocking)."""
+        """Answers validated queries with one encoder call over all of them, then one scorer
+        call for those scoring the catalog and one for those re-ranking candidates (blocking).
+
+        A batch may mix both: the encoder's rows are split between the two heads. Candidate
+        lists are padded to the batch's longest (pads score -inf): one gather and one batched
+        product for all of them, and a load's lists all have one length, so pads cost nothing
+        there.
+        """
         if not queries:
             return []
         if self._computes_nothing:
             # noop: the answer its head gives (items 1..k, zero scores) without the dozen torch
             # calls of the model path, so that it measures the serving infrastructure alone.
-            return [Recommendation(list(range(1, q.k + 1)), [0.0] * q.k) for q in queries]
+            return [_noop_answer(q) for q in queries]
         lengths = np.fromiter((len(q.item_ids) for q in queries), np.int64, count=len(queries))
         # Right-padded [B, L] in one scatter: row b holds its items at 0..len_b-1.
         item_seq = np.zeros((len(queries), MAX_SESSION_LENGTH), dtype=np.int64)
         item_seq[self._positions < lengths[:, None]] = np.concatenate([q.item_ids for q in queries])
-        max_k = max(q.k for q in queries)
+        catalog_rows = [row for row, q in enumerate(queries) if q.candidate_ids is None]
+        candidate_rows = [row for row, q in enumerate(queries) if q.candidate_ids is not None]
+        answers: list[Recommendation] = []
         with torch.inference_mode():
             seq = torch.from_numpy(item_seq).to(self.device, non_blocking=True)
             seq_len = torch.from_numpy(lengths).to(self.device, non_blocking=True)
-            scores, ids = self.scorer.top_k(self.served_encoder(seq, seq_len), max_k, seq)
-            # One transfer and one conversion for the whole batch, then slice per request.
-            all_ids = ids.cpu().tolist()
-            all_scores = scores.cpu().tolist()
-        return [Recommendation(all_ids[row][: q.k], all_scores[row][: q.k]) for row, q in enumerate(queries)]
+            session_repr = self.served_encoder(seq, seq_len)
+            ranked: dict[int, tuple[list[int], list[float]]] = {}
+            if catalog_rows:
+                rows_repr, rows_seq = self._rows(session_repr, seq, catalog_rows, len(queries))
+                max_k = max(queries[row].k for row in catalog_rows)
+                ranked.update(_by_row(catalog_rows, *self.scorer.top_k(rows_repr, max_k, rows_seq)))
+            if candidate_rows:
+                rows_repr, rows_seq = self._rows(session_repr, seq, candidate_rows, len(queries))
+                candidates = self._padded_candidates([queries[row] for row in candidate_rows])
+                max_k = max(queries[row].k for row in candidate_rows)
+                scored = self.scorer.score_candidates(rows_repr, candidates, max_k, rows_seq)
+                ranked.update(_by_row(candidate_rows, *scored))
+        for row, q in enumerate(queries):
+            ids, scores = ranked[row]
+            answers.append(Recommendation(ids[: q.k], scores[: q.k]))
+        return answers
+
+    def _rows(
+        self, session_repr: torch.Tensor, seq: torch.Tensor, rows: list[int], batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The representations and sessions of `rows` (no copy when they are the whole batch)."""
+        if len(rows) == batch_size:
+            return session_repr, seq
+        index = torch.tensor(rows, device=session_repr.device)
+        return session_repr.index_select(0, index), seq.index_select(0, index)
+
+    def _padded_candidates(self, queries: Sequence[SessionQuery]) -> torch.Tensor:
+        """[B, longest list] int64 on the device, each row's candidates then zeros."""
+        lists = [q.candidate_ids for q in queries if q.candidate_ids is not None]
+        counts = np.fromiter((len(c) for c in lists), np.int64, count=len(lists))
+        padded = np.zeros((len(lists), int(counts.max())), dtype=np.int64)
+        padded[np.arange(padded.shape[1]) < counts[:, None]] = np.concatenate(lists)
+        return torch.from_numpy(padded).to(self.device, non_blocking=True)
+
+    @property
+    def max_candidates(self) -> int:
+        """ModelInfo.max_candidates: the longest candidate list, 0 when the model refuses them."""
+        return 0 if self.candidates_refused is not None else self.config.max_candidates
 
     def details(self) -> dict[str, str]:
         """What GetModelInfo reports beyond its fixed fields."""
@@ -314,4 +420,20 @@ class Recommender:
             "torch_version": torch.__version__,
             "seed": str(self.config.seed),
             "pid": str(os.getpid()),
+            "candidates": self.candidates_refused or "re-ranked from their own rows, scores as the full pass",
         }
+
+
+def _noop_answer(query: SessionQuery) -> Recommendation:
+    """noop's answer: the first k items in id order (of the catalog, or of the candidates)."""
+    if query.candidate_ids is None:
+        return Recommendation(list(range(1, query.k + 1)), [0.0] * query.k)
+    return Recommendation(np.sort(query.candidate_ids)[: query.k].tolist(), [0.0] * query.k)
+
+
+def _by_row(
+    rows: list[int], scores: torch.Tensor, ids: torch.Tensor
+) -> dict[int, tuple[list[int], list[float]]]:
+    """Each batch row's ranked ids and scores, from one transfer and one conversion."""
+    all_ids, all_scores = ids.cpu().tolist(), scores.cpu().tolist()
+    return {row: (all_ids[index], all_scores[index]) for index, row in enumerate(rows)}

@@ -1,4 +1,5 @@
-"""Scoring heads: exact maximum inner product search over the catalog, and noop's stand-in.
+"""Scoring heads: exact maximum inner product search over the catalog, re-ranking of a
+request's candidate list (its rows gathered, never the catalog scanned), and noop's stand-in.
 
 Kept apart from the encoders so that one scorer serves every model and can later be sharded
 (each shard a slice of the catalog returning its local top-k, merged by a router).
@@ -16,7 +17,16 @@ from .precision import PRECISION_OF_DTYPE, PRECISIONS, require_supported
 if TYPE_CHECKING:
     from .models.base import SessionEncoder
 
-__all__ = ["PRECISIONS", "CatalogScorer", "FirstItemsScorer", "Scorer", "chunk_items_for", "chunked_top_k"]
+__all__ = [
+    "PRECISIONS",
+    "CandidatesRefused",
+    "CatalogScorer",
+    "FirstItemsScorer",
+    "Scorer",
+    "chunk_items_for",
+    "chunked_top_k",
+    "top_k_of_candidates",
+]
 
 # Upper bound of one chunk's score block (B x chunk) on CUDA, and of every chunk anywhere: at
 # B = 256 and C = 20M an unchunked fp32 score buffer would take 20 GB.
@@ -105,16 +115,40 @@ def chunked_top_k(queries: Tensor, items: Tensor, k: int, chunk_items: int) -> t
     return scores, torch.gather(torch.cat(chunk_ids, dim=1), 1, positions)
 
 
+class CandidatesRefused(ValueError):
+    """A head that cannot score a candidate list exactly without a pass over the whole catalog."""
+
+
+def top_k_of_candidates(scores: Tensor, candidate_ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k best of each row's candidates (scores fp32 best first, their ids); padding (id 0)
+    scores -inf, so it comes last and a caller keeps at most its row's real candidates."""
+    if not 1 <= k <= candidate_ids.size(1):
+        raise ValueError(f"k must be in 1..{candidate_ids.size(1)} (the candidates per row), got {k}")
+    top, order = torch.topk(scores.masked_fill(candidate_ids == 0, float("-inf")), k, dim=1)
+    return top, torch.gather(candidate_ids, 1, order)
+
+
 class Scorer(Protocol):
     """Maps session representations [B, d] to the top-k (scores [B, k] fp32, ids [B, k]).
 
     `item_seq` is the padded batch of sessions [B, L] the representations came from, for heads
     whose scores depend on the session's own items (RepeatNet's repeat mode); most ignore it.
+    `score_candidates` ranks each row's own candidates instead of the catalog, with the scores
+    `top_k` would give those items; `candidates_refused` is None when the head can, otherwise
+    why it cannot (and `score_candidates` raises CandidatesRefused).
     """
+
+    candidates_refused: str | None
 
     def top_k(
         self, session_repr: Tensor, k: int, item_seq: Tensor | None = None
     ) -> tuple[Tensor, Tensor]: ...
+
+    def score_candidates(
+        self, session_repr: Tensor, candidate_ids: Tensor, k: int, item_seq: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Top-k of each row's candidates [B, m] (item ids, right-padded with 0), k <= m."""
+        ...
 
 
 class CatalogScorer:
@@ -127,7 +161,13 @@ class CatalogScorer:
     (an fp32 table that exists anyway, the encoder's own; rows normalised first with
     `rescore_normalised`, for a cosine head) when given, else against the reduced rows upcast.
     Scores come back in fp32.
+
+    Candidate lists are scored in fp32 against the very rows the full pass takes its final
+    scores from (the fp32 table, or at a reduced precision the re-scoring rows): one gather of
+    the B x m rows and one batched product, so a candidate's score is its full-pass score.
     """
+
+    candidates_refused: str | None = None
 
     def __init__(
         self,
@@ -161,8 +201,9 @@ class CatalogScorer:
                     f"got {rescore_table.dtype} {list(rescore_table.shape)}"
                 )
             self._rescore_items = rescore_table.detach()[1:]
-        # Cosine heads score a normalised table: normalise only the candidates' fp32 rows.
-        self._rescore_normalised = rescore_normalised and rescore_table is not None
+        # Cosine heads score a normalised table: normalise only the candidates' fp32 rows (the
+        # rows of a separate, raw fp32 table; the scored table itself is normalised already).
+        self._rescore_normalised = rescore_normalised and self._rescore_items is not self._items
 
     def top_k(self, session_repr: Tensor, k: int, item_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if not 1 <= k <= self.catalog_size:
@@ -183,13 +224,38 @@ class CatalogScorer:
         scores, order = torch.topk(exact, k, dim=1)
         return scores, torch.gather(candidate_ids, 1, order) + 1
 
+    def score_candidates(
+        self, session_repr: Tensor, candidate_ids: Tensor, k: int, item_seq: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        batch_size, width = candidate_ids.shape
+        # Padding (0) gathers item 1's row, masked to -inf by top_k_of_candidates.
+        rows = self._rescore_items.index_select(0, (candidate_ids.reshape(-1) - 1).clamp_min(0))
+        rows = rows.view(batch_size, width, -1).float()
+        if self._rescore_normalised:
+            rows = torch.nn.functional.normalize(rows, dim=-1)
+        scores = torch.bmm(rows, session_repr.float().unsqueeze(2)).squeeze(2)
+        return top_k_of_candidates(scores, candidate_ids, k)
+
 
 class FirstItemsScorer:
-    """noop's head: items 1..k with zero scores, no catalog product (all noop scores are 0)."""
+    """noop's head: items 1..k with zero scores, no catalog product (all noop scores are 0).
+
+    Its full ranking is the catalog in id order, so a candidate list ranks in ascending id order.
+    """
+
+    candidates_refused: str | None = None
 
     def __init__(self, catalog_size: int, device: torch.device | str = "cpu") -> None:
         self.catalog_size = catalog_size
         self._device = torch.device(device)
+
+    def score_candidates(
+        self, session_repr: Tensor, candidate_ids: Tensor, k: int, item_seq: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        # Ascending ids score best: -id as the score ranks them, zeros are what noop answers.
+        ranked = -candidate_ids.to(torch.float64)
+        _, ids = top_k_of_candidates(ranked, candidate_ids, k)
+        return torch.where(ids > 0, 0.0, float("-inf")).float(), ids
 
     def top_k(self, session_repr: Tensor, k: int, item_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if not 1 <= k <= self.catalog_size:

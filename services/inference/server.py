@@ -244,6 +244,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             precision=config.precision,
             accuracy=_accuracy_message(recommender.accuracy),
             environment=self._environment,
+            max_candidates=recommender.max_candidates,
         )
 
     def _trace_parent(self, context: grpc.aio.ServicerContext | None) -> otel_context.Context | None:
@@ -320,7 +321,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         deadline_ns: int | None,
         span_context: trace.SpanContext | None,
     ) -> Batched[Recommendation]:
-        query = self._recommender.validate(request.item_ids, request.k)
+        query = self._recommender.validate(request.item_ids, request.k, request.candidate_ids)
         return await self._batcher.submit(
             query,
             arrival_ns=arrival_ns,
@@ -397,6 +398,11 @@ def batch_span_attributes(
     }
 
     def describe(queries: Sequence[SessionQuery]) -> dict[str, AttributeValue]:
-        return {**fixed, "etude.longest_session": max((len(query.item_ids) for query in queries), default=0)}
+        return {
+            **fixed,
+            "etude.longest_session": max((len(query.item_ids) for query in queries), default=0),
+            # Requests of the batch that re-ranked a candidate list instead of the catalog.
+            "etude.candidate_requests": sum(query.candidate_ids is not None for query in queries),
+        }
 
     return describe

@@ -80,11 +80,21 @@ async def wait_until_ready(channel: grpc.aio.Channel, target: str, timeout_s: fl
 
 
 def encode_request(
-    session_id: str, item_ids: Sequence[int], k: int, request_id: int = 0, timeout_ms: int = 0
+    session_id: str,
+    item_ids: Sequence[int],
+    k: int,
+    request_id: int = 0,
+    candidate_ids: Sequence[int] = (),
+    timeout_ms: int = 0,
 ) -> bytes:
-    """The serialised RecommendRequest."""
+    """The serialised RecommendRequest (with candidate_ids: a re-ranking request)."""
     return recommender_pb2.RecommendRequest(
-        session_id=session_id, item_ids=item_ids, k=k, request_id=request_id, timeout_ms=timeout_ms
+        session_id=session_id,
+        item_ids=item_ids,
+        k=k,
+        request_id=request_id,
+        candidate_ids=candidate_ids,
+        timeout_ms=timeout_ms,
     ).SerializeToString()
 
 
@@ -117,18 +127,26 @@ class GrpcRecommendClient:
         self._span_attributes = _rpc_attributes(target or _channel_targets.get(channel, ""))
 
     def start(
-        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        on_done: OnDone,
+        candidate_ids: Sequence[int] = (),
     ) -> None:
         """Sends the request and returns; `on_done` gets its Outcome when it ends."""
         metadata = self._metadata()
         if metadata is None:
-            request = recommender_pb2.RecommendRequest(session_id=session_id, item_ids=item_ids, k=k)
+            request = recommender_pb2.RecommendRequest(
+                session_id=session_id, item_ids=item_ids, k=k, candidate_ids=candidate_ids
+            )
             task = asyncio.ensure_future(self._traced(request, timeout_s))
             self._traced_tasks.add(task)
             task.add_done_callback(partial(self._traced_done, on_done))
             return
         call = self._recommend_bytes(
-            encode_request(session_id, item_ids, k), timeout=timeout_s, metadata=metadata
+            encode_request(session_id, item_ids, k, 0, candidate_ids), timeout=timeout_s, metadata=metadata
         )
         self._calls.add(call)
         # grpc.aio runs each call as a task of its own (grpcio 1.85: `_invocation_task`); its
@@ -183,14 +201,25 @@ class GrpcRecommendClient:
             return None
         return _propagated() if parent.is_valid else ((TRACEPARENT, unsampled_traceparent()),)
 
-    async def recommend(self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float) -> Outcome:
+    async def recommend(
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        candidate_ids: Sequence[int] = (),
+    ) -> Outcome:
         metadata = self._metadata()
         if metadata is None:
-            request = recommender_pb2.RecommendRequest(session_id=session_id, item_ids=item_ids, k=k)
+            request = recommender_pb2.RecommendRequest(
+                session_id=session_id, item_ids=item_ids, k=k, candidate_ids=candidate_ids
+            )
             return await self._traced(request, timeout_s)
         try:
             response = await self._recommend_bytes(
-                encode_request(session_id, item_ids, k), timeout=timeout_s, metadata=metadata
+                encode_request(session_id, item_ids, k, 0, candidate_ids),
+                timeout=timeout_s,
+                metadata=metadata,
             )
         except grpc.aio.AioRpcError as error:
             return Outcome(error.code().name)

@@ -39,6 +39,7 @@ from ..results.records import CANCELLED, CLIENT_ERROR, OK, Record
 from ..results.run import RunWriter
 from ..results.series import SeriesRow
 from . import spec as load_spec
+from .candidates import CandidateSampler
 from .footprint import loadgen_footprint
 from .metrics import RunTotals
 from .ramp import Tick, ramp_ticks
@@ -72,10 +73,16 @@ class Outcome(NamedTuple):
 
 
 class RecommendClient(Protocol):
-    """The system under test. Never raises for RPC failures: they come back as an Outcome."""
+    """The system under test. Never raises for RPC failures: they come back as an Outcome.
+    `candidate_ids` (a re-ranking load only) is passed only when not empty."""
 
     async def recommend(
-        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        candidate_ids: Sequence[int] = (),
     ) -> Outcome: ...
 
 
@@ -93,7 +100,13 @@ class CallbackRecommendClient(Protocol):
     transport: str
 
     def start(
-        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        on_done: OnDone,
+        candidate_ids: Sequence[int] = (),
     ) -> None: ...
 
     def cancel_all(self) -> None: ...
@@ -108,17 +121,32 @@ class _TaskPerRequest:
         self.transport: str = getattr(client, "transport", "")
 
     def start(
-        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        on_done: OnDone,
+        candidate_ids: Sequence[int] = (),
     ) -> None:
-        task = asyncio.create_task(self._request(session_id, item_ids, k, timeout_s, on_done))
+        task = asyncio.create_task(self._request(session_id, item_ids, k, timeout_s, on_done, candidate_ids))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _request(
-        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        on_done: OnDone,
+        candidate_ids: Sequence[int],
     ) -> None:
         try:
-            outcome = await self._client.recommend(session_id, item_ids, k, timeout_s)
+            if candidate_ids:
+                outcome = await self._client.recommend(session_id, item_ids, k, timeout_s, candidate_ids)
+            else:
+                outcome = await self._client.recommend(session_id, item_ids, k, timeout_s)
         except asyncio.CancelledError:
             on_done(_CANCELLED)
             raise
@@ -168,6 +196,9 @@ class LoadGenerator:
 
     Cancelling `run()` stops sending, cancels the requests in flight (recorded as CANCELLED),
     still writes summary.json and keeps the summary in `self.summary`, then re-raises.
+
+    With `candidates`, every request is a re-ranking request carrying a list drawn for it (the
+    session's next click among them when it has one); the summary says so.
     """
 
     def __init__(
@@ -179,6 +210,7 @@ class LoadGenerator:
         run_id: str = "",
         records_dir: Path | None = None,
         on_progress: ProgressCallback | None = None,
+        candidates: CandidateSampler | None = None,
     ) -> None:
         load_spec.validate_profile(profile)
         self._client: CallbackRecommendClient = (
@@ -194,6 +226,7 @@ class LoadGenerator:
         self._run_id = run_id
         self._files = RunWriter(records_dir) if records_dir is not None else None
         self._on_progress = on_progress
+        self._candidates = candidates
         self.summary: loadgen_pb2.LoadSummary | None = None
 
         self._ready: deque[_ActiveSession] = deque()
@@ -280,6 +313,7 @@ class LoadGenerator:
             "profile": json_format.MessageToDict(self._profile, preserving_proto_field_name=True),
             "request_timeout_s": self._timeout_s,
             "k": self._k,
+            "candidates_per_request": self._candidates.count if self._candidates is not None else 0,
             "tick_rates_per_s": [tick.rate_per_s for tick in self._ticks],
         }
 
@@ -350,15 +384,25 @@ class LoadGenerator:
         click_index = session.next_click
         self._in_flight += 1
         self._sent += 1
+        prefix = session.item_ids[: click_index + 1]
+        candidates: list[int] | None = None
+        if self._candidates is not None:
+            # Drawn before the actual send time: the loadgen's own work shows as its lateness.
+            has_next = click_index + 1 < len(session.item_ids)
+            candidates = self._candidates.draw(int(session.item_ids[click_index + 1]) if has_next else None)
         # Read by a tracing client's span, in this (the scheduler's) context or a task's copy.
         INTENDED_SEND_NS.set(intended_ns)
         actual_ns = time.perf_counter_ns()
         self._lateness_us.append((actual_ns - intended_ns) // 1000)
         on_done = partial(self._complete, session, click_index, tick, intended_ns, actual_ns)
         try:
-            self._client.start(
-                session.session_id, session.item_ids[: click_index + 1], self._k, self._timeout_s, on_done
-            )
+            if candidates is None:
+                self._client.start(session.session_id, prefix, self._k, self._timeout_s, on_done)
+            else:
+                # Only a re-ranking load passes the keyword: a client need not know it otherwise.
+                self._client.start(
+                    session.session_id, prefix, self._k, self._timeout_s, on_done, candidate_ids=candidates
+                )
         except Exception:
             _log.exception("recommend_client_raised", session_id=session.session_id)
             on_done(_CLIENT_ERROR)
@@ -533,4 +577,5 @@ class LoadGenerator:
             records_dir=str(self._files.folder) if self._files is not None else "",
             transport=self._client.transport,
             footprint=self._footprint(duration_s),
+            candidates_per_request=self._candidates.count if self._candidates is not None else 0,
         )

@@ -523,14 +523,21 @@ class H2RecommendClient:
         return None
 
     def start(
-        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        on_done: OnDone,
+        candidate_ids: Sequence[int] = (),
     ) -> None:
-        """Sends the request and returns; `on_done` gets its Outcome when it ends."""
+        """Sends the request (a re-ranking one with `candidate_ids`) and returns; `on_done` gets
+        its Outcome when it ends."""
         loop = asyncio.get_running_loop()
         call = _Call(
             on_done,
             loop.time() + timeout_s,
-            h2.grpc_message(encode_request(session_id, item_ids, k)),
+            h2.grpc_message(encode_request(session_id, item_ids, k, 0, candidate_ids)),
             timeout_s,
         )
         connection = self._pick()
@@ -611,11 +618,18 @@ class H2RecommendClient:
                 self.finish(call, _CANCELLED)
         self._deadlines.clear()
 
-    async def recommend(self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float) -> Outcome:
+    async def recommend(
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        candidate_ids: Sequence[int] = (),
+    ) -> Outcome:
         """One request, awaited (the RecommendClient interface)."""
         answered: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         # on_done is called exactly once (finish() drops later endings).
-        self.start(session_id, item_ids, k, timeout_s, answered.set_result)
+        self.start(session_id, item_ids, k, timeout_s, answered.set_result, candidate_ids)
         return await answered
 
     async def aclose(self) -> None:

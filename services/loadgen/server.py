@@ -18,6 +18,7 @@ from etude import defaults
 from etude.security import client_security
 from etude.v1 import loadgen_pb2, loadgen_pb2_grpc, workload_pb2
 
+from .candidates import candidate_sampler_for
 from .client import (
     GrpcRecommendClient,
     TargetUnavailable,
@@ -98,6 +99,10 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 client = stream_client
             else:
                 client = GrpcRecommendClient(target_channel, request_spans=self._request_spans)
+            try:
+                candidates = await candidate_sampler_for(request)
+            except InvalidLoadSpec as error:
+                await context.abort(*_status_of(error))
             updates: asyncio.Queue[loadgen_pb2.TickProgress | None] = asyncio.Queue()
             generator = LoadGenerator(
                 client,
@@ -106,6 +111,7 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 run_id=request.run_id,
                 records_dir=Path(request.records_dir) if request.records_dir else None,
                 on_progress=updates.put_nowait,
+                candidates=candidates,
             )
             try:
                 if isinstance(client, H2RecommendClient):

@@ -61,6 +61,28 @@ def validate_profile(profile: loadgen_pb2.LoadProfile, prefix: str = "profile.")
         )
     if profile.k < 0:
         raise InvalidLoadSpec(f"{prefix}k", f"must be >= 0 (0 means {DEFAULT_K}), got {profile.k}")
+    if profile.candidates_per_request < 0:
+        raise InvalidLoadSpec(
+            f"{prefix}candidates_per_request",
+            f"must be >= 0 (0 scores the full catalog), got {profile.candidates_per_request}",
+        )
+
+
+def validate_candidates(spec: loadgen_pb2.LoadSpec) -> None:
+    """A re-ranking load needs a synthetic workload (its popularity table is what candidates are
+    drawn from) with at least that many items."""
+    count = spec.profile.candidates_per_request
+    if count == 0:
+        return
+    field = "profile.candidates_per_request"
+    if spec.workload.HasField("replay"):
+        raise InvalidLoadSpec(
+            field, "needs a synthetic workload: a replayed log's item popularity is not known to the loadgen"
+        )
+    if count > spec.workload.catalog_size:
+        raise InvalidLoadSpec(
+            field, f"{count:,} is more than workload.catalog_size = {spec.workload.catalog_size:,} items"
+        )
 
 
 def validate_workload(workload: workload_pb2.WorkloadSpec, prefix: str = "workload.") -> None:
@@ -113,6 +135,7 @@ def validate_load_spec(spec: loadgen_pb2.LoadSpec) -> None:
         raise InvalidLoadSpec(
             "transport", f"must be one of {', '.join(TRANSPORTS)} (or empty), got {spec.transport!r}"
         )
+    validate_candidates(spec)
     if spec.workload_endpoint:
         # The workload service validates its own spec and answers INVALID_ARGUMENT itself.
         return

@@ -64,14 +64,22 @@ class GrpcStreamRecommendClient:
         self._sweep: asyncio.TimerHandle | None = None
 
     def start(
-        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        on_done: OnDone,
+        candidate_ids: Sequence[int] = (),
     ) -> None:
         request_id = self._next_request_id
         self._next_request_id += 1
         self._pending[request_id] = (time.perf_counter_ns() + int(timeout_s * 1e9), on_done)
         # The request's own deadline crosses the wire too: the stream's is shared by all.
         timeout_ms = max(1, round(timeout_s * 1000))
-        self._outbox.append((request_id, encode_request(session_id, item_ids, k, request_id, timeout_ms)))
+        self._outbox.append(
+            (request_id, encode_request(session_id, item_ids, k, request_id, candidate_ids, timeout_ms))
+        )
         if self._call is None:
             self._open()
         assert self._outbox_ready is not None

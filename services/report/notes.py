@@ -55,8 +55,9 @@ def inference_environments(
 
 
 def precision_and_loadgen_notes(result: experiment_pb2.TrialResult) -> list[str]:
-    """The accuracy of a reduced precision, and what the load generator itself cost: a loadgen
-    over its core budget competed with the service for CPU, so its latencies are perturbed."""
+    """The accuracy of a reduced precision, a re-ranking load (candidates instead of the full
+    catalog), and what the load generator itself cost: a loadgen over its core budget competed
+    with the service for CPU, so its latencies are perturbed."""
     notes = []
     precision = result.trial.precision or defaults.PRECISION
     if precision != defaults.PRECISION:
@@ -67,6 +68,11 @@ def precision_and_loadgen_notes(result: experiment_pb2.TrialResult) -> list[str]
             )
         else:
             notes.append(f"{precision} scoring: no recall measured (the service was not reachable)")
+    if result.HasField("summary") and result.summary.candidates_per_request:
+        notes.append(
+            f"re-ranking: each request scored {result.summary.candidates_per_request:,} candidates"
+            " (drawn by item popularity, the session's next click among them), not the full catalog"
+        )
     if result.HasField("summary") and result.summary.footprint.cpu_us_per_request:
         footprint, transport = (
             result.summary.footprint,

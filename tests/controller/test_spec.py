@@ -127,6 +127,12 @@ def _with(change: dict) -> str:
         ({"load.ramp_duration_s": -1}, "load.ramp_duration_s"),
         ({"load.ramp_duration_s": 0, "load.hold_duration_s": 0}, "load.hold_duration_s"),
         ({"load.k": 2000}, "load.k"),
+        ({"load.candidates_per_request": 1001}, "load.candidates_per_request"),
+        ({"load.candidates_per_request": -1}, "load.candidates_per_request"),
+        (
+            {"models": [{"name": "gru4rec"}, {"name": "repeatnet"}], "load.candidates_per_request": 10},
+            "load.candidates_per_request",
+        ),
         ({"slo.percentile": 100}, "slo.percentile"),
         ({"repetitions": -2}, "repetitions"),
         ({"target": "mars"}, "target"),
@@ -200,6 +206,10 @@ def test_a_catalog_whose_tables_exceed_this_machines_memory_is_refused_with_the_
         ("slo: {latency_ms: .nan}", "slo.latency_ms"),
         ('batching: {max_batch_delay_ms: "Infinity"}', "batching.max_batch_delay_ms"),
         ("repetitions: 100000", "repetitions"),
+        (
+            "load: {target_rate_per_s: 10, hold_duration_s: 1, candidates_per_request: 20000}",
+            "load.candidates_per_request",
+        ),
     ],
 )
 def test_absurd_numbers_are_refused_before_anything_runs(line: str, field: str) -> None:

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 
 _PACKAGE = "etude.services.inference.models"
 
+REPEATNET_CANDIDATES_REFUSED = (
+    "repeatnet's scores are probabilities normalised over the whole catalog (its explore "
+    "softmax), so a candidate's score needs a full-catalog pass, which re-ranking never does"
+)
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -29,6 +34,9 @@ class ModelEntry:
     # "module:function" returning a Scorer from (encoder, compute_dtype=, max_score_elements=):
     # the shared exact MIPS head unless the model scores differently.
     scorer: str = "etude.services.inference.scoring:catalog_scorer"
+    # Why the model's head cannot re-rank candidate lists (RecommendRequest.candidate_ids);
+    # None when it can. Its scorer says the same at run time; this is for the spec's checks.
+    candidates_refused: str | None = None
 
     def build(self, catalog_size: int, embedding_dim: int, **options: Any) -> SessionEncoder:
         return _resolve(self.builder)(catalog_size, embedding_dim, **options)  # type: ignore[no-any-return]
@@ -89,6 +97,7 @@ MODELS: dict[str, ModelEntry] = {
         "RepeatNet: GRU (64) with repeat and explore decoders; explore scores a second N x 128 matrix",
         f"{_PACKAGE}.repeatnet:build_repeatnet",
         scorer=f"{_PACKAGE}.repeatnet:repeatnet_scorer",
+        candidates_refused=REPEATNET_CANDIDATES_REFUSED,
     ),
 }
 

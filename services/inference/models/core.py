@@ -82,8 +82,11 @@ class CosineScorer:
     """Top-k of `s . normalize(E).T / temperature` for unit-norm sessions `s`.
 
     The normalised table is built once; ranking, chunking and precision are CatalogScorer's,
-    and only the k returned scores are divided by the temperature.
+    and only the k returned scores are divided by the temperature. Candidate lists get the same
+    cosine scores from their rows alone (normalised rows, or raw fp32 rows normalised on the fly).
     """
+
+    candidates_refused: str | None = None
 
     def __init__(
         self,
@@ -111,6 +114,12 @@ class CosineScorer:
 
     def top_k(self, session_repr: Tensor, k: int, item_seq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         scores, ids = self._catalog.top_k(session_repr, k)
+        return scores / self.temperature, ids
+
+    def score_candidates(
+        self, session_repr: Tensor, candidate_ids: Tensor, k: int, item_seq: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        scores, ids = self._catalog.score_candidates(session_repr, candidate_ids, k)
         return scores / self.temperature, ids
 
 

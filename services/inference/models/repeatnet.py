@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..precision import PRECISION_OF_DTYPE, require_supported
-from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, Scorer, chunk_items_for
+from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, CandidatesRefused, Scorer, chunk_items_for
+from . import REPEATNET_CANDIDATES_REFUSED
 from .base import SessionEncoder, zero_padding_row
 
 
@@ -110,7 +111,12 @@ class RepeatNetScorer:
     normalises the candidates, which are merged with the session items' repeat probabilities.
     Work is O(B C 2H) for the logits plus O(B L^2) for the session: no [B, L, N] and, with
     more than one chunk, no [B, N].
+
+    Candidate lists are refused: an explored item's probability is its logit normalised by the
+    logsumexp over the whole catalog, so no subset of rows gives its full-catalog score.
     """
+
+    candidates_refused: str | None = REPEATNET_CANDIDATES_REFUSED
 
     def __init__(
         self,
@@ -197,6 +203,11 @@ class RepeatNetScorer:
         scores, picked = torch.topk(torch.cat([explore_scores, session_scores], dim=1), k, dim=1)
         ids = torch.gather(torch.cat([torch.cat(candidate_ids, dim=1), item_seq], dim=1), 1, picked)
         return scores, ids
+
+    def score_candidates(
+        self, session_repr: Tensor, candidate_ids: Tensor, k: int, item_seq: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        raise CandidatesRefused(f"candidate_ids: {self.candidates_refused}")
 
 
 def repeatnet_scorer(
