@@ -26,9 +26,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
-from etude.services.loadgen.client import GrpcRecommendClient, open_channel, wait_until_ready
-from etude.services.loadgen.generator import LoadGenerator, Session
+from etude.services.loadgen.generator import OK, LoadGenerator, Session
+from etude.services.loadgen.h2_client import H2RecommendClient
 
 from etude.v1 import loadgen_pb2, recommender_pb2, recommender_pb2_grpc
 
@@ -124,21 +123,26 @@ async def capacity_per_s(target: str, catalog_size: int, concurrency: int, durat
     """OK answers/s with `concurrency` callers back to back (deadlines far away): the ceiling."""
     source = sessions(catalog_size, seed=3)
     answered = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+    # The same client as the offered load's (the load generator's default transport), so that
+    # the client's own CPU weighs on both measurements alike.
+    client = H2RecommendClient(target, request_spans=False)
+    await client.connect(10.0)
 
-        async def caller(until_s: float, count: bool) -> None:
-            nonlocal answered
-            while time.monotonic() < until_s:
-                await stub.Recommend(recommender_pb2.RecommendRequest(item_ids=next(source)), timeout=60)
-                answered += count
+    async def caller(until_s: float, count: bool) -> None:
+        nonlocal answered
+        while time.monotonic() < until_s:
+            outcome = await client.recommend("capacity", next(source), 21, 60.0)
+            answered += count and outcome.status == OK
 
+    try:
         # A warm-up round (the cost model learns the batch sizes), then the measured one.
         warm_until = time.monotonic() + min(3.0, duration_s)
         await asyncio.gather(*(caller(warm_until, False) for _ in range(concurrency)))
         start_s = time.monotonic()
         await asyncio.gather(*(caller(start_s + duration_s, True) for _ in range(concurrency)))
         return answered / (time.monotonic() - start_s)
+    finally:
+        await client.aclose()
 
 
 async def offered_load(
@@ -150,21 +154,19 @@ async def offered_load(
     deadline_ms: int,
     records_dir: Path | None = None,
 ) -> loadgen_pb2.LoadSummary:
-    async with open_channel(target) as channel:
-        await wait_until_ready(channel, target, 10.0)
-        profile = loadgen_pb2.LoadProfile(
-            target_rate_per_s=rate_per_s,
-            ramp_duration_s=ramp_s,
-            hold_duration_s=hold_s,
-            request_timeout_ms=deadline_ms,
-        )
-        generator = LoadGenerator(
-            GrpcRecommendClient(channel, request_spans=False),
-            session_source(catalog_size),
-            profile,
-            records_dir=records_dir,
-        )
+    client = H2RecommendClient(target, request_spans=False)
+    await client.connect(10.0)
+    profile = loadgen_pb2.LoadProfile(
+        target_rate_per_s=rate_per_s,
+        ramp_duration_s=ramp_s,
+        hold_duration_s=hold_s,
+        request_timeout_ms=deadline_ms,
+    )
+    try:
+        generator = LoadGenerator(client, session_source(catalog_size), profile, records_dir=records_dir)
         return await generator.run()
+    finally:
+        await client.aclose()
 
 
 def server_flags(args: argparse.Namespace, executors: int) -> list[str]:
