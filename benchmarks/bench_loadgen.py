@@ -5,11 +5,13 @@ Starts a no-op RecommenderService (answers Recommend and RecommendStream at once
 of its own on loopback, then, each load-generator run in a process of its own as well (so that
 its CPU time is its own):
 
-1. CPU per request of the load generator at 1,000 and 2,000 req/s, unary and stream transport
+1. CPU per request of the load generator at 1,000 and 2,000 req/s, each transport
    (its LoadGenFootprint: process CPU over the run / requests sent), with its send lateness.
 2. One load generator pinned to core 0, the server to core 1, at rising rates up to 8,000 req/s:
    the highest rate it holds without falling behind (no request left unsent, send lateness
-   p99 <= 1 ms), and its CPU per request there.
+   p99 <= 1 ms), and its CPU per request there. The server here is benchmarks/noop_grpc_server.c
+   (compiled with `cc`; the Python no-op server without a compiler), so that the load generator,
+   not the server, is what runs out first.
 3. p90 from the actual send at 2,000 req/s against openloop_grpc (benchmarks/openloop_grpc.c, a
    smooth open-loop gRPC client in C, compiled here with `cc`) on the same server in the same run;
    the ratio for each transport. Both clients run pinned to core 0 and the server to core 1, as
@@ -194,18 +196,14 @@ def on_schedule(summary: loadgen_pb2.LoadSummary) -> bool:
     return summary.footprint.send_lateness.p99_ms <= MAX_LATENESS_P99_MS
 
 
-REFERENCE_SOURCE = Path(__file__).with_name("openloop_grpc.c")
-
-
-def build_reference(folder: Path) -> Path | None:
-    """openloop_grpc compiled into `folder`, or None without a C compiler."""
+def build_c(folder: Path, name: str) -> Path | None:
+    """benchmarks/NAME.c compiled into `folder`, or None without a C compiler."""
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         return None
-    binary = folder / "openloop_grpc"
-    subprocess.run(
-        [compiler, "-O2", "-o", str(binary), str(REFERENCE_SOURCE)], check=True, capture_output=True
-    )
+    binary = folder / name
+    source = Path(__file__).with_name(f"{name}.c")
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True, capture_output=True)
     return binary
 
 
@@ -246,7 +244,9 @@ def reference_p90_ms(
     return p90_us / 1000.0, ok, failed, lateness_p99_us / 1000.0
 
 
-def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folder: Path) -> None:
+def measure_all(
+    target: str, pinned_target: str, native_target: str, args: argparse.Namespace, folder: Path
+) -> None:
     print(
         f"no-op RecommenderService at {target} (its own process; for part 2 a second one pinned to "
         f"core {SERVER_CPU}); each load-generator run in its own "
@@ -268,8 +268,9 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         print(f"   CPU per request at 2,000 req/s, {transport}: {cpu_us:.0f} us (target <= 100 us)")
 
     print(
-        f"\n2. one load generator ({args.pinned_transport}) pinned to core {LOADGEN_CPU}, the server to "
-        f"core {SERVER_CPU}: rising rates"
+        f"\n2. one load generator ({args.pinned_transport}) pinned to core {LOADGEN_CPU}, the server "
+        f"({'noop_grpc_server, C' if native_target != pinned_target else 'Python no-op'}) to core "
+        f"{SERVER_CPU}: rising rates"
     )
     if (os.cpu_count() or 1) < 2:
         print("   skipped: needs 2 cores")
@@ -280,7 +281,7 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         in_time: tuple[float, loadgen_pb2.LoadSummary] | None = None
         for rate in PINNED_RATES:
             summary = run_loadgen(
-                pinned_target, rate, args.pinned_transport, args.ramp_s, args.hold_s, cpu=LOADGEN_CPU
+                native_target, rate, args.pinned_transport, args.ramp_s, args.hold_s, cpu=LOADGEN_CPU
             )
             print_row(rate, summary)
             if not sent_in_full(summary):
@@ -308,7 +309,7 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         f"openloop_grpc (C, smooth open loop), one after the other, each pinned to core {LOADGEN_CPU}, "
         f"on the server pinned to core {SERVER_CPU}"
     )
-    reference = build_reference(folder)
+    reference = build_c(folder, "openloop_grpc")
     if reference is None:
         print("   skipped: no C compiler found (cc, gcc or clang)")
         return
@@ -338,12 +339,29 @@ def measure_all(target: str, pinned_target: str, args: argparse.Namespace, folde
         )
 
 
-def start_server(folder: Path, name: str, cpu: int | None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    folder: Path, name: str, cpu: int | None, native: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The Python no-op server, or with `native` the C one (noop_grpc_server), optionally pinned."""
     port_file = folder / f"{name}.port"
-    command = [sys.executable, __file__, "--serve-noop", str(port_file)]
-    if cpu is not None:
-        command += ["--cpu", str(cpu)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if native is not None:
+        response = recommender_pb2.RecommendResponse(item_ids=range(1, 22))
+        response.timing.batch_size = 1
+        response_file = folder / "response.pb"
+        response_file.write_bytes(response.SerializeToString())
+        command = [str(native), str(port_file), str(response_file)]
+    else:
+        command = [sys.executable, __file__, "--serve-noop", str(port_file)]
+        if cpu is not None:
+            command += ["--cpu", str(cpu)]
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu}))
+        if native is not None and cpu is not None
+        else None,
+    )
     deadline = time.monotonic() + 30
     while not port_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -359,7 +377,14 @@ def main(args: argparse.Namespace) -> None:
             servers.append(server)
             pinned_server, pinned_target = start_server(folder, "pinned", SERVER_CPU)
             servers.append(pinned_server)
-            measure_all(target, pinned_target, args, folder)
+            # Part 2 drives the load generator to its own limit: against a server in C, which
+            # answers far more calls per core than any Python server (None: no compiler).
+            native = build_c(folder, "noop_grpc_server")
+            native_target = pinned_target
+            if native is not None:
+                native_server, native_target = start_server(folder, "native", SERVER_CPU, native)
+                servers.append(native_server)
+            measure_all(target, pinned_target, native_target, args, folder)
         finally:
             for server in servers:
                 server.terminate()
