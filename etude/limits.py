@@ -70,6 +70,8 @@ MAX_REQUEST_BYTES = {
     "etude.v1.WorkloadService": 64 << 10,
     "etude.v1.LoadGeneratorService": 256 << 10,
     "etude.v1.ControllerService": 4 << 20,
+    # A router's Score: 4,096 session representations of up to 1,024 fp32 values.
+    "etude.v1.ShardService": 16 << 20,
 }
 DEFAULT_MAX_REQUEST_BYTES = 4 << 20
 
