@@ -138,6 +138,38 @@ class Recommendation:
     scores: list[float]
 
 
+def validate_query(
+    item_ids: Sequence[int], k: int, catalog_size: int, max_request_items: int, default_k: int
+) -> SessionQuery:
+    """One request checked: raises InvalidSession or InvalidK naming the field and its range."""
+    if len(item_ids) == 0:
+        raise InvalidSession("item_ids must not be empty")
+    if len(item_ids) > max_request_items:
+        raise InvalidSession(
+            f"item_ids has {len(item_ids)} items, more than max_request_items = {max_request_items}"
+        )
+    if k < 0 or k > catalog_size:
+        raise InvalidK(f"k = {k} is outside 1..{catalog_size} (0 means the default, {default_k})")
+    try:
+        ids = np.fromiter(item_ids, dtype=np.int64, count=len(item_ids))
+    except (OverflowError, ValueError, TypeError) as error:
+        raise InvalidSession(f"item_ids must be integers in 1..{catalog_size}: {error}") from error
+    bad = (ids < 1) | (ids > catalog_size)
+    if bad.any():
+        position = int(bad.argmax())
+        raise InvalidSession(f"item_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}")
+    return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or default_k)
+
+
+def padded_sessions(queries: Sequence[SessionQuery]) -> tuple[np.ndarray, np.ndarray]:
+    """(item_seq [B, L] right-padded with 0, lengths [B]) of a batch of validated queries."""
+    lengths = np.fromiter((len(q.item_ids) for q in queries), np.int64, count=len(queries))
+    # Right-padded [B, L] in one scatter: row b holds its items at 0..len_b-1.
+    item_seq = np.zeros((len(queries), MAX_SESSION_LENGTH), dtype=np.int64)
+    item_seq[np.arange(MAX_SESSION_LENGTH) < lengths[:, None]] = np.concatenate([q.item_ids for q in queries])
+    return item_seq, lengths
+
+
 class Recommender:
     """One model, its scoring head and runtime, answering batches of validated sessions.
 
@@ -171,7 +203,6 @@ class Recommender:
         # The default is a server setting, not a request value: a tiny catalog shrinks it.
         self.default_k = min(self.config.default_k, self.config.catalog_size)
         self.parameter_count = sum(p.numel() for p in self.encoder.parameters())
-        self._positions = np.arange(MAX_SESSION_LENGTH)
         self._computes_nothing = not config.model_path and config.model == "noop"
         if config.warmup:
             self.warm_up()
@@ -256,25 +287,9 @@ class Recommender:
 
     def validate(self, item_ids: Sequence[int], k: int) -> SessionQuery:
         """Checks one request; raises InvalidSession or InvalidK naming the field and range."""
-        catalog_size = self.config.catalog_size
-        if len(item_ids) == 0:
-            raise InvalidSession("item_ids must not be empty")
-        if len(item_ids) > self.config.max_request_items:
-            raise InvalidSession(
-                f"item_ids has {len(item_ids)} items, more than max_request_items = "
-                f"{self.config.max_request_items}"
-            )
-        if k < 0 or k > catalog_size:
-            raise InvalidK(f"k = {k} is outside 1..{catalog_size} (0 means the default, {self.default_k})")
-        try:
-            ids = np.fromiter(item_ids, dtype=np.int64, count=len(item_ids))
-        except (OverflowError, ValueError, TypeError) as error:
-            raise InvalidSession(f"item_ids must be integers in 1..{catalog_size}: {error}") from error
-        bad = (ids < 1) | (ids > catalog_size)
-        if bad.any():
-            position = int(bad.argmax())
-            raise InvalidSession(f"item_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}")
-        return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or self.default_k)
+        return validate_query(
+            item_ids, k, self.config.catalog_size, self.config.max_request_items, self.default_k
+        )
 
     def recommend_batch(self, queries: Sequence[SessionQuery]) -> list[Recommendation]:
         """Answers validated queries with one encoder call and one scorer call (blocking)."""
@@ -284,10 +299,7 @@ class Recommender:
             # noop: the answer its head gives (items 1..k, zero scores) without the dozen torch
             # calls of the model path, so that it measures the serving infrastructure alone.
             return [Recommendation(list(range(1, q.k + 1)), [0.0] * q.k) for q in queries]
-        lengths = np.fromiter((len(q.item_ids) for q in queries), np.int64, count=len(queries))
-        # Right-padded [B, L] in one scatter: row b holds its items at 0..len_b-1.
-        item_seq = np.zeros((len(queries), MAX_SESSION_LENGTH), dtype=np.int64)
-        item_seq[self._positions < lengths[:, None]] = np.concatenate([q.item_ids for q in queries])
+        item_seq, lengths = padded_sessions(queries)
         max_k = max(q.k for q in queries)
         with torch.inference_mode():
             seq = torch.from_numpy(item_seq).to(self.device, non_blocking=True)
