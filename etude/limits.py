@@ -128,6 +128,7 @@ SPEC_LIMITS: Mapping[str, Bound] = {
     "hardware[].replicas": Bound(1, 1_000),
     "hardware[].cpu_threads": Bound(1, 1_024),
     "hardware[].executors": Bound(1, 64),
+    "hardware[].catalog_shards": Bound(1, 64),
     "batching.max_batch_size": Bound(1, 65_536),
     "batching.max_batch_delay_ms": Bound(0.0, 10_000.0),
     "batching.max_queue_size": Bound(1, 10_000_000),

@@ -201,7 +201,7 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
-    from ..shard.catalog import ModelNotShardable
+    from ..shard.shardable import ModelNotShardable
     from .accuracy import AccuracySettings
     from .batcher import DynamicBatcher
     from .executors import executor_initializer, threads_per_executor

@@ -10,18 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..inference.models import MODELS, build_model
+from ..inference.models import build_model
 from ..inference.models.base import SessionEncoder, resolve_embedding_dim
 from ..inference.models.item_rows import item_range_rows, item_rows
 from ..inference.options import DEFAULT_EMBEDDING_POLICY
 from ..inference.precision import PRECISIONS, require_supported
 from ..inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, CatalogScorer
 from .mapping import ShardMap
+from .shardable import require_shardable
 
-# Heads that score the rows a shard can hold (s . E_i): the shared scorer. CORE (cosine over a
-# normalised copy) and RepeatNet (a second catalog-sized matrix, scores that depend on the
-# session's items) have heads of their own, which a shard does not serve.
-SHARED_SCORER = "etude.services.inference.scoring:catalog_scorer"
 # Most ids one Lookup may ask for, and most sessions one Score may carry (shard.proto).
 MAX_LOOKUP_ITEMS = 65_536
 MAX_SCORE_SESSIONS = 4_096
@@ -34,24 +31,6 @@ class ShardRequestError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-class ModelNotShardable(ValueError):
-    """A model whose scoring head is not the shared inner-product scorer."""
-
-
-def require_shardable(model: str) -> None:
-    """Raises ModelNotShardable, saying why, for models with heads of their own (and noop)."""
-    if model not in MODELS:
-        raise ModelNotShardable(f"model must be one of {sorted(MODELS)}, got {model!r}")
-    if model == "noop":
-        raise ModelNotShardable("model noop computes nothing: there is no catalog to shard")
-    if MODELS[model].scorer != SHARED_SCORER:
-        raise ModelNotShardable(
-            f"model {model} scores with a head of its own ({MODELS[model].scorer.rpartition(':')[2]}), not "
-            "the shared inner product over the item rows, so its catalog cannot be sharded: "
-            "serve it unsharded"
-        )
 
 
 @dataclass(frozen=True)

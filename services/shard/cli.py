@@ -65,9 +65,10 @@ async def serve(args: argparse.Namespace) -> None:
 
     from ..inference.executors import threads_per_executor
     from ..inference.precision import PrecisionUnsupported
-    from .catalog import ModelNotShardable, ShardCatalog, ShardConfig
+    from .catalog import ShardCatalog, ShardConfig
     from .mapping import InvalidShardMap, ShardMap, hot_items_of_workload, parse_shard
     from .server import ShardServicer
+    from .shardable import ModelNotShardable
 
     threads = threads_per_executor(1, args.threads)
     torch.set_num_threads(threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from etude import defaults
@@ -12,7 +12,7 @@ from etude.telemetry import TRACE_FILE_ENV
 from etude.v1 import experiment_pb2
 
 from ...results.layout import INFERENCE_TRACE_FILE, loadgen_trace_file, service_log_file
-from ..options import as_flags, inference_options
+from ..options import as_flags, inference_options, shard_options
 from .processes import ChildService
 
 
@@ -33,16 +33,36 @@ class LocalDriver:
     async def inference_service(
         self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
     ) -> AsyncIterator[str]:
-        """Yields the host:port of a healthy inference service for `trial`."""
-        # Sampled traces go next to the trial's records (OTLP JSON lines; see report/traces.py).
-        child = ChildService(
-            "inference",
-            as_flags(inference_options(trial, spec)),
-            log_dir / service_log_file("inference"),
-            env={TRACE_FILE_ENV: str(log_dir / INFERENCE_TRACE_FILE)},
-        )
-        async with self._running_child(child) as endpoint:
-            yield endpoint
+        """Yields the host:port of a healthy inference service for `trial`: with catalog shards,
+        the router, once its shards serve (all of them stop with it)."""
+        options = inference_options(trial, spec)
+        async with AsyncExitStack() as shards:
+            if trial.hardware.catalog_shards >= 2:
+                children = [
+                    ChildService(
+                        "shard",
+                        as_flags(shard_options(trial, spec, index)),
+                        log_dir / service_log_file("shard", index),
+                    )
+                    for index in range(trial.hardware.catalog_shards)
+                ]
+                # Started together; if one fails the others are cancelled, and a cancelled start
+                # stops its child.
+                async with asyncio.TaskGroup() as starting:
+                    started = [
+                        starting.create_task(shards.enter_async_context(self._running_child(child)))
+                        for child in children
+                    ]
+                options["catalog_shards"] = ",".join(task.result() for task in started)
+            # Sampled traces go next to the trial's records (OTLP JSON lines; see report/traces.py).
+            child = ChildService(
+                "inference",
+                as_flags(options),
+                log_dir / service_log_file("inference"),
+                env={TRACE_FILE_ENV: str(log_dir / INFERENCE_TRACE_FILE)},
+            )
+            async with self._running_child(child) as endpoint:
+                yield endpoint
 
     @asynccontextmanager
     async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
