@@ -28,7 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODEL_NAMES, required=True, help="model whose item rows to hold")
     parser.add_argument("--catalog-size", type=int, required=True, help="items of the whole catalog (1..C)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights (the router's --seed)")
-    parser.add_argument("--shard", required=True, help="I/N: this is shard I (0-based) of N")
+    parser.add_argument(
+        "--shard",
+        required=True,
+        help="I/N: this is shard I (0-based) of N; 'ordinal/N' takes I from the hostname's last "
+        "'-' suffix (a StatefulSet pod's ordinal)",
+    )
     parser.add_argument(
         "--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY, help="how items map to shards"
     )
@@ -73,7 +78,7 @@ async def serve(args: argparse.Namespace) -> None:
     threads = threads_per_executor(1, args.threads)
     torch.set_num_threads(threads)
     try:
-        shard_index, shard_count = parse_shard(args.shard)
+        shard_index, shard_count = parse_shard(_with_ordinal(args.shard))
         hot = np.zeros(0, np.int64)
         if args.strategy == "popular":
             hot = hot_items_of_workload(
@@ -120,3 +125,13 @@ async def serve(args: argparse.Namespace) -> None:
         await run_until_signalled(host, grace_s=args.grace_s, port_file=args.port_file)
     finally:
         model_thread.shutdown(wait=True)
+
+
+def _with_ordinal(shard: str) -> str:
+    """'ordinal/N' -> 'I/N' with I the hostname's suffix (etude-shard-3 -> 3); else unchanged."""
+    import socket
+
+    index, _, count = shard.partition("/")
+    if index != "ordinal":
+        return shard
+    return f"{socket.gethostname().rpartition('-')[2]}/{count}"
