@@ -147,6 +147,8 @@ class LatencySplit:
     requests: int
     p50_ms: dict[str, float]
     p90_ms: dict[str, float]
+    # A router's bytes to and from its catalog shards per request (0 unsharded).
+    shard_wire_bytes_p50: float = 0.0
 
 
 def split_parts_us(records: RecordColumns) -> dict[str, np.ndarray]:
@@ -187,6 +189,8 @@ class Timings:
     requests: int
     p50_ms: dict[str, float]
     p90_ms: dict[str, float]
+    # A router's bytes to and from its catalog shards per request (0 unsharded).
+    shard_wire_bytes_p50: float = 0.0
 
 
 def timings(records: RecordColumns) -> Timings | None:
@@ -199,6 +203,7 @@ def timings(records: RecordColumns) -> Timings | None:
         int(np.count_nonzero(ok)),
         {name: float(np.percentile(column, 50)) / 1000.0 for name, column in values.items()},
         {name: float(np.percentile(column, 90)) / 1000.0 for name, column in values.items()},
+        float(np.percentile(records.shard_wire_bytes[ok], 50)),
     )
 
 
