@@ -6,7 +6,8 @@ Every deployment is real processes on loopback (`etude serve shard` x N, `etude 
 workload sessions (alpha_clicks 2.0, the popularity the `popular` shards replicate), each
 request the session so far, sent with `--in-flight` requests outstanding. Prints client latency
 p50/p90/p99, the router's fan-out time and the slowest shard's compute per batch (ServerTiming),
-bytes to and from the shards per request, and each process's resident memory. On a 2-core
+the shards each batch's item rows were looked up from (mean), bytes to and from the shards per
+request, and each process's resident memory. On a 2-core
 machine the shards, the router and this client share two cores: the sharded figures include
 that contention, which a deployment with a machine per shard would not have.
 
@@ -59,6 +60,7 @@ async def drive(endpoint: str, sessions: list[list[int]], in_flight: int) -> dic
     fanout_us: list[int] = []
     compute_us: list[int] = []
     wire_bytes: list[int] = []
+    lookup_calls: list[int] = []
     queue = list(reversed(sessions))
     async with grpc.aio.insecure_channel(endpoint) as channel:
         stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
@@ -74,6 +76,7 @@ async def drive(endpoint: str, sessions: list[list[int]], in_flight: int) -> dic
                 fanout_us.append(answer.timing.shard_fanout_us)
                 compute_us.append(answer.timing.shard_compute_us)
                 wire_bytes.append(answer.timing.shard_wire_bytes)
+                lookup_calls.append(answer.timing.shard_lookup_calls)
 
         await asyncio.gather(*(worker() for _ in range(in_flight)))
     p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
@@ -84,6 +87,7 @@ async def drive(endpoint: str, sessions: list[list[int]], in_flight: int) -> dic
         "fanout_ms": float(np.median(fanout_us)) / 1e3,
         "compute_ms": float(np.median(compute_us)) / 1e3,
         "bytes": float(np.median(wire_bytes)),
+        "lookups": float(np.mean(lookup_calls)),
     }
 
 
@@ -148,7 +152,7 @@ async def main() -> None:
     print(f"model {args.model}, {args.requests} requests, {args.in_flight} in flight; ms unless noted")
     print(
         f"{'C':>9} {'layout':>12} {'p50':>7} {'p90':>7} {'p99':>7} {'p90 x':>6} {'fan-out':>8} "
-        f"{'shard':>7} {'bytes/req':>9} {'router MiB':>10} {'shard MiB':>9}"
+        f"{'shard':>7} {'lookups':>7} {'bytes/req':>9} {'router MiB':>10} {'shard MiB':>9}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as folder:
         for catalog_size in args.catalog_sizes:
@@ -170,6 +174,7 @@ async def main() -> None:
                 print(
                     f"{catalog_size:>9} {name:>12} {row['p50']:7.2f} {row['p90']:7.2f} {row['p99']:7.2f} "
                     f"{row['p90'] / baseline['p90']:6.2f} {row['fanout_ms']:8.2f} {row['compute_ms']:7.2f} "
+                    f"{row['lookups']:7.2f} "
                     f"{row['bytes']:9.0f} {row['server_mib']:10.0f} {row['shard_mib']:9.0f}",
                     flush=True,
                 )

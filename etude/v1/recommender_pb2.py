@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65tude/v1/recommender.proto\x12\x08\x65tude.v1\"W\n\x10RecommendRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\"\xb3\x01\n\x0cServerTiming\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x14\n\x0cinference_us\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x17\n\x0fserver_total_us\x18\x04 \x01(\x03\x12\x18\n\x0fshard_fanout_us\x18\x8c\x01 \x01(\x03\x12\x19\n\x10shard_compute_us\x18\x8d\x01 \x01(\x03\x12\x19\n\x10shard_wire_bytes\x18\x8e\x01 \x01(\x03\"q\n\x11RecommendResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12&\n\x06timing\x18\x03 \x01(\x0b\x32\x16.etude.v1.ServerTiming\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\"-\n\x0cRequestError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x91\x01\n\x17RecommendStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1b.etude.v1.RecommendResponseH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.etude.v1.RequestErrorH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\xa7\x03\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61talog_size\x18\x02 \x01(\x03\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x1a\n\x12max_session_length\x18\x06 \x01(\x05\x12\x19\n\x11max_request_items\x18\x07 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x08 \x01(\x05\x12\x1a\n\x12max_batch_delay_ms\x18\t \x01(\x01\x12\x16\n\x0emax_queue_size\x18\n \x01(\x05\x12\x17\n\x0fparameter_count\x18\x0b \x01(\x03\x12\x31\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32 .etude.v1.ModelInfo.DetailsEntry\x12\x11\n\tprecision\x18\r \x01(\t\x12+\n\x08\x61\x63\x63uracy\x18\x0e \x01(\x0b\x32\x19.etude.v1.ScoringAccuracy\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0fScoringAccuracy\x12\x13\n\x0brecall_at_k\x18\x01 \x01(\x01\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x10\n\x08sessions\x18\x03 \x01(\x05\x12\x11\n\treference\x18\x04 \x01(\t2\xf4\x01\n\x12RecommenderService\x12\x44\n\tRecommend\x12\x1a.etude.v1.RecommendRequest\x1a\x1b.etude.v1.RecommendResponse\x12T\n\x0fRecommendStream\x12\x1a.etude.v1.RecommendRequest\x1a!.etude.v1.RecommendStreamResponse(\x01\x30\x01\x12\x42\n\x0cGetModelInfo\x12\x1d.etude.v1.GetModelInfoRequest\x1a\x13.etude.v1.ModelInfoB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65tude/v1/recommender.proto\x12\x08\x65tude.v1\"W\n\x10RecommendRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\"\xd0\x01\n\x0cServerTiming\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x14\n\x0cinference_us\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x17\n\x0fserver_total_us\x18\x04 \x01(\x03\x12\x18\n\x0fshard_fanout_us\x18\x8c\x01 \x01(\x03\x12\x19\n\x10shard_compute_us\x18\x8d\x01 \x01(\x03\x12\x19\n\x10shard_wire_bytes\x18\x8e\x01 \x01(\x03\x12\x1b\n\x12shard_lookup_calls\x18\x8f\x01 \x01(\x05\"q\n\x11RecommendResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12&\n\x06timing\x18\x03 \x01(\x0b\x32\x16.etude.v1.ServerTiming\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\"-\n\x0cRequestError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x91\x01\n\x17RecommendStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1b.etude.v1.RecommendResponseH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.etude.v1.RequestErrorH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\xa7\x03\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61talog_size\x18\x02 \x01(\x03\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x1a\n\x12max_session_length\x18\x06 \x01(\x05\x12\x19\n\x11max_request_items\x18\x07 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x08 \x01(\x05\x12\x1a\n\x12max_batch_delay_ms\x18\t \x01(\x01\x12\x16\n\x0emax_queue_size\x18\n \x01(\x05\x12\x17\n\x0fparameter_count\x18\x0b \x01(\x03\x12\x31\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32 .etude.v1.ModelInfo.DetailsEntry\x12\x11\n\tprecision\x18\r \x01(\t\x12+\n\x08\x61\x63\x63uracy\x18\x0e \x01(\x0b\x32\x19.etude.v1.ScoringAccuracy\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0fScoringAccuracy\x12\x13\n\x0brecall_at_k\x18\x01 \x01(\x01\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x10\n\x08sessions\x18\x03 \x01(\x05\x12\x11\n\treference\x18\x04 \x01(\t2\xf4\x01\n\x12RecommenderService\x12\x44\n\tRecommend\x12\x1a.etude.v1.RecommendRequest\x1a\x1b.etude.v1.RecommendResponse\x12T\n\x0fRecommendStream\x12\x1a.etude.v1.RecommendRequest\x1a!.etude.v1.RecommendStreamResponse(\x01\x30\x01\x12\x42\n\x0cGetModelInfo\x12\x1d.etude.v1.GetModelInfoRequest\x1a\x13.etude.v1.ModelInfoB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,21 +37,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST']._serialized_start=40
   _globals['_RECOMMENDREQUEST']._serialized_end=127
   _globals['_SERVERTIMING']._serialized_start=130
-  _globals['_SERVERTIMING']._serialized_end=309
-  _globals['_RECOMMENDRESPONSE']._serialized_start=311
-  _globals['_RECOMMENDRESPONSE']._serialized_end=424
-  _globals['_REQUESTERROR']._serialized_start=426
-  _globals['_REQUESTERROR']._serialized_end=471
-  _globals['_RECOMMENDSTREAMRESPONSE']._serialized_start=474
-  _globals['_RECOMMENDSTREAMRESPONSE']._serialized_end=619
-  _globals['_GETMODELINFOREQUEST']._serialized_start=621
-  _globals['_GETMODELINFOREQUEST']._serialized_end=642
-  _globals['_MODELINFO']._serialized_start=645
-  _globals['_MODELINFO']._serialized_end=1068
-  _globals['_MODELINFO_DETAILSENTRY']._serialized_start=1022
-  _globals['_MODELINFO_DETAILSENTRY']._serialized_end=1068
-  _globals['_SCORINGACCURACY']._serialized_start=1070
-  _globals['_SCORINGACCURACY']._serialized_end=1156
-  _globals['_RECOMMENDERSERVICE']._serialized_start=1159
-  _globals['_RECOMMENDERSERVICE']._serialized_end=1403
+  _globals['_SERVERTIMING']._serialized_end=338
+  _globals['_RECOMMENDRESPONSE']._serialized_start=340
+  _globals['_RECOMMENDRESPONSE']._serialized_end=453
+  _globals['_REQUESTERROR']._serialized_start=455
+  _globals['_REQUESTERROR']._serialized_end=500
+  _globals['_RECOMMENDSTREAMRESPONSE']._serialized_start=503
+  _globals['_RECOMMENDSTREAMRESPONSE']._serialized_end=648
+  _globals['_GETMODELINFOREQUEST']._serialized_start=650
+  _globals['_GETMODELINFOREQUEST']._serialized_end=671
+  _globals['_MODELINFO']._serialized_start=674
+  _globals['_MODELINFO']._serialized_end=1097
+  _globals['_MODELINFO_DETAILSENTRY']._serialized_start=1051
+  _globals['_MODELINFO_DETAILSENTRY']._serialized_end=1097
+  _globals['_SCORINGACCURACY']._serialized_start=1099
+  _globals['_SCORINGACCURACY']._serialized_end=1185
+  _globals['_RECOMMENDERSERVICE']._serialized_start=1188
+  _globals['_RECOMMENDERSERVICE']._serialized_end=1432
 # @@protoc_insertion_point(module_scope)

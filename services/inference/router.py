@@ -154,7 +154,7 @@ class RoutedRecommender:
         distinct, inverse = np.unique(item_seq, return_inverse=True)
         first_item = 1 if distinct[0] == 0 else 0
         started_ns = time.monotonic_ns()
-        rows, lookup_bytes = self._on_loop(self.catalog.lookup(distinct[first_item:]))
+        rows, lookup_bytes, lookup_calls = self._on_loop(self.catalog.lookup(distinct[first_item:]))
         lookup_ns = time.monotonic_ns() - started_ns
         table = np.zeros((distinct.size, self.embedding_dim), dtype=np.float32)
         table[first_item:] = rows
@@ -170,6 +170,7 @@ class RoutedRecommender:
             fanout_ns=lookup_ns + time.monotonic_ns() - scored_ns,
             shard_compute_us=compute_us,
             wire_bytes=(lookup_bytes + score_bytes) // len(queries),
+            lookup_calls=lookup_calls,
         )
         all_ids, all_scores = ids.tolist(), scores.tolist()
         return [

@@ -317,6 +317,7 @@ def _fanout_fields(result: Recommendation) -> dict[str, int]:
         "shard_fanout_us": fanout.fanout_ns // 1000,
         "shard_compute_us": fanout.shard_compute_us,
         "shard_wire_bytes": fanout.wire_bytes,
+        "shard_lookup_calls": fanout.lookup_calls,
     }
 
 

@@ -66,6 +66,7 @@ class FanOutStats:
     fanout_ns: int
     shard_compute_us: int
     wire_bytes: int
+    lookup_calls: int
 
 
 class ShardClient:
@@ -202,9 +203,9 @@ class ShardedCatalog:
                     f"the catalog shards hold {name} = {getattr(first, name)!r}, the router serves {value!r}"
                 )
 
-    async def lookup(self, item_ids: np.ndarray) -> tuple[np.ndarray, int]:
-        """fp32 rows [len(item_ids), d] of unique ids, and the bytes on the wire; asks each id's
-        holder, every shard concurrently."""
+    async def lookup(self, item_ids: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """fp32 rows [len(item_ids), d] of unique ids, the bytes on the wire and the shards asked;
+        asks each id's holder, every shard concurrently."""
         assert self.shard_map is not None
         self._round_robin = (self._round_robin + 1) % self.shard_count
         routes = self.shard_map.route_lookups(item_ids, preferred_shard=self._round_robin)
@@ -218,7 +219,7 @@ class ShardedCatalog:
             positions = np.searchsorted(item_ids, routes[shard])
             rows[positions] = np.frombuffer(answer.rows, dtype="<f4").reshape(-1, dim)
             wire_bytes += request.ByteSize() + answer.ByteSize()
-        return rows, wire_bytes
+        return rows, wire_bytes, len(requests)
 
     async def top_k(self, session_repr: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Exact top-k (scores fp32 [B, k], ids [B, k], best first) over the whole catalog, the

@@ -3,6 +3,15 @@ hashing, or hashing plus a hot set replicated on every shard ("popular").
 
 Everything here is O(shard_count + hot items): a router maps ids to shards without any
 catalog-sized table.
+
+Which layout: the capacity-driven scale-out study (Lui et al., 2020) found the overhead of
+distributed inference set by how tables are mapped to servers and by how sparse the requests
+are, most of it in the remote calls a request fans out to; its best configurations keep the
+shards a request touches few. That favours `popular` for the lookups here (a session of hot
+items is looked up from one shard, and hot items ride along on a call the batch makes anyway).
+Scoring is an exact top-k over the whole catalog, so every batch reaches every shard whatever
+the layout; range and hash differ only in where a cold item's lookup goes (hash spreads a
+popularity skew in the ids, range keeps an id's owner computable from two numbers).
 """
 
 from __future__ import annotations

@@ -77,6 +77,12 @@ async def _answers(
         )
 
 
+async def _model_info(endpoint: str) -> recommender_pb2.ModelInfo:
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
+        return await stub.GetModelInfo(recommender_pb2.GetModelInfoRequest(), timeout=10)
+
+
 def _assert_same_answers(
     sharded: list[recommender_pb2.RecommendResponse], unsharded: list[recommender_pb2.RecommendResponse]
 ) -> None:
@@ -100,11 +106,18 @@ async def test_sharded_router_answers_what_one_unsharded_server_answers(
     extra = ["--hot-items", "500"] if strategy == "popular" else []
     async with _shards_and_router(tmp_path, model, strategy, count, extra) as (router, _):
         sharded = await _answers(router, SESSIONS)
+        router_info = await _model_info(router)
         async with child_service("inference", _model_flags(model)) as unsharded_endpoint:  # type: ignore[attr-defined]
             unsharded = await _answers(unsharded_endpoint, SESSIONS)
+            unsharded_info = await _model_info(unsharded_endpoint)
     _assert_same_answers(sharded, unsharded)
     assert all(answer.timing.shard_fanout_us > 0 for answer in sharded)
     assert all(answer.timing.shard_wire_bytes > 0 for answer in sharded)
+    assert all(1 <= answer.timing.shard_lookup_calls <= count for answer in sharded)
+    # The router holds none of the item rows: its parameters are the encoder's alone.
+    table_values = (CATALOG_SIZE + 1) * unsharded_info.embedding_dim
+    assert unsharded_info.parameter_count - router_info.parameter_count == table_values
+    assert router_info.details["shard_strategy"] == strategy
 
 
 async def test_a_dead_shard_gives_unavailable_naming_it_and_the_router_recovers_when_it_returns(
