@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -22,6 +23,8 @@ from etude.v1 import shard_pb2, shard_pb2_grpc
 from ..shard.mapping import ShardMap
 
 _log = structlog.get_logger()
+
+AnswerT = TypeVar("AnswerT")
 
 # A shard that went away is retried at most this often, so that it serves again within about
 # a second of coming back (gRPC's default backoff grows to 2 minutes).
@@ -247,7 +250,7 @@ class ShardedCatalog:
         await asyncio.gather(*(client.channel.close() for client in self._clients))
 
 
-async def _gather(calls: list) -> list:  # type: ignore[type-arg]
+async def _gather(calls: list[Coroutine[Any, Any, AnswerT]]) -> list[AnswerT]:
     """Awaits every call; on a failure cancels the rest and raises the first ShardError."""
     tasks = [asyncio.ensure_future(call) for call in calls]
     try:
