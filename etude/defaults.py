@@ -7,6 +7,7 @@ WORKLOAD_PORT = 50051
 INFERENCE_PORT = 50052
 LOADGEN_PORT = 50053
 CONTROLLER_PORT = 50054
+SHARD_PORT = 50055
 
 # Sessions: the most recent clicks a model reads (RecBole's and ETUDE's default).
 MAX_SESSION_LENGTH = 50

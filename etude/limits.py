@@ -75,6 +75,8 @@ MAX_REQUEST_BYTES = {
     "etude.v1.WorkloadService": 64 << 10,
     "etude.v1.LoadGeneratorService": 256 << 10,
     "etude.v1.ControllerService": 4 << 20,
+    # A router's Score: 4,096 session representations of up to 1,024 fp32 values.
+    "etude.v1.ShardService": 16 << 20,
 }
 DEFAULT_MAX_REQUEST_BYTES = 4 << 20
 
@@ -132,6 +134,7 @@ SPEC_LIMITS: Mapping[str, Bound] = {
     "hardware[].replicas": Bound(1, 1_000),
     "hardware[].cpu_threads": Bound(1, 1_024),
     "hardware[].executors": Bound(1, 64),
+    "hardware[].catalog_shards": Bound(1, 64),
     "batching.max_batch_size": Bound(1, 65_536),
     "batching.max_batch_delay_ms": Bound(0.0, 10_000.0),
     "batching.max_queue_size": Bound(1, 10_000_000),

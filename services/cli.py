@@ -17,6 +17,7 @@ from .controller import client_cli as controller_client_cli
 from .inference import cli as inference_cli
 from .inference import tools_cli as inference_tools
 from .loadgen import cli as loadgen_cli
+from .shard import cli as shard_cli
 from .workload import cli as workload_cli
 
 # Each service's cli module: its docstring, DEFAULT_PORT, add_arguments(parser) and serve(args).
@@ -25,6 +26,7 @@ SERVICES = {
     "inference": inference_cli,
     "loadgen": loadgen_cli,
     "controller": controller_cli,
+    "shard": shard_cli,
 }
 
 

@@ -70,20 +70,24 @@ class WorkloadStats(_message.Message):
     def __init__(self, source: _Optional[str] = ..., exponents: _Optional[_Union[_workload_pb2.PowerLawExponents, _Mapping]] = ..., seed: _Optional[int] = ..., preset: _Optional[str] = ..., powerlaw_fits: _Optional[_Union[_workload_pb2.PowerLawFits, _Mapping]] = ..., path: _Optional[str] = ..., session_column: _Optional[str] = ..., item_column: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., no_header: _Optional[bool] = ..., pace: _Optional[str] = ..., speedup: _Optional[float] = ..., max_session_length: _Optional[int] = ...) -> None: ...
 
 class HardwareOption(_message.Message):
-    __slots__ = ("name", "device", "monthly_cost_usd", "replicas", "cpu_threads", "executors")
+    __slots__ = ("name", "device", "monthly_cost_usd", "replicas", "cpu_threads", "executors", "catalog_shards", "shard_strategy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MONTHLY_COST_USD_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     CPU_THREADS_FIELD_NUMBER: _ClassVar[int]
     EXECUTORS_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     name: str
     device: str
     monthly_cost_usd: float
     replicas: int
     cpu_threads: int
     executors: int
-    def __init__(self, name: _Optional[str] = ..., device: _Optional[str] = ..., monthly_cost_usd: _Optional[float] = ..., replicas: _Optional[int] = ..., cpu_threads: _Optional[int] = ..., executors: _Optional[int] = ...) -> None: ...
+    catalog_shards: int
+    shard_strategy: str
+    def __init__(self, name: _Optional[str] = ..., device: _Optional[str] = ..., monthly_cost_usd: _Optional[float] = ..., replicas: _Optional[int] = ..., cpu_threads: _Optional[int] = ..., executors: _Optional[int] = ..., catalog_shards: _Optional[int] = ..., shard_strategy: _Optional[str] = ...) -> None: ...
 
 class Batching(_message.Message):
     __slots__ = ("max_batch_size", "max_batch_delay_ms", "max_queue_size")

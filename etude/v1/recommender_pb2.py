@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from etude.v1 import environment_pb2 as etude_dot_v1_dot_environment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65tude/v1/recommender.proto\x12\x08\x65tude.v1\x1a\x1a\x65tude/v1/environment.proto\"\x83\x01\n\x10RecommendRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12\x16\n\rcandidate_ids\x18\x96\x01 \x03(\x03\"c\n\x0cServerTiming\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x14\n\x0cinference_us\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x17\n\x0fserver_total_us\x18\x04 \x01(\x03\"q\n\x11RecommendResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12&\n\x06timing\x18\x03 \x01(\x0b\x32\x16.etude.v1.ServerTiming\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\"-\n\x0cRequestError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x91\x01\n\x17RecommendStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1b.etude.v1.RecommendResponseH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.etude.v1.RequestErrorH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\xec\x03\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61talog_size\x18\x02 \x01(\x03\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x1a\n\x12max_session_length\x18\x06 \x01(\x05\x12\x19\n\x11max_request_items\x18\x07 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x08 \x01(\x05\x12\x1a\n\x12max_batch_delay_ms\x18\t \x01(\x01\x12\x16\n\x0emax_queue_size\x18\n \x01(\x05\x12\x17\n\x0fparameter_count\x18\x0b \x01(\x03\x12\x31\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32 .etude.v1.ModelInfo.DetailsEntry\x12\x11\n\tprecision\x18\r \x01(\t\x12+\n\x08\x61\x63\x63uracy\x18\x0e \x01(\x0b\x32\x19.etude.v1.ScoringAccuracy\x12*\n\x0b\x65nvironment\x18n \x01(\x0b\x32\x15.etude.v1.Environment\x12\x17\n\x0emax_candidates\x18\x96\x01 \x01(\x05\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0fScoringAccuracy\x12\x13\n\x0brecall_at_k\x18\x01 \x01(\x01\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x10\n\x08sessions\x18\x03 \x01(\x05\x12\x11\n\treference\x18\x04 \x01(\t2\xf4\x01\n\x12RecommenderService\x12\x44\n\tRecommend\x12\x1a.etude.v1.RecommendRequest\x1a\x1b.etude.v1.RecommendResponse\x12T\n\x0fRecommendStream\x12\x1a.etude.v1.RecommendRequest\x1a!.etude.v1.RecommendStreamResponse(\x01\x30\x01\x12\x42\n\x0cGetModelInfo\x12\x1d.etude.v1.GetModelInfoRequest\x1a\x13.etude.v1.ModelInfoB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65tude/v1/recommender.proto\x12\x08\x65tude.v1\x1a\x1a\x65tude/v1/environment.proto\"\x83\x01\n\x10RecommendRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\x03\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12\x16\n\rcandidate_ids\x18\x96\x01 \x03(\x03\"\xd0\x01\n\x0cServerTiming\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x14\n\x0cinference_us\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x17\n\x0fserver_total_us\x18\x04 \x01(\x03\x12\x18\n\x0fshard_fanout_us\x18\x8c\x01 \x01(\x03\x12\x19\n\x10shard_compute_us\x18\x8d\x01 \x01(\x03\x12\x19\n\x10shard_wire_bytes\x18\x8e\x01 \x01(\x03\x12\x1b\n\x12shard_lookup_calls\x18\x8f\x01 \x01(\x05\"q\n\x11RecommendResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12&\n\x06timing\x18\x03 \x01(\x0b\x32\x16.etude.v1.ServerTiming\x12\x12\n\nrequest_id\x18\x04 \x01(\x04\"-\n\x0cRequestError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x91\x01\n\x17RecommendStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1b.etude.v1.RecommendResponseH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.etude.v1.RequestErrorH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\xec\x03\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61talog_size\x18\x02 \x01(\x03\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x1a\n\x12max_session_length\x18\x06 \x01(\x05\x12\x19\n\x11max_request_items\x18\x07 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x08 \x01(\x05\x12\x1a\n\x12max_batch_delay_ms\x18\t \x01(\x01\x12\x16\n\x0emax_queue_size\x18\n \x01(\x05\x12\x17\n\x0fparameter_count\x18\x0b \x01(\x03\x12\x31\n\x07\x64\x65tails\x18\x0c \x03(\x0b\x32 .etude.v1.ModelInfo.DetailsEntry\x12\x11\n\tprecision\x18\r \x01(\t\x12+\n\x08\x61\x63\x63uracy\x18\x0e \x01(\x0b\x32\x19.etude.v1.ScoringAccuracy\x12*\n\x0b\x65nvironment\x18n \x01(\x0b\x32\x15.etude.v1.Environment\x12\x17\n\x0emax_candidates\x18\x96\x01 \x01(\x05\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0fScoringAccuracy\x12\x13\n\x0brecall_at_k\x18\x01 \x01(\x01\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x10\n\x08sessions\x18\x03 \x01(\x05\x12\x11\n\treference\x18\x04 \x01(\t2\xf4\x01\n\x12RecommenderService\x12\x44\n\tRecommend\x12\x1a.etude.v1.RecommendRequest\x1a\x1b.etude.v1.RecommendResponse\x12T\n\x0fRecommendStream\x12\x1a.etude.v1.RecommendRequest\x1a!.etude.v1.RecommendStreamResponse(\x01\x30\x01\x12\x42\n\x0cGetModelInfo\x12\x1d.etude.v1.GetModelInfoRequest\x1a\x13.etude.v1.ModelInfoB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,22 +37,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_RECOMMENDREQUEST']._serialized_start=69
   _globals['_RECOMMENDREQUEST']._serialized_end=200
-  _globals['_SERVERTIMING']._serialized_start=202
-  _globals['_SERVERTIMING']._serialized_end=301
-  _globals['_RECOMMENDRESPONSE']._serialized_start=303
-  _globals['_RECOMMENDRESPONSE']._serialized_end=416
-  _globals['_REQUESTERROR']._serialized_start=418
-  _globals['_REQUESTERROR']._serialized_end=463
-  _globals['_RECOMMENDSTREAMRESPONSE']._serialized_start=466
-  _globals['_RECOMMENDSTREAMRESPONSE']._serialized_end=611
-  _globals['_GETMODELINFOREQUEST']._serialized_start=613
-  _globals['_GETMODELINFOREQUEST']._serialized_end=634
-  _globals['_MODELINFO']._serialized_start=637
-  _globals['_MODELINFO']._serialized_end=1129
-  _globals['_MODELINFO_DETAILSENTRY']._serialized_start=1083
-  _globals['_MODELINFO_DETAILSENTRY']._serialized_end=1129
-  _globals['_SCORINGACCURACY']._serialized_start=1131
-  _globals['_SCORINGACCURACY']._serialized_end=1217
-  _globals['_RECOMMENDERSERVICE']._serialized_start=1220
-  _globals['_RECOMMENDERSERVICE']._serialized_end=1464
+  _globals['_SERVERTIMING']._serialized_start=203
+  _globals['_SERVERTIMING']._serialized_end=411
+  _globals['_RECOMMENDRESPONSE']._serialized_start=413
+  _globals['_RECOMMENDRESPONSE']._serialized_end=526
+  _globals['_REQUESTERROR']._serialized_start=528
+  _globals['_REQUESTERROR']._serialized_end=573
+  _globals['_RECOMMENDSTREAMRESPONSE']._serialized_start=576
+  _globals['_RECOMMENDSTREAMRESPONSE']._serialized_end=721
+  _globals['_GETMODELINFOREQUEST']._serialized_start=723
+  _globals['_GETMODELINFOREQUEST']._serialized_end=744
+  _globals['_MODELINFO']._serialized_start=747
+  _globals['_MODELINFO']._serialized_end=1239
+  _globals['_MODELINFO_DETAILSENTRY']._serialized_start=1193
+  _globals['_MODELINFO_DETAILSENTRY']._serialized_end=1239
+  _globals['_SCORINGACCURACY']._serialized_start=1241
+  _globals['_SCORINGACCURACY']._serialized_end=1327
+  _globals['_RECOMMENDERSERVICE']._serialized_start=1330
+  _globals['_RECOMMENDERSERVICE']._serialized_end=1574
 # @@protoc_insertion_point(module_scope)

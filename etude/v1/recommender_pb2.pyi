@@ -24,16 +24,24 @@ class RecommendRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., request_id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., candidate_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ServerTiming(_message.Message):
-    __slots__ = ("queue_us", "inference_us", "batch_size", "server_total_us")
+    __slots__ = ("queue_us", "inference_us", "batch_size", "server_total_us", "shard_fanout_us", "shard_compute_us", "shard_wire_bytes", "shard_lookup_calls")
     QUEUE_US_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_US_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SERVER_TOTAL_US_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FANOUT_US_FIELD_NUMBER: _ClassVar[int]
+    SHARD_COMPUTE_US_FIELD_NUMBER: _ClassVar[int]
+    SHARD_WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARD_LOOKUP_CALLS_FIELD_NUMBER: _ClassVar[int]
     queue_us: int
     inference_us: int
     batch_size: int
     server_total_us: int
-    def __init__(self, queue_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., batch_size: _Optional[int] = ..., server_total_us: _Optional[int] = ...) -> None: ...
+    shard_fanout_us: int
+    shard_compute_us: int
+    shard_wire_bytes: int
+    shard_lookup_calls: int
+    def __init__(self, queue_us: _Optional[int] = ..., inference_us: _Optional[int] = ..., batch_size: _Optional[int] = ..., server_total_us: _Optional[int] = ..., shard_fanout_us: _Optional[int] = ..., shard_compute_us: _Optional[int] = ..., shard_wire_bytes: _Optional[int] = ..., shard_lookup_calls: _Optional[int] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("item_ids", "scores", "timing", "request_id")

@@ -21,6 +21,8 @@ from ..inference.options import EMBEDDING_POLICIES, PRECISION_NAMES, RUNTIMES, r
 from ..inference.sizing import estimated_catalog_bytes
 from ..loadgen.footprint import instances_needed
 from ..loadgen.spec import TRANSPORTS
+from ..shard.mapping import STRATEGIES
+from ..shard.shardable import ROUTER_CANDIDATES_REFUSED, ModelNotShardable, require_shardable
 from ..workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
 
 DEVICES = ("cpu", "cuda")
@@ -122,6 +124,7 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
             )
         if option.executors < 0:
             raise SpecError(f"{path}.executors", "must be >= 0 (0 means 1)")
+        _validate_catalog_shards(spec, option, path)
     names = [option.name for option in spec.hardware]
     if len(set(names)) != len(names):
         raise SpecError("hardware", f"names must be unique, got {names}")
@@ -272,6 +275,13 @@ def _validate_candidates(spec: experiment_pb2.ExperimentSpec) -> None:
             "load.candidates_per_request",
             f"{count} must be in 1..{smallest_catalog} (the smallest catalog), or 0 for the full catalog",
         )
+    for index, option in enumerate(spec.hardware):
+        if option.catalog_shards >= 2:
+            raise SpecError(
+                "load.candidates_per_request",
+                f"hardware[{index}] has catalog_shards = {option.catalog_shards}: "
+                f"{ROUTER_CANDIDATES_REFUSED}",
+            )
     for index, model in enumerate(spec.models):
         refused = None if model.model_path else MODELS[model.name].candidates_refused
         if refused is not None:
@@ -364,3 +374,40 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
     full.target = full.target or defaults.TARGET
     full.results = full.results or defaults.RESULTS
     return full
+
+
+def _validate_catalog_shards(
+    spec: experiment_pb2.ExperimentSpec, option: experiment_pb2.HardwareOption, path: str
+) -> None:
+    """A sharded option: a strategy the shards know, models the shards can score, no more shards
+    than items, and a target that runs shards."""
+    _check_choice(f"{path}.shard_strategy", option.shard_strategy, STRATEGIES)
+    if option.catalog_shards < 0:
+        raise SpecError(f"{path}.catalog_shards", "must be >= 0 (0 and 1: one server holds the catalog)")
+    if option.catalog_shards < 2:
+        if option.shard_strategy:
+            raise SpecError(f"{path}.shard_strategy", "applies only with catalog_shards >= 2")
+        return
+    if spec.target == "kubernetes":
+        raise SpecError(f"{path}.catalog_shards", "the kubernetes target does not deploy catalog shards yet")
+    for index, model in enumerate(spec.models):
+        if model.model_path:
+            raise SpecError(
+                f"{path}.catalog_shards", f"models[{index}] is a model file: only registry models shard"
+            )
+        try:
+            require_shardable(model.name)
+        except ModelNotShardable as error:
+            raise SpecError(f"{path}.catalog_shards", f"models[{index}]: {error}") from None
+    for index, size in enumerate(spec.catalog_sizes):
+        if size < option.catalog_shards:
+            raise SpecError(
+                f"{path}.catalog_shards",
+                f"{option.catalog_shards} shards for catalog_sizes[{index}] = {size} items",
+            )
+    if option.shard_strategy == "popular" and not spec.workload.HasField("exponents"):
+        raise SpecError(
+            f"{path}.shard_strategy",
+            "popular needs the workload's exponents.alpha_clicks (its hot items are the synthetic "
+            "workload's most clicked)",
+        )

@@ -176,6 +176,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a hand-off to a model thread costs about as much); 0 = always in the model threads",
     )
     parser.add_argument(
+        "--catalog-shards",
+        default="",
+        help="HOST:PORT,... of catalog shards (`etude serve shard`): serve as a router that looks the "
+        "session's items up from them, runs the encoder and merges their top-k; it holds no item rows",
+    )
+    parser.add_argument(
+        "--shard-timeout-s",
+        type=float,
+        default=10.0,
+        help="router: longest wait for one call to a catalog shard",
+    )
+    parser.add_argument(
+        "--shard-connect-wait-s",
+        type=float,
+        default=60.0,
+        help="router: how long to wait at start for every catalog shard to answer",
+    )
+    parser.add_argument(
         "--max-queue-wait-ms",
         type=float,
         default=0.0,
@@ -210,6 +228,7 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
+    from ..shard.shardable import ModelNotShardable
     from . import metrics
     from .accuracy import AccuracySettings
     from .batcher import DynamicBatcher
@@ -217,7 +236,9 @@ async def serve(args: argparse.Namespace) -> None:
     from .model_file import ModelFileError
     from .precision import PrecisionUnsupported
     from .recommender import Recommender, RecommenderConfig
+    from .router import RoutedRecommender
     from .server import RecommenderServicer, batch_span_attributes
+    from .shard_client import ShardError, ShardSetMismatch
 
     if args.executors < 1:
         raise SystemExit(f"etude serve inference: --executors must be >= 1, got {args.executors}")
@@ -249,11 +270,16 @@ async def serve(args: argparse.Namespace) -> None:
             model=config.model_path or config.model,
             catalog_size=config.catalog_size or "from the model file",
         )
-        # Building and warming up can take seconds at large catalogs: keep the loop free.
-        recommender = await asyncio.to_thread(Recommender, config)
-    except (ModelFileError, PrecisionUnsupported) as error:
+        if args.catalog_shards:
+            recommender: Recommender | RoutedRecommender = await _start_router(args, config)
+        else:
+            # Building and warming up can take seconds at large catalogs: keep the loop free.
+            recommender = await asyncio.to_thread(Recommender, config)
+    except (ModelFileError, PrecisionUnsupported, ShardSetMismatch, ModelNotShardable, ShardError) as error:
         # Exit before serving with the reason in the log's last lines (the controller shows them).
-        event = "precision_refused" if isinstance(error, PrecisionUnsupported) else "model_file_refused"
+        event = "catalog_shards_refused"
+        if isinstance(error, PrecisionUnsupported | ModelFileError):
+            event = "precision_refused" if isinstance(error, PrecisionUnsupported) else "model_file_refused"
         _log.error(event, reason=str(error))
         raise SystemExit(f"etude serve inference: {error}") from None
     batcher = DynamicBatcher(
@@ -263,7 +289,8 @@ async def serve(args: argparse.Namespace) -> None:
         max_queue_size=args.max_queue_size,
         max_queue_bytes=args.max_queue_bytes,
         max_queue_wait_ms=args.max_queue_wait_ms,
-        inline_below_us=args.inline_below_us,
+        # A router's batch waits for the shards on the loop: it must never run on the loop itself.
+        inline_below_us=0.0 if args.catalog_shards else args.inline_below_us,
         executors=args.executors,
         executor_initializer=executor_initializer(args.device, threads),
         batch_attributes=batch_span_attributes(recommender),
@@ -289,3 +316,24 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         # After the server drained its calls, so in-flight requests still get answers.
         await batcher.stop(drain=True)
+        if isinstance(recommender, RoutedRecommender):
+            await recommender.catalog.close()
+
+
+async def _start_router(args: argparse.Namespace, config: Any) -> Any:
+    """Connects to the catalog shards, builds the encoder without its table, warms it up."""
+    from .router import RoutedRecommender
+    from .shard_client import ShardedCatalog
+
+    addresses = [address.strip() for address in args.catalog_shards.split(",") if address.strip()]
+    catalog = ShardedCatalog(addresses, timeout_s=args.shard_timeout_s)
+    try:
+        await catalog.connect(args.shard_connect_wait_s)
+        router = await asyncio.to_thread(RoutedRecommender, config, catalog)
+        router.bind(asyncio.get_running_loop())
+        if config.warmup:
+            await asyncio.to_thread(router.warm_up)
+    except BaseException:
+        await catalog.close()
+        raise
+    return router

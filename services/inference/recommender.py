@@ -155,6 +155,38 @@ class Recommendation:
     scores: list[float]
 
 
+def validate_query(
+    item_ids: Sequence[int], k: int, catalog_size: int, max_request_items: int, default_k: int
+) -> SessionQuery:
+    """One request checked: raises InvalidSession or InvalidK naming the field and its range."""
+    if len(item_ids) == 0:
+        raise InvalidSession("item_ids must not be empty")
+    if len(item_ids) > max_request_items:
+        raise InvalidSession(
+            f"item_ids has {len(item_ids)} items, more than max_request_items = {max_request_items}"
+        )
+    if k < 0 or k > catalog_size:
+        raise InvalidK(f"k = {k} is outside 1..{catalog_size} (0 means the default, {default_k})")
+    try:
+        ids = np.fromiter(item_ids, dtype=np.int64, count=len(item_ids))
+    except (OverflowError, ValueError, TypeError) as error:
+        raise InvalidSession(f"item_ids must be integers in 1..{catalog_size}: {error}") from error
+    bad = (ids < 1) | (ids > catalog_size)
+    if bad.any():
+        position = int(bad.argmax())
+        raise InvalidSession(f"item_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}")
+    return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or default_k)
+
+
+def padded_sessions(queries: Sequence[SessionQuery]) -> tuple[np.ndarray, np.ndarray]:
+    """(item_seq [B, L] right-padded with 0, lengths [B]) of a batch of validated queries."""
+    lengths = np.fromiter((len(q.item_ids) for q in queries), np.int64, count=len(queries))
+    # Right-padded [B, L] in one scatter: row b holds its items at 0..len_b-1.
+    item_seq = np.zeros((len(queries), MAX_SESSION_LENGTH), dtype=np.int64)
+    item_seq[np.arange(MAX_SESSION_LENGTH) < lengths[:, None]] = np.concatenate([q.item_ids for q in queries])
+    return item_seq, lengths
+
+
 class Recommender:
     """One model, its scoring head and runtime, answering batches of validated sessions.
 
@@ -188,7 +220,6 @@ class Recommender:
         # The default is a server setting, not a request value: a tiny catalog shrinks it.
         self.default_k = min(self.config.default_k, self.config.catalog_size)
         self.parameter_count = sum(p.numel() for p in self.encoder.parameters())
-        self._positions = np.arange(MAX_SESSION_LENGTH)
         self._computes_nothing = not config.model_path and config.model == "noop"
         if config.warmup:
             self.warm_up()
@@ -279,28 +310,13 @@ class Recommender:
     def validate(self, item_ids: Sequence[int], k: int, candidate_ids: Sequence[int] = ()) -> SessionQuery:
         """Checks one request; raises InvalidSession, InvalidK or InvalidCandidates naming the
         field and its range. An empty `candidate_ids` means the whole catalog."""
-        catalog_size = self.config.catalog_size
-        if len(item_ids) == 0:
-            raise InvalidSession("item_ids must not be empty")
-        if len(item_ids) > self.config.max_request_items:
-            raise InvalidSession(
-                f"item_ids has {len(item_ids)} items, more than max_request_items = "
-                f"{self.config.max_request_items}"
-            )
-        if k < 0 or k > catalog_size:
-            raise InvalidK(f"k = {k} is outside 1..{catalog_size} (0 means the default, {self.default_k})")
-        try:
-            ids = np.fromiter(item_ids, dtype=np.int64, count=len(item_ids))
-        except (OverflowError, ValueError, TypeError) as error:
-            raise InvalidSession(f"item_ids must be integers in 1..{catalog_size}: {error}") from error
-        bad = (ids < 1) | (ids > catalog_size)
-        if bad.any():
-            position = int(bad.argmax())
-            raise InvalidSession(f"item_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}")
+        query = validate_query(
+            item_ids, k, self.config.catalog_size, self.config.max_request_items, self.default_k
+        )
         if len(candidate_ids) == 0:
-            return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or self.default_k)
+            return query
         candidates = self._validate_candidates(candidate_ids)
-        return SessionQuery(ids[-MAX_SESSION_LENGTH:], min(k or self.default_k, candidates.size), candidates)
+        return SessionQuery(query.item_ids, min(query.k, candidates.size), candidates)
 
     def _validate_candidates(self, candidate_ids: Sequence[int]) -> np.ndarray:
         """The candidate ids as int64, or InvalidCandidates naming what is wrong and where."""
@@ -355,10 +371,7 @@ class Recommender:
             # noop: the answer its head gives (items 1..k, zero scores) without the dozen torch
             # calls of the model path, so that it measures the serving infrastructure alone.
             return [_noop_answer(q) for q in queries]
-        lengths = np.fromiter((len(q.item_ids) for q in queries), np.int64, count=len(queries))
-        # Right-padded [B, L] in one scatter: row b holds its items at 0..len_b-1.
-        item_seq = np.zeros((len(queries), MAX_SESSION_LENGTH), dtype=np.int64)
-        item_seq[self._positions < lengths[:, None]] = np.concatenate([q.item_ids for q in queries])
+        item_seq, lengths = padded_sessions(queries)
         catalog_rows = [row for row, q in enumerate(queries) if q.candidate_ids is None]
         candidate_rows = [row for row, q in enumerate(queries) if q.candidate_ids is not None]
         answers: list[Recommendation] = []

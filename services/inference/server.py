@@ -48,6 +48,8 @@ from .recommender import (
     Recommender,
     SessionQuery,
 )
+from .router import RoutedRecommendation, RoutedRecommender
+from .shard_client import ShardError, ShardUnavailable
 
 _log = structlog.get_logger()
 
@@ -99,6 +101,13 @@ def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"inference queue full: {error}"
     if isinstance(error, DeadlineExpired):
         return grpc.StatusCode.DEADLINE_EXCEEDED, f"dropped before inference: {error}"
+    if isinstance(error, ShardError):
+        # The shard named: UNAVAILABLE when unreachable (the client may retry), INTERNAL when it
+        # answered with an error (a router/shard mismatch, a bug).
+        code = (
+            grpc.StatusCode.UNAVAILABLE if isinstance(error, ShardUnavailable) else grpc.StatusCode.INTERNAL
+        )
+        return code, str(error)
     if isinstance(error, BatcherStopped):
         return grpc.StatusCode.UNAVAILABLE, f"server shutting down: {error}"
     _log.exception("recommend_failed", exc_info=error)
@@ -132,7 +141,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
 
     def __init__(
         self,
-        recommender: Recommender,
+        recommender: Recommender | RoutedRecommender,
         batcher: InferenceBatcher,
         tracing: RequestTracing | None = None,
         max_stream_in_flight: int = 0,
@@ -370,9 +379,23 @@ def _response(
             inference_us=batched.model_ns // 1000,
             batch_size=batched.batch_size,
             server_total_us=(done_ns - arrival_ns) // 1000,
+            **_fanout_fields(batched.result),
         ),
         request_id=request.request_id,
     )
+
+
+def _fanout_fields(result: Recommendation) -> dict[str, int]:
+    """A router's ServerTiming fields on its calls to the catalog shards (none unsharded)."""
+    fanout = result.fanout if isinstance(result, RoutedRecommendation) else None
+    if fanout is None:
+        return {}
+    return {
+        "shard_fanout_us": fanout.fanout_ns // 1000,
+        "shard_compute_us": fanout.shard_compute_us,
+        "shard_wire_bytes": fanout.wire_bytes,
+        "shard_lookup_calls": fanout.lookup_calls,
+    }
 
 
 def _accuracy_message(report: AccuracyReport | None) -> recommender_pb2.ScoringAccuracy | None:
@@ -385,7 +408,7 @@ def _accuracy_message(report: AccuracyReport | None) -> recommender_pb2.ScoringA
 
 
 def batch_span_attributes(
-    recommender: Recommender,
+    recommender: Recommender | RoutedRecommender,
 ) -> Callable[[Sequence[SessionQuery]], dict[str, AttributeValue]]:
     """What a batch span says about its batch: model, device, runtime, padded shape."""
     config = recommender.config

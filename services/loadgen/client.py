@@ -304,4 +304,7 @@ def outcome_of(response: recommender_pb2.RecommendResponse) -> Outcome:
         inference_us=timing.inference_us,
         batch_size=timing.batch_size,
         server_total_us=timing.server_total_us,
+        shard_fanout_us=timing.shard_fanout_us,
+        shard_compute_us=timing.shard_compute_us,
+        shard_wire_bytes=timing.shard_wire_bytes,
     )

@@ -70,6 +70,10 @@ class Outcome(NamedTuple):
     inference_us: int = 0
     batch_size: int = 0
     server_total_us: int = 0
+    # A router's calls to its catalog shards (ServerTiming.shard_*; 0 unsharded).
+    shard_fanout_us: int = 0
+    shard_compute_us: int = 0
+    shard_wire_bytes: int = 0
 
 
 class RecommendClient(Protocol):
@@ -460,6 +464,9 @@ class LoadGenerator:
                 outcome.inference_us,
                 outcome.batch_size,
                 outcome.server_total_us,
+                outcome.shard_fanout_us,
+                outcome.shard_compute_us,
+                outcome.shard_wire_bytes,
             )
         )
         if self._in_flight == 0 and self._all_answered is not None:

@@ -159,6 +159,9 @@ class LatencySplit:
         """Mean total minus the sum of the parts' means (clipping; nan when the total is unknown)."""
         return self.mean_total_ms - sum(self.mean_ms.values())
 
+    # A router's bytes to and from its catalog shards per request (0 unsharded).
+    shard_wire_bytes_p50: float = 0.0
+
 
 def split_parts_us(records: RecordColumns) -> dict[str, np.ndarray]:
     """SPLIT_PARTS (us) of every row of `records`, from its timing fields."""
@@ -270,6 +273,8 @@ class Timings:
     requests: int
     p50_ms: dict[str, float]
     p90_ms: dict[str, float]
+    # A router's bytes to and from its catalog shards per request (0 unsharded).
+    shard_wire_bytes_p50: float = 0.0
 
 
 def timings(records: RecordColumns) -> Timings | None:
@@ -282,6 +287,7 @@ def timings(records: RecordColumns) -> Timings | None:
         int(np.count_nonzero(ok)),
         {name: float(np.percentile(column, 50)) / 1000.0 for name, column in values.items()},
         {name: float(np.percentile(column, 90)) / 1000.0 for name, column in values.items()},
+        float(np.percentile(records.shard_wire_bytes[ok], 50)),
     )
 
 

@@ -14,6 +14,7 @@ from etude.v1 import controller_pb2, experiment_pb2
 from ..results.records import TIMING_COLUMNS
 from .analysis import SPLIT_PARTS, STABILITY_RULE, StableRate
 from .deployments import DeploymentRow
+from .distributed import distributed_blocks
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
 from .fits import REFERENCE_DRAWS, FittedExponent, workload_of
 from .notes import environment_bullets, inference_environments, precision_and_loadgen_notes
@@ -507,6 +508,7 @@ def report_blocks(
             "Stability rule. " + STABILITY_RULE.format(percentile=slo.percentile, latency_ms=slo.latency_ms)
         ),
         *_search_blocks(trials),
+        *distributed_blocks(trials),
         Heading(2, "Latency split"),
         Paragraph(
             "From the per-request server timing of the OK answers: send delay = actual - intended "

@@ -48,6 +48,11 @@ class Record(NamedTuple):
     inference_us: int
     batch_size: int
     server_total_us: int
+    # A router's calls to its catalog shards for the request's batch (0 unsharded): wall time,
+    # the slowest shard's scoring, and bytes on the wire per request of the batch.
+    shard_fanout_us: int = 0
+    shard_compute_us: int = 0
+    shard_wire_bytes: int = 0
 
 
 RECORD_FIELDS: tuple[str, ...] = Record._fields
@@ -70,6 +75,9 @@ class RecordColumns:
     inference_us: np.ndarray
     batch_size: np.ndarray
     server_total_us: np.ndarray
+    shard_fanout_us: np.ndarray
+    shard_compute_us: np.ndarray
+    shard_wire_bytes: np.ndarray
 
     @property
     def ok(self) -> np.ndarray:
@@ -99,6 +107,8 @@ _DTYPES: dict[str, Any] = {
     name: {int: np.int64, str: object, float: np.float64}[annotation]
     for name, annotation in get_type_hints(Record).items()
 }
+# Columns added after records.csv was first written: absent from older files (read as 0).
+OPTIONAL_FIELDS = frozenset({"shard_fanout_us", "shard_compute_us", "shard_wire_bytes"})
 # The columns that hold durations: the report tabulates each of them.
 TIMING_COLUMNS: tuple[str, ...] = tuple(name for name in RECORD_FIELDS if name.endswith("_us"))
 
@@ -111,10 +121,11 @@ def parse_records(text: str, source: str = RECORDS_FILE) -> RecordColumns:
     header = next(csv.reader([stream.readline()]), None)
     if header is None:
         raise ResultsError(f"{source}: empty file (no header)")
-    missing = [name for name in RECORD_FIELDS if name not in header]
+    missing = [name for name in RECORD_FIELDS if name not in header and name not in OPTIONAL_FIELDS]
     if missing:
         raise ResultsError(f"{source}: missing columns {missing}")
-    row_type = np.dtype([(name, _DTYPES[name]) for name in RECORD_FIELDS])
+    present = [name for name in RECORD_FIELDS if name in header]
+    row_type = np.dtype([(name, _DTYPES[name]) for name in present])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": no request
@@ -124,12 +135,15 @@ def parse_records(text: str, source: str = RECORDS_FILE) -> RecordColumns:
                 quotechar='"',
                 comments=None,  # a session id may hold "#" (instance i of several: "17#1")
                 dtype=row_type,
-                usecols=[header.index(name) for name in RECORD_FIELDS],
+                usecols=[header.index(name) for name in present],
                 ndmin=1,
             )
     except ValueError as error:
         raise ResultsError(f"{source}: {error}") from error
-    return RecordColumns(**{name: np.ascontiguousarray(table[name]) for name in RECORD_FIELDS})
+    columns = {name: np.ascontiguousarray(table[name]) for name in present}
+    # Files written before a column existed read as zeros in it.
+    absent = {name: np.zeros(table.size, dtype=_DTYPES[name]) for name in RECORD_FIELDS if name not in header}
+    return RecordColumns(**columns, **absent)
 
 
 def read_records(path: Path) -> RecordColumns:

@@ -266,6 +266,11 @@ def draw_power_law(
     return value.astype(dtype)
 
 
+def item_click_counts(workload: SyntheticWorkload) -> np.ndarray:
+    """The click count of each item 1..C (index i: item i + 1) that `workload` samples from."""
+    return workload.draw_click_counts(_rng(workload.seed, _POPULARITY_STREAM))
+
+
 class ItemPopularity:
     """Click counts of items 1..C, sampled from by exact inverse transform of their empirical CDF.
 
@@ -320,9 +325,7 @@ class ItemPopularity:
     @classmethod
     def for_workload(cls, workload: SyntheticWorkload) -> ItemPopularity:
         """Line 7 of Algorithm 1: C i.i.d. click counts floor(Pareto(alpha_clicks)), capped."""
-        rng = _rng(workload.seed, _POPULARITY_STREAM)
-        counts = workload.draw_click_counts(rng)
-        return cls(counts)
+        return cls(item_click_counts(workload))
 
     @property
     def num_distinct_counts(self) -> int:

@@ -54,7 +54,8 @@ class SyntheticRun:
                 from_actual_us = (completion - actual) // 1000
                 records.append(
                     [tick, f"{session_prefix}{index}", 0, intended, actual, completion, answer.status,
-                     answer.latency_us, from_actual_us, 10, 20, answer.batch_size, answer.server_total_us]
+                     answer.latency_us, from_actual_us, 10, 20, answer.batch_size, answer.server_total_us,
+                     0, 0, 0]
                 )  # fmt: skip
                 ok += answer.status == "OK"
                 failed += answer.status != "OK"

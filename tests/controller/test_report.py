@@ -73,6 +73,7 @@ def _records_rows(tick_latencies_ms: Sequence[float], failures: dict[int, list[s
                 [
                     tick, session, 0, 0, 0, 0, status, intended_us, actual_us,
                     QUEUE_US if ok else 0, INFERENCE_US if ok else 0, 1 if ok else 0, server_us if ok else 0,
+                    0, 0, 0,  # unsharded: no calls to catalog shards
                 ]
             )  # fmt: skip
     return rows

@@ -4,6 +4,7 @@ Kubernetes OpenAPI schemas accept (kubernetes-validate), with the hardware each 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,33 @@ def test_every_example_hardware_option_deploys_with_an_overlay(example: Path) ->
     available = overlays(KUSTOMIZE)
     for option in load_spec(example).hardware:
         assert overlay_for(option, available) in available
+
+
+def test_catalog_shards_component_renders_a_statefulset_behind_a_headless_service_and_a_router(
+    tmp_path: Path,
+) -> None:
+    # kustomize takes relative paths only: the cpu overlay with the component, then the images.
+    root = Path(os.path.relpath(KUSTOMIZE, tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {root / 'overlays' / 'cpu'}\n"
+        f"components:\n  - {root / 'components' / 'catalog-shards'}\n  - {root / 'components' / 'images'}\n"
+    )
+    rendered = render_manifests(tmp_path)
+    for document in rendered:
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+    objects = _by_kind_and_name(rendered)
+    shards = objects[("StatefulSet", "etude-shard")]["spec"]
+    service = objects[("Service", "etude-shard")]["spec"]
+    assert service["clusterIP"] == "None" and shards["serviceName"] == "etude-shard"
+    assert service["ports"][0]["port"] == defaults.SHARD_PORT
+    container = shards["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["serve", "shard"] and container["image"].startswith("etude:")
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert env["ETUDE_SHARD"] == f"ordinal/{shards['replicas']}"
+    router = {variable["name"]: variable.get("value") for variable in _inference_container(rendered)["env"]}
+    addresses = router["ETUDE_CATALOG_SHARDS"].split(",")
+    assert addresses == [
+        f"etude-shard-{i}.etude-shard:{defaults.SHARD_PORT}" for i in range(shards["replicas"])
+    ]
+    assert router["ETUDE_MODEL"] == env["ETUDE_MODEL"]

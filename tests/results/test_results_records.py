@@ -115,3 +115,13 @@ def test_text_as_the_csv_writer_wrote_it_parses_whatever_its_line_ends_and_quoti
     raw = path.read_bytes().decode()  # as a GCS download gives it: \r\n kept
     assert "\r\n" in raw
     assert list(parse_records(raw).rows()) == rows
+
+
+def test_records_written_before_the_shard_columns_read_them_as_zeros() -> None:
+    old_fields = [name for name in RECORD_FIELDS if not name.startswith("shard_")]
+    text = (
+        ",".join(old_fields) + "\n" + ",".join(str(value) for value in RECORDS[0][: len(old_fields)]) + "\n"
+    )
+    columns = parse_records(text)
+    assert columns.server_total_us.tolist() == [5]
+    assert columns.shard_fanout_us.tolist() == [0] and columns.shard_wire_bytes.tolist() == [0]

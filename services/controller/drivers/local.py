@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from etude import defaults
@@ -13,7 +13,7 @@ from etude.v1 import experiment_pb2
 
 from ...results.layout import INFERENCE_TRACE_FILE, loadgen_trace_file, service_log_file
 from ...results.started import StartedProcess
-from ..options import as_flags, inference_options
+from ..options import as_flags, inference_options, shard_options
 from .leftovers import started_process, stop_leftover_processes
 from .owner import CURRENT_OWNER
 from .processes import EXIT_MARGIN_S, ChildService
@@ -37,20 +37,40 @@ class LocalDriver:
     async def inference_service(
         self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
     ) -> AsyncIterator[str]:
-        """Yields the host:port of a healthy inference service for `trial`."""
-        # Sampled traces go next to the trial's records (OTLP JSON lines; see report/traces.py).
-        child = ChildService(
-            "inference",
-            as_flags(inference_options(trial, spec)),
-            log_dir / service_log_file("inference"),
-            env={TRACE_FILE_ENV: str(log_dir / INFERENCE_TRACE_FILE)},
-        )
-        async with self._running_child(child) as endpoint:
-            self._inference = child
-            try:
-                yield endpoint
-            finally:
-                self._inference = None
+        """Yields the host:port of a healthy inference service for `trial`: with catalog shards,
+        the router, once its shards serve (all of them stop with it)."""
+        options = inference_options(trial, spec)
+        async with AsyncExitStack() as shards:
+            if trial.hardware.catalog_shards >= 2:
+                children = [
+                    ChildService(
+                        "shard",
+                        as_flags(shard_options(trial, spec, index)),
+                        log_dir / service_log_file("shard", index),
+                    )
+                    for index in range(trial.hardware.catalog_shards)
+                ]
+                # Started together; if one fails the others are cancelled, and a cancelled start
+                # stops its child.
+                async with asyncio.TaskGroup() as starting:
+                    started = [
+                        starting.create_task(shards.enter_async_context(self._running_child(child)))
+                        for child in children
+                    ]
+                options["catalog_shards"] = ",".join(task.result() for task in started)
+            # Sampled traces go next to the trial's records (OTLP JSON lines; see report/traces.py).
+            child = ChildService(
+                "inference",
+                as_flags(options),
+                log_dir / service_log_file("inference"),
+                env={TRACE_FILE_ENV: str(log_dir / INFERENCE_TRACE_FILE)},
+            )
+            async with self._running_child(child) as endpoint:
+                self._inference = child
+                try:
+                    yield endpoint
+                finally:
+                    self._inference = None
 
     def inference_pid(self) -> int | None:
         """The running trial's inference child (its serving processes are its children)."""

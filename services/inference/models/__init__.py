@@ -105,17 +105,29 @@ MODEL_NAMES = tuple(MODELS)
 
 
 def build_model(
-    name: str, catalog_size: int, embedding_dim: int, *, seed: int = 0, **options: Any
+    name: str,
+    catalog_size: int,
+    embedding_dim: int,
+    *,
+    seed: int = 0,
+    item_table: bool = True,
+    **options: Any,
 ) -> SessionEncoder:
     """Builds model `name` with random weights drawn from `seed`, in eval mode, on the CPU.
 
-    The global random state is left untouched, so two builds with one seed are identical.
+    The global random state is left untouched, so two builds with one seed are identical. The
+    item table's rows come from `seed` and the item ids alone (models/item_rows.py), so a
+    catalog shard generates exactly its part of them; `item_table=False` leaves the table on
+    the meta device (no memory: a router's encoder, whose rows live in the shards).
     """
     import torch
+    from torch import nn
 
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = MODELS[name].build(catalog_size, embedding_dim, **options)
+    if item_table and isinstance(getattr(encoder, "item_embedding", None), nn.Embedding):
+        encoder.materialise_item_table(seed)
     return encoder.eval()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, CatalogScorer, Scorer
-from .base import MAX_SESSION_LENGTH, SessionEncoder, zero_padding_row
+from .base import MAX_SESSION_LENGTH, ItemInit, SessionEncoder, item_embedding_table
 from .transformer import TransformerEncoder, causal_padding_mask
 
 DEFAULT_TEMPERATURE = 0.07
@@ -45,7 +45,7 @@ class CORE(SessionEncoder):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.inner_size = inner_size
         self.temperature = temperature
-        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.item_embedding = item_embedding_table(catalog_size, embedding_dim)
         self.position_embedding = nn.Embedding(max_session_length, embedding_dim)
         self.layer_norm = nn.LayerNorm(embedding_dim, eps=1e-12)
         self.transformer = TransformerEncoder(embedding_dim, num_layers, num_heads, inner_size, 1e-12)
@@ -55,10 +55,12 @@ class CORE(SessionEncoder):
         bound = 1.0 / math.sqrt(embedding_dim)
         for parameter in self.parameters():
             nn.init.uniform_(parameter, -bound, bound)
-        zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
-        items = self.item_embedding(item_seq)  # [B, L, d]
+        return self.encode(self.item_embedding(item_seq), item_seq, item_seq_len)
+
+    def encode(self, embedded: Tensor, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        items = embedded  # [B, L, d]
         positions = self.position_embedding.weight[: item_seq.size(1)]
         hidden = self.transformer(self.layer_norm(items + positions), causal_padding_mask(item_seq))
         logits = self.weight_head(hidden).squeeze(-1)  # [B, L]
@@ -67,6 +69,10 @@ class CORE(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's uniform(+-1/sqrt(d)), row 0 zeroed.
+        return ItemInit("uniform", 1.0 / math.sqrt(self.embedding_dim))
 
     def details(self) -> dict[str, str]:
         return {

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import SessionEncoder, bert_style_init, zero_padding_row
+from .base import BERT_INIT_STD, ItemInit, SessionEncoder, bert_style_init, item_embedding_table
 from .session_graph import GatedGraphStep, gather_nodes, session_graph
 from .transformer import TransformerEncoder, causal_padding_mask
 
@@ -43,7 +43,7 @@ class GCSAN(SessionEncoder):
         self.attention_weight = weight
         self.num_steps = num_steps
         self.inner_size = inner_size
-        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.item_embedding = item_embedding_table(catalog_size, embedding_dim)
         self.gnn = GatedGraphStep(embedding_dim, message_bias=False)
         self.self_attention = TransformerEncoder(
             embedding_dim, num_layers, num_heads, inner_size=inner_size, layer_norm_eps=layer_norm_eps
@@ -55,11 +55,13 @@ class GCSAN(SessionEncoder):
         for parameter in (self.gnn.w_ih, self.gnn.w_hh, self.gnn.b_ih, self.gnn.b_hh):
             nn.init.uniform_(parameter, -bound, bound)
         self.apply(bert_style_init)
-        zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        return self.encode(self.item_embedding(item_seq), item_seq, item_seq_len)
+
+    def encode(self, embedded: Tensor, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         alias, adjacency_in, adjacency_out = session_graph(item_seq, item_seq_len)
-        nodes = self.item_embedding(item_seq)
+        nodes = embedded
         for _ in range(self.num_steps):
             nodes = self.gnn(adjacency_in, adjacency_out, nodes)
         states = gather_nodes(nodes, alias)  # [B, L, d]
@@ -71,6 +73,10 @@ class GCSAN(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's N(0, 0.02) (bert_style_init runs last), row 0 zeroed.
+        return ItemInit("normal", BERT_INIT_STD)
 
     def details(self) -> dict[str, str]:
         return {

@@ -16,10 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from .base import (
+    BERT_INIT_STD,
     MAX_SESSION_LENGTH,
+    ItemInit,
     SessionEncoder,
     bert_style_init,
-    zero_padding_row,
+    item_embedding_table,
 )
 from .transformer import FeedForward
 
@@ -142,7 +144,7 @@ class LightSANs(SessionEncoder):
         self.num_heads = num_heads
         self.k_interests = k_interests
         self.inner_size = inner_size
-        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.item_embedding = item_embedding_table(catalog_size, embedding_dim)
         self.position_embedding = nn.Embedding(max_session_length, embedding_dim)
         self.layer_norm = nn.LayerNorm(embedding_dim, eps=1e-12)
         self.layers = nn.ModuleList(
@@ -152,7 +154,6 @@ class LightSANs(SessionEncoder):
             ]
         )
         self.apply(bert_style_init)
-        zero_padding_row(self.item_embedding)
         self.refresh()
         # Loaded weights (a checkpoint) recompute Pi too.
         self.register_load_state_dict_post_hook(_refresh_after_load)
@@ -164,7 +165,10 @@ class LightSANs(SessionEncoder):
             layer.attention.refresh(self.position_embedding.weight)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
-        hidden = self.layer_norm(self.item_embedding(item_seq))
+        return self.encode(self.item_embedding(item_seq), item_seq, item_seq_len)
+
+    def encode(self, embedded: Tensor, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        hidden = self.layer_norm(embedded)
         for layer in self.layers:
             hidden = layer(hidden)
         rows = torch.arange(item_seq.size(0), device=item_seq.device)
@@ -172,6 +176,10 @@ class LightSANs(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's N(0, 0.02) (bert_style_init), row 0 zeroed.
+        return ItemInit("normal", BERT_INIT_STD)
 
     def details(self) -> dict[str, str]:
         head_size = math.ceil(self.embedding_dim / self.num_heads)

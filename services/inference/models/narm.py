@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import SessionEncoder, zero_padding_row
+from .base import ItemInit, SessionEncoder, item_embedding_table
 
 
 class NARM(SessionEncoder):
@@ -19,7 +19,7 @@ class NARM(SessionEncoder):
         if hidden_size < 1:
             raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
         self.hidden_size = hidden_size
-        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.item_embedding = item_embedding_table(catalog_size, embedding_dim)
         self.gru = nn.GRU(embedding_dim, hidden_size, num_layers=1, bias=False, batch_first=True)
         self.a_1 = nn.Linear(hidden_size, hidden_size, bias=False)
         self.a_2 = nn.Linear(hidden_size, hidden_size, bias=False)
@@ -27,13 +27,14 @@ class NARM(SessionEncoder):
         self.b = nn.Linear(2 * hidden_size, embedding_dim, bias=False)
         # RecBole's initialisation: xavier_normal_ for the embedding and the linear layers; the
         # GRU keeps torch's default (RecBole's NARM does not touch it). Then row 0 zeroed.
-        nn.init.xavier_normal_(self.item_embedding.weight)
         for linear in (self.a_1, self.a_2, self.v_t, self.b):
             nn.init.xavier_normal_(linear.weight)
-        zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
-        states, _ = self.gru(self.item_embedding(item_seq))  # [B, L, H]
+        return self.encode(self.item_embedding(item_seq), item_seq, item_seq_len)
+
+    def encode(self, embedded: Tensor, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        states, _ = self.gru(embedded)  # [B, L, H]
         rows = torch.arange(item_seq.size(0), device=item_seq.device)
         last = states[rows, item_seq_len - 1]  # h_t: right padding is never seen before len-1
         mask = (item_seq > 0).unsqueeze(2).to(states.dtype)
@@ -44,6 +45,10 @@ class NARM(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's xavier_normal_, row 0 zeroed.
+        return ItemInit.xavier_normal(self.catalog_size + 1, self.embedding_dim)
 
     def details(self) -> dict[str, str]:
         return {"hidden_size": str(self.hidden_size), "gru_layers": "1", "gru_bias": "false"}

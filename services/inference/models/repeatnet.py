@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..precision import PRECISION_OF_DTYPE, require_supported
 from ..scoring import DEFAULT_MAX_SCORE_ELEMENTS, CandidatesRefused, Scorer, chunk_items_for
 from . import REPEATNET_CANDIDATES_REFUSED
-from .base import SessionEncoder, zero_padding_row
+from .base import ItemInit, SessionEncoder, item_embedding_table
 
 
 class RepeatNet(SessionEncoder):
@@ -31,7 +31,7 @@ class RepeatNet(SessionEncoder):
         if hidden_size < 1:
             raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
         self.hidden_size = hidden_size
-        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.item_embedding = item_embedding_table(catalog_size, embedding_dim)
         self.gru = nn.GRU(embedding_dim, hidden_size, num_layers=1, bias=True, batch_first=True)
         # Repeat/explore mode.
         self.w_re = nn.Linear(hidden_size, hidden_size, bias=False)
@@ -50,13 +50,11 @@ class RepeatNet(SessionEncoder):
         self.explore_matrix = nn.Linear(2 * hidden_size, catalog_size + 1, bias=False)
         # RecBole's initialisation: xavier_normal_ for the embedding and every linear weight,
         # zero biases; the GRU keeps torch's default. Then row 0 of E zeroed.
-        nn.init.xavier_normal_(self.item_embedding.weight)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         states, _ = self.gru(self.item_embedding(item_seq))  # O [B, L, H]
@@ -82,6 +80,10 @@ class RepeatNet(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's xavier_normal_, row 0 zeroed.
+        return ItemInit.xavier_normal(self.catalog_size + 1, self.embedding_dim)
 
     def explore_items(self) -> Tensor:
         """M_e [C+1, 2H]: the explore decoder's catalog matrix (row 0: item 0)."""

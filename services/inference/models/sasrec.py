@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (
+    BERT_INIT_STD,
     MAX_SESSION_LENGTH,
+    ItemInit,
     SessionEncoder,
     bert_style_init,
-    zero_padding_row,
+    item_embedding_table,
 )
 from .transformer import (
     TransformerEncoder,
@@ -49,7 +51,7 @@ class SASRec(SessionEncoder):
             raise ValueError(f"num_heads must be >= 1, got {num_heads}")
         self.inner_size = inner_size
         self.last_layer_query_only = last_layer_query_only
-        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.item_embedding = item_embedding_table(catalog_size, embedding_dim)
         self.position_embedding = nn.Embedding(max_session_length, embedding_dim)
         self.layer_norm = nn.LayerNorm(embedding_dim, eps=1e-12)
         # The shared blocks, split as "all but the last" and the last, which alone knows to
@@ -57,11 +59,13 @@ class SASRec(SessionEncoder):
         self.transformer = TransformerEncoder(embedding_dim, num_layers - 1, num_heads, inner_size, 1e-12)
         self.final_layer = TransformerLayer(embedding_dim, num_heads, inner_size, 1e-12)
         self.apply(bert_style_init)
-        zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        return self.encode(self.item_embedding(item_seq), item_seq, item_seq_len)
+
+    def encode(self, embedded: Tensor, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         batch, length = item_seq.shape
-        hidden = self.layer_norm(self.item_embedding(item_seq) + self.position_embedding.weight[:length])
+        hidden = self.layer_norm(embedded + self.position_embedding.weight[:length])
         mask = causal_padding_mask(item_seq)
         hidden = self.transformer(hidden, mask)
         rows = torch.arange(batch, device=item_seq.device)
@@ -84,6 +88,10 @@ class SASRec(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's N(0, 0.02) (bert_style_init), row 0 zeroed.
+        return ItemInit("normal", BERT_INIT_STD)
 
     def details(self) -> dict[str, str]:
         return {

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SessionEncoder, zero_padding_row
+from .base import ItemInit, SessionEncoder, item_embedding_table
 
 # RecBole's SINE draws its matrices from normal(0, 0.01).
 INITIALIZER_RANGE = 0.01
@@ -43,7 +43,7 @@ class SINE(SessionEncoder):
         self.num_interests = num_interests
         self.tau = tau
         dim = embedding_dim
-        self.item_embedding = nn.Embedding(catalog_size + 1, dim)
+        self.item_embedding = item_embedding_table(catalog_size, dim)
         self.prototypes = nn.Embedding(num_prototypes, dim)
         self.w1 = nn.Parameter(torch.empty(dim, dim))
         self.w2 = nn.Parameter(torch.empty(dim))
@@ -56,12 +56,13 @@ class SINE(SessionEncoder):
         # RecBole's initialisation: matrices normal(0, 0.01), embeddings Xavier normal; row 0 zeroed.
         for matrix in (self.w1, self.w2, self.w3, self.w4, self.w_k_1, self.w_k_2):
             nn.init.normal_(matrix, mean=0.0, std=INITIALIZER_RANGE)
-        nn.init.xavier_normal_(self.item_embedding.weight)
         nn.init.xavier_normal_(self.prototypes.weight)
-        zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
-        x = self.item_embedding(item_seq)  # [B, L, d]
+        return self.encode(self.item_embedding(item_seq), item_seq, item_seq_len)
+
+    def encode(self, embedded: Tensor, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        x = embedded  # [B, L, d]
         batch_size, length, dim = x.shape
         # 1-2. Concept activation: one topk (the reference sorts twice).
         activation = torch.softmax(torch.tanh(x @ self.w1) @ self.w2, dim=1)  # [B, L]
@@ -94,6 +95,10 @@ class SINE(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's xavier_normal_, row 0 zeroed.
+        return ItemInit.xavier_normal(self.catalog_size + 1, self.embedding_dim)
 
     def details(self) -> dict[str, str]:
         return {

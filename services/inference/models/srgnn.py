@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import SessionEncoder, zero_padding_row
+from .base import ItemInit, SessionEncoder, item_embedding_table
 from .session_graph import GatedGraphStep, gather_nodes, session_graph
 
 
@@ -24,7 +24,7 @@ class SRGNN(SessionEncoder):
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         self.num_steps = num_steps
-        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.item_embedding = item_embedding_table(catalog_size, embedding_dim)
         self.gnn = GatedGraphStep(embedding_dim, message_bias=True)
         self.linear_one = nn.Linear(embedding_dim, embedding_dim)
         self.linear_two = nn.Linear(embedding_dim, embedding_dim)
@@ -34,11 +34,13 @@ class SRGNN(SessionEncoder):
         bound = 1.0 / math.sqrt(embedding_dim)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
-        zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        return self.encode(self.item_embedding(item_seq), item_seq, item_seq_len)
+
+    def encode(self, embedded: Tensor, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         alias, adjacency_in, adjacency_out = session_graph(item_seq, item_seq_len)
-        nodes = self.item_embedding(item_seq)
+        nodes = embedded
         for _ in range(self.num_steps):
             nodes = self.gnn(adjacency_in, adjacency_out, nodes)
         states = gather_nodes(nodes, alias)  # [B, L, d]
@@ -54,6 +56,10 @@ class SRGNN(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's uniform(+-1/sqrt(d)), row 0 zeroed.
+        return ItemInit("uniform", 1.0 / math.sqrt(self.embedding_dim))
 
     def details(self) -> dict[str, str]:
         return {"gnn_steps": str(self.num_steps), "graph": "positions as nodes, dense adjacency"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import SessionEncoder, zero_padding_row
+from .base import ItemInit, SessionEncoder, item_embedding_table
 
 
 class STAMP(SessionEncoder):
@@ -18,7 +18,7 @@ class STAMP(SessionEncoder):
 
     def __init__(self, catalog_size: int, embedding_dim: int) -> None:
         super().__init__(catalog_size, embedding_dim)
-        self.item_embedding = nn.Embedding(catalog_size + 1, embedding_dim)
+        self.item_embedding = item_embedding_table(catalog_size, embedding_dim)
         self.w1 = nn.Linear(embedding_dim, embedding_dim, bias=False)
         self.w2 = nn.Linear(embedding_dim, embedding_dim, bias=False)
         self.w3 = nn.Linear(embedding_dim, embedding_dim, bias=False)
@@ -28,15 +28,16 @@ class STAMP(SessionEncoder):
         self.mlp_b = nn.Linear(embedding_dim, embedding_dim)
         # RecBole's initialisation: N(0, 0.002) embeddings, N(0, 0.05) linear weights, zero
         # biases; then row 0 zeroed.
-        nn.init.normal_(self.item_embedding.weight, 0.0, 0.002)
         for linear in (self.w1, self.w2, self.w3, self.w0, self.mlp_a, self.mlp_b):
             nn.init.normal_(linear.weight, 0.0, 0.05)
         for linear in (self.mlp_a, self.mlp_b):
             nn.init.zeros_(linear.bias)
-        zero_padding_row(self.item_embedding)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
-        items = self.item_embedding(item_seq)  # [B, L, d]
+        return self.encode(self.item_embedding(item_seq), item_seq, item_seq_len)
+
+    def encode(self, embedded: Tensor, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        items = embedded  # [B, L, d]
         rows = torch.arange(item_seq.size(0), device=item_seq.device)
         last = items[rows, item_seq_len - 1]  # x_t
         # The mean over the session: pads add E[0] = 0 to the sum.
@@ -50,6 +51,10 @@ class STAMP(SessionEncoder):
 
     def item_embeddings(self) -> Tensor:
         return self.item_embedding.weight
+
+    def item_init(self) -> ItemInit:
+        # RecBole's N(0, 0.002), row 0 zeroed.
+        return ItemInit("normal", 0.002)
 
     def details(self) -> dict[str, str]:
         return {"attention": "no softmax, no mask (reference)"}

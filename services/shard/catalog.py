@@ -1,0 +1,148 @@
+"""The core of a catalog shard, without gRPC: the rows of its items (generated from the seed as
+an unsharded server's table holds them), sparse lookups, and the exact top-k over the items it
+owns with the shared scorer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..inference.models import build_model
+from ..inference.models.base import SessionEncoder, resolve_embedding_dim
+from ..inference.models.item_rows import item_range_rows, item_rows
+from ..inference.options import DEFAULT_EMBEDDING_POLICY
+from ..inference.precision import PRECISIONS, require_supported
+from ..inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, CatalogScorer
+from .mapping import ShardMap
+from .shardable import require_shardable
+
+# Most ids one Lookup may ask for, and most sessions one Score may carry (shard.proto).
+MAX_LOOKUP_ITEMS = 65_536
+MAX_SCORE_SESSIONS = 4_096
+MAX_K = 10_000
+
+
+class ShardRequestError(ValueError):
+    """A Lookup or Score the shard cannot answer; `field` names the request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    model: str
+    catalog_size: int
+    shard_index: int
+    shard_map: ShardMap
+    seed: int = 0
+    embedding_dim: int = 0
+    embedding_policy: str = DEFAULT_EMBEDDING_POLICY
+    precision: str = "fp32"
+    max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+
+class ShardCatalog:
+    """Rows [0; owned items; replicated hot items not owned] and the scorer over the owned ones."""
+
+    def __init__(self, config: ShardConfig) -> None:
+        require_shardable(config.model)
+        require_supported(config.precision, "cpu")
+        shard_map = config.shard_map
+        if shard_map.catalog_size != config.catalog_size:
+            raise ValueError(
+                f"shard map covers {shard_map.catalog_size} items, the catalog {config.catalog_size}"
+            )
+        self.config = config
+        self.embedding_dim = resolve_embedding_dim(
+            config.catalog_size, config.embedding_dim, config.embedding_policy
+        )
+        # Only for the item rows' distribution: the table stays on the meta device.
+        encoder: SessionEncoder = build_model(
+            config.model, config.catalog_size, self.embedding_dim, seed=config.seed, item_table=False,
+            **config.model_options,
+        )  # fmt: skip
+        self.item_init = encoder.item_init()
+        owned = shard_map.owned_ids(config.shard_index)
+        replicas = shard_map.hot_item_ids[shard_map.owner(shard_map.hot_item_ids) != config.shard_index]
+        if owned.size == 0:
+            raise ValueError(
+                f"shard {config.shard_index}/{shard_map.shard_count} owns none of the "
+                f"{config.catalog_size} items "
+                f"(strategy {shard_map.strategy}): use fewer shards or the range strategy"
+            )
+        self.owned_ids = owned
+        self.items_owned = int(owned.size)
+        dim, seed = self.embedding_dim, config.seed
+        self._table = torch.empty(1 + owned.size + replicas.size, dim)
+        self._table[0].zero_()
+        if shard_map.strategy == "range":
+            self._table[1 : 1 + owned.size] = item_range_rows(
+                self.item_init, seed, dim, int(owned[0]), int(owned[-1]) + 1
+            )
+        else:
+            self._table[1 : 1 + owned.size] = item_rows(self.item_init, seed, dim, owned)
+        self._table[1 + owned.size :] = item_rows(self.item_init, seed, dim, replicas)
+        # Lookup index: held ids ascending, and each one's row in the table.
+        held = np.concatenate([owned, replicas])
+        order = np.argsort(held, kind="stable")
+        self._held_sorted = held[order]
+        self._held_rows = (order + 1).astype(np.int64)
+        self.rows_held = int(held.size)
+        # The owned rows alone are scored: a [1 + owned] view, row 0 the padding the scorer skips.
+        self._scorer = CatalogScorer(
+            self._table[: 1 + owned.size],
+            compute_dtype=PRECISIONS[config.precision],
+            max_score_elements=config.max_score_elements,
+            rescore_table=self._table[: 1 + owned.size],
+        )
+        self._owned_ids_tensor = torch.from_numpy(owned)
+
+    @property
+    def table_bytes(self) -> int:
+        return self._table.numel() * self._table.element_size()
+
+    def lookup(self, item_ids: np.ndarray) -> np.ndarray:
+        """fp32 rows [len(item_ids), d] of held items, in the order asked; raises
+        ShardRequestError naming the first id not held here."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        if ids.size > MAX_LOOKUP_ITEMS:
+            raise ShardRequestError("item_ids", f"item_ids has {ids.size} ids, more than {MAX_LOOKUP_ITEMS}")
+        positions = np.minimum(np.searchsorted(self._held_sorted, ids), max(self._held_sorted.size - 1, 0))
+        found = self._held_sorted[positions] == ids
+        if not found.all():
+            first = int(ids[int(np.argmin(found))])
+            raise ShardRequestError(
+                "item_ids",
+                f"item {first} is not held by shard {self.config.shard_index}/"
+                f"{self.config.shard_map.shard_count} (strategy {self.config.shard_map.strategy}, "
+                f"catalog 1..{self.config.catalog_size})",
+            )
+        rows = torch.from_numpy(self._held_rows[positions])
+        return self._table.index_select(0, rows).numpy()
+
+    def score(self, session_repr: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(global ids int64 [B, k], scores fp32 [B, k]), each row best first, over the owned items."""
+        if session_repr.ndim != 2 or session_repr.shape[1] != self.embedding_dim:
+            raise ShardRequestError(
+                "session_representations",
+                f"session_representations must be sessions x {self.embedding_dim} fp32, "
+                f"got shape {session_repr.shape}",
+            )
+        if not 1 <= session_repr.shape[0] <= MAX_SCORE_SESSIONS:
+            raise ShardRequestError(
+                "sessions", f"sessions must be in 1..{MAX_SCORE_SESSIONS}, got {session_repr.shape[0]}"
+            )
+        if not 1 <= k <= min(MAX_K, self.items_owned):
+            raise ShardRequestError(
+                "k", f"k must be in 1..{min(MAX_K, self.items_owned)} (items owned), got {k}"
+            )
+        with torch.inference_mode():
+            scores, rows = self._scorer.top_k(torch.from_numpy(session_repr), k)
+            ids = self._owned_ids_tensor[rows - 1]
+        return ids.numpy(), scores.numpy()

@@ -1,0 +1,35 @@
+"""Which models a catalog shard can serve: those scored by the shared inner product over their
+item rows. Imports no torch (the spec validator asks too)."""
+
+from __future__ import annotations
+
+from ..inference.models import MODELS
+
+__all__ = ["ROUTER_CANDIDATES_REFUSED", "SHARED_SCORER", "ModelNotShardable", "require_shardable"]
+
+# Re-ranking through a router would look the candidates' rows up from their shards and score
+# them there; not built, so a router refuses candidate lists, and so does the spec.
+ROUTER_CANDIDATES_REFUSED = "a router over catalog shards does not re-rank candidate lists yet"
+
+# Heads that score the rows a shard can hold (s . E_i): the shared scorer. CORE (cosine over a
+# normalised copy) and RepeatNet (a second catalog-sized matrix, scores that depend on the
+# session's items) have heads of their own, which a shard does not serve.
+SHARED_SCORER = "etude.services.inference.scoring:catalog_scorer"
+
+
+class ModelNotShardable(ValueError):
+    """A model whose scoring head is not the shared inner-product scorer."""
+
+
+def require_shardable(model: str) -> None:
+    """Raises ModelNotShardable, saying why, for models with heads of their own (and noop)."""
+    if model not in MODELS:
+        raise ModelNotShardable(f"model must be one of {sorted(MODELS)}, got {model!r}")
+    if model == "noop":
+        raise ModelNotShardable("model noop computes nothing: there is no catalog to shard")
+    if MODELS[model].scorer != SHARED_SCORER:
+        raise ModelNotShardable(
+            f"model {model} scores with a head of its own ({MODELS[model].scorer.rpartition(':')[2]}), not "
+            "the shared inner product over the item rows, so its catalog cannot be sharded: "
+            "serve it unsharded"
+        )
