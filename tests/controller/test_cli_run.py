@@ -79,7 +79,7 @@ def test_ctrl_c_stops_every_service_and_records_the_cancellation(tmp_path: Path)
             break
     time.sleep(2)  # let a few requests be recorded
     children = _children_of(process.pid)
-    assert len(children) == 2  # the loadgen and the inference service
+    assert len(children) == 3  # the workload service, the loadgen and the inference service
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1, output

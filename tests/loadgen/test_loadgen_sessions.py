@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -120,17 +122,69 @@ async def test_a_workload_the_generator_rejects_is_an_invalid_spec() -> None:
 
 
 @pytest.fixture
-async def workload_channel() -> AsyncIterator[grpc.aio.Channel]:
+def fake_workload() -> FakeWorkload:
+    return FakeWorkload(session_length=2, sessions_per_batch=3)
+
+
+@pytest.fixture
+async def workload_channel(fake_workload: FakeWorkload) -> AsyncIterator[grpc.aio.Channel]:
     host = ServiceHost(
         service_names=[service_full_name(workload_pb2, "WorkloadService")],
         register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(
-            FakeWorkload(session_length=2, sessions_per_batch=3), server
+            fake_workload, server
         ),
     )
     port = await host.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
     await host.stop(0)
+
+
+def test_a_batch_with_a_session_id_step_numbers_its_sessions_that_far_apart() -> None:
+    sessions = split_batch(2, [1, 2], [5, 6, 7], session_id_step=3)
+    assert sessions == [Session("2", [5]), Session("5", [6, 7])]
+
+
+async def test_remote_sessions_read_batches_ahead_of_the_sessions_taken(
+    workload_channel: grpc.aio.Channel, fake_workload: FakeWorkload
+) -> None:
+    sessions = remote_sessions(workload_channel, workload_spec(), prefetch_batches=3)
+    await take(sessions, 1)
+    # The reader fills its buffer while the first batch's sessions are still being taken.
+    async with asyncio.timeout(5):
+        while fake_workload.batches_sent < 4:  # noqa: ASYNC110 (a counter in a servicer, polled)
+            await asyncio.sleep(0.01)
+    taken = await take(sessions, 11)
+    await sessions.aclose()
+    assert [s.session_id for s in taken] == [str(i) for i in range(1, 12)]
+
+
+async def test_remote_sessions_of_a_replay_part_keep_the_log_positions_as_ids(tmp_path: Path) -> None:
+    from etude.services.workload.server import WorkloadServicer
+
+    log = tmp_path / "clicks.csv"
+    log.write_text("session,item\n" + "".join(f"s{s},i{s % 3}\n" for s in range(6) for _ in range(2)))
+    host = ServiceHost(
+        service_names=[service_full_name(workload_pb2, "WorkloadService")],
+        register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(
+            WorkloadServicer(), server
+        ),
+    )
+    port = await host.start()
+    try:
+        spec = workload_pb2.WorkloadSpec(
+            catalog_size=3,
+            replay=workload_pb2.ReplaySource(path=str(log)),
+            session_partition=1,
+            session_partition_count=2,
+            sessions_per_batch=2,
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            sessions = [s async for s in remote_sessions(channel, spec)]
+    finally:
+        await host.stop(0)
+    # Sessions 2, 4 and 6 of the log (1-based), each whole, items by first appearance.
+    assert sessions == [Session("2", [2, 2]), Session("4", [1, 1]), Session("6", [3, 3])]
 
 
 async def test_remote_sessions_turn_streamed_batches_into_sessions(
