@@ -33,6 +33,7 @@ import numpy as np
 import structlog
 from google.protobuf import json_format
 
+from etude import defaults
 from etude.v1 import loadgen_pb2
 
 from ..results.records import CANCELLED, CLIENT_ERROR, OK, Record
@@ -52,6 +53,10 @@ WAIT_STEP_S = 0.001
 DRAIN_SLACK_S = 1.0
 # How long cancelled requests get to report back before the summary is written without them.
 CANCEL_WAIT_S = 5.0
+# A request carries at most this many of its session's latest clicks (what the inference service
+# accepts): a replayed session longer than that is still sent click by click, whole; the models
+# read only the last 50 clicks anyway.
+MAX_REQUEST_ITEMS = defaults.MAX_REQUEST_ITEMS
 
 # A request's status (OK, CANCELLED, CLIENT_ERROR or a gRPC code name) is spelled in results/records.py.
 
@@ -352,7 +357,11 @@ class LoadGenerator:
         on_done = partial(self._complete, session, click_index, tick, intended_ns, actual_ns)
         try:
             self._client.start(
-                session.session_id, session.item_ids[: click_index + 1], self._k, self._timeout_s, on_done
+                session.session_id,
+                session.item_ids[max(0, click_index + 1 - MAX_REQUEST_ITEMS) : click_index + 1],
+                self._k,
+                self._timeout_s,
+                on_done,
             )
         except Exception:
             _log.exception("recommend_client_raised", session_id=session.session_id)

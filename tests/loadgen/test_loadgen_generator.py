@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etude.services.loadgen.generator import CANCELLED, CLIENT_ERROR, LoadGenerator, Outcome, Session
+from etude.services.loadgen.generator import (
+    CANCELLED,
+    CLIENT_ERROR,
+    MAX_REQUEST_ITEMS,
+    LoadGenerator,
+    Outcome,
+    Session,
+)
 from etude.services.loadgen.spec import InvalidLoadSpec
 from etude.services.loadgen.stats import SIGNIFICANT_DIGITS
 from etude.services.results.layout import RECORDS_FILE, RUN_FILE, SERIES_FILE, SUMMARY_FILE
@@ -337,3 +344,28 @@ def test_a_profile_out_of_range_is_rejected_naming_the_field(field: str, value: 
     with pytest.raises(InvalidLoadSpec, match=field) as raised:
         LoadGenerator(FakeClient(), endless_sessions(), load)
     assert raised.value.field == f"profile.{field}"
+
+
+async def test_a_session_longer_than_a_request_may_carry_is_sent_whole_with_its_latest_clicks(
+    tmp_path: Path,
+) -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.requests: list[list[int]] = []
+
+        async def recommend(
+            self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float
+        ) -> Outcome:
+            self.requests.append(list(item_ids))
+            return Outcome("OK")
+
+    clicks = list(range(1, MAX_REQUEST_ITEMS + 6))
+    client = Recorder()
+    summary, _ = await run_generator(
+        client, sessions_from([Session("long", clicks)]), profile(2000.0, hold_s=10), tmp_path
+    )
+    # Every click of the session is a request; none carries more than the service accepts.
+    assert summary.requests_sent == len(clicks)
+    assert [request[-1] for request in client.requests] == clicks
+    assert client.requests[MAX_REQUEST_ITEMS - 1] == clicks[:MAX_REQUEST_ITEMS]
+    assert client.requests[-1] == clicks[-MAX_REQUEST_ITEMS:]
