@@ -23,7 +23,7 @@ from ..report.summary import summary_table
 from ..results.documents import experiment_text, to_dict
 from ..results.layout import Layout
 from ..results.store import AsyncResultStore, ResultStore
-from ..workload.trial import workload_spec
+from ..workload.trial import log_speedup, workload_spec
 from .drivers.driver import Driver
 from .drivers.processes import ServiceStartError
 from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
@@ -333,6 +333,7 @@ class ExperimentRunner:
             records_dir=records_dir,
             run_id=run_id,
             transport=self.experiment.spec.loadgen_transport,
+            log_speedup=log_speedup(self.experiment.spec.workload),
         )
         deadline_s = (
             profile.ramp_duration_s

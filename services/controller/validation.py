@@ -296,13 +296,12 @@ def _validate_replay(workload: experiment_pb2.WorkloadStats, target: str) -> Non
             " replay runs on the local target",
         )
     _check_choice("workload.pace", workload.pace, REPLAY_PACES)
-    if workload.pace == "log":
+    if workload.pace == "log" and not workload.timestamp_column:
         raise SpecError(
-            "workload.pace",
-            "'log' (sending each click at its timestamp) is not supported by the load generator yet;"
-            " use 'ramp' (the load profile's rate)",
+            "workload.timestamp_column",
+            "pace: log sends each click at its time in the log: name the log's timestamp column",
         )
-    if workload.speedup:
+    if workload.speedup and workload.pace != "log":
         raise SpecError("workload.speedup", "applies to pace: log only")
 
 

@@ -96,6 +96,7 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 run_id=request.run_id,
                 records_dir=Path(request.records_dir) if request.records_dir else None,
                 on_progress=updates.put_nowait,
+                log_speedup=request.log_speedup,
             )
             try:
                 await wait_until_ready(target_channel, request.target, self._connect_timeout_s)

@@ -6,7 +6,7 @@ generated in-process (etude.services.workload.generator) or streamed from a Work
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -38,9 +38,11 @@ def split_batch(
     session_lengths: Iterable[int],
     item_ids: Iterable[int],
     session_id_step: int = 1,
+    click_offsets_s: Sequence[float] = (),
 ) -> list[Session]:
-    """Session i of the batch holds the next `session_lengths[i]` items; its id is
-    first_session_id + i * session_id_step (a replay's part of n numbers sessions n apart)."""
+    """Session i of the batch holds the next `session_lengths[i]` items (and their click
+    offsets, when the batch has them); its id is first_session_id + i * session_id_step (a
+    replay's part of n numbers sessions n apart)."""
     items = [int(item) for item in item_ids]
     lengths = [int(length) for length in session_lengths]
     if sum(lengths) != len(items):
@@ -48,11 +50,18 @@ def split_batch(
             "DATA_LOSS",
             f"session batch: session_lengths add up to {sum(lengths)} but it holds {len(items)} item_ids",
         )
+    offsets_s = list(click_offsets_s)
+    if offsets_s and len(offsets_s) != len(items):
+        raise WorkloadSourceError(
+            "DATA_LOSS",
+            f"session batch: {len(offsets_s)} click_offsets_s for {len(items)} item_ids",
+        )
     sessions = []
     offset = 0
     for index, length in enumerate(lengths):
         session_id = first_session_id + index * session_id_step
-        sessions.append(Session(str(session_id), items[offset : offset + length]))
+        times_s = offsets_s[offset : offset + length] if offsets_s else None
+        sessions.append(Session(str(session_id), items[offset : offset + length], times_s))
         offset += length
     return sessions
 
@@ -135,6 +144,7 @@ async def remote_sessions(
                         batch.session_lengths,
                         batch.item_ids,
                         batch.session_id_step or 1,
+                        batch.click_offsets_s,
                     )
                 )
             await buffered.put(None)

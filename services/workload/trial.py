@@ -20,6 +20,14 @@ def replay_source(stats: experiment_pb2.WorkloadStats) -> workload_pb2.ReplaySou
     )
 
 
+def log_speedup(stats: experiment_pb2.WorkloadStats) -> float:
+    """LoadSpec.log_speedup of a spec's workload: its speedup (0 means 1) when a replay is paced
+    by the log's time, else 0 (the load profile's ramp)."""
+    if stats.source == REPLAY and stats.pace == "log":
+        return stats.speedup or 1.0
+    return 0.0
+
+
 def workload_spec(
     trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec
 ) -> workload_pb2.WorkloadSpec:

@@ -115,6 +115,11 @@ def test_a_catalog_below_the_logs_distinct_items_is_refused_naming_n(tmp_path: P
         ),
         ("{source: replay, path: %(path)s, pace: fast}", "workload.pace"),
         ("{source: replay, path: %(path)s, speedup: 2}", "workload.speedup"),
+        ("{source: replay, path: %(path)s, pace: log}", "workload.timestamp_column"),
+        (
+            "{source: replay, path: %(path)s, pace: log, timestamp_column: time, speedup: -1}",
+            "workload.speedup",
+        ),
         ("{source: replay, path: %(path)s, max_session_length: 1001}", "workload.max_session_length"),
         ("{exponents: {alpha_length: 2, alpha_clicks: 2}, path: %(path)s}", "workload.path"),
         ("{source: recorded, path: %(path)s}", "workload.source"),
@@ -173,3 +178,30 @@ async def test_an_experiment_replays_the_logs_sessions_in_order_from_the_workloa
         assert started == sorted(started) and started[0] == instance + 1
     log = (tmp_path / "results" / experiment.experiment_id / "logs" / "workload.log").read_text()
     assert str(tmp_path / "clicks.csv") in log
+
+
+@pytest.mark.slow
+async def test_an_experiment_paced_by_the_log_sends_each_click_at_its_time_over_the_speedup(
+    tmp_path: Path,
+) -> None:
+    # Session n (0-based) clicks at second n of the log: at speedup 20, 50 ms apart.
+    clicks = write_log(tmp_path / "clicks.csv", sessions=40)
+    text = spec_text(tmp_path / "clicks.csv").replace(
+        "item_column: item}", "item_column: item, timestamp_column: time, pace: log, speedup: 20}"
+    )
+    store = LocalResultStore(tmp_path / "results")
+    experiment = new_experiment(resolve(parse_spec_text(text)), store)
+    await ExperimentRunner(experiment, LocalDriver(startup_timeout_s=120), store).run()
+
+    assert experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, experiment.error
+    (result,) = experiment.trials
+    trial_dir = tmp_path / "results" / experiment.experiment_id / "trials" / result.trial.trial_id
+    with (trial_dir / "records.csv").open(newline="") as handle:
+        records = list(csv.DictReader(handle))
+    # The whole log (40 s of it) fits in the run (4 s) at speedup 20: every click was sent.
+    assert len(records) == sum(len(session) for session in clicks) == result.summary.requests_sent
+    start_ns = min(int(record["intended_send_ns"]) for record in records)
+    for record in records:
+        session = int(record["session_id"])
+        assert int(record["intended_send_ns"]) - start_ns == pytest.approx((session - 1) * 50e6, abs=1)
+        assert 0 <= int(record["click_index"]) < len(clicks[session - 1])

@@ -145,6 +145,13 @@ def test_a_batch_with_a_session_id_step_numbers_its_sessions_that_far_apart() ->
     assert sessions == [Session("2", [5]), Session("5", [6, 7])]
 
 
+def test_a_batch_with_click_offsets_gives_each_session_its_clicks_times() -> None:
+    sessions = split_batch(1, [2, 1], [5, 6, 7], click_offsets_s=[0.0, 1.5, 0.5])
+    assert sessions == [Session("1", [5, 6], [0.0, 1.5]), Session("2", [7], [0.5])]
+    with pytest.raises(WorkloadSourceError, match="2 click_offsets_s for 3 item_ids"):
+        split_batch(1, [2, 1], [5, 6, 7], click_offsets_s=[0.0, 1.5])
+
+
 async def test_remote_sessions_read_batches_ahead_of_the_sessions_taken(
     workload_channel: grpc.aio.Channel, fake_workload: FakeWorkload
 ) -> None:
@@ -163,7 +170,9 @@ async def test_remote_sessions_of_a_replay_part_keep_the_log_positions_as_ids(tm
     from etude.services.workload.server import WorkloadServicer
 
     log = tmp_path / "clicks.csv"
-    log.write_text("session,item\n" + "".join(f"s{s},i{s % 3}\n" for s in range(6) for _ in range(2)))
+    log.write_text(
+        "session,item,time\n" + "".join(f"s{s},i{s % 3},{100 + s}\n" for s in range(6) for _ in range(2))
+    )
     host = ServiceHost(
         service_names=[service_full_name(workload_pb2, "WorkloadService")],
         register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(
@@ -174,7 +183,7 @@ async def test_remote_sessions_of_a_replay_part_keep_the_log_positions_as_ids(tm
     try:
         spec = workload_pb2.WorkloadSpec(
             catalog_size=3,
-            replay=workload_pb2.ReplaySource(path=str(log)),
+            replay=workload_pb2.ReplaySource(path=str(log), timestamp_column="time"),
             session_partition=1,
             session_partition_count=2,
             sessions_per_batch=2,
@@ -183,8 +192,13 @@ async def test_remote_sessions_of_a_replay_part_keep_the_log_positions_as_ids(tm
             sessions = [s async for s in remote_sessions(channel, spec)]
     finally:
         await host.stop(0)
-    # Sessions 2, 4 and 6 of the log (1-based), each whole, items by first appearance.
-    assert sessions == [Session("2", [2, 2]), Session("4", [1, 1]), Session("6", [3, 3])]
+    # Sessions 2, 4 and 6 of the log (1-based), each whole, items by first appearance, each
+    # click's time from the log's first.
+    assert sessions == [
+        Session("2", [2, 2], [1.0, 1.0]),
+        Session("4", [1, 1], [3.0, 3.0]),
+        Session("6", [3, 3], [5.0, 5.0]),
+    ]
 
 
 async def test_remote_sessions_turn_streamed_batches_into_sessions(
