@@ -7,12 +7,17 @@ import csv
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.matrix import expand_trials
 from etude.services.controller.runner import ExperimentRunner, new_experiment
 from etude.services.controller.validation import resolve
+from etude.services.report.fits import fit_replay, fit_replayed_log
 from etude.services.results.store import LocalResultStore
+from etude.services.workload.fit import ClickLogColumns, fit_click_log, read_click_log
+from etude.services.workload.generator import fit_power_law_exponent
+from etude.services.workload.replay import ReplaySource, index_click_log
 from etude.services.workload.trial import workload_spec
 
 from etude.spec import SpecError, parse_spec_text
@@ -137,6 +142,33 @@ def test_replay_fields_out_of_place_are_refused_naming_the_field(
     assert refusal(text).field == field
 
 
+def test_the_report_fits_what_was_replayed_beside_the_whole_logs_exponents(tmp_path: Path) -> None:
+    clicks = write_log(tmp_path / "clicks.csv", sessions=200)
+    columns = ClickLogColumns(session="session", item="item")
+    index = index_click_log(ReplaySource(str(tmp_path / "clicks.csv"), columns))
+    try:
+        log = fit_replayed_log(index, "clicks.csv")
+        assert log.statistics.num_sessions == 200 and log.statistics.num_items == index.num_items
+        every_click = np.array(
+            [(position + 1, click) for position, items in enumerate(clicks) for click in range(len(items))]
+        )
+        whole = fit_replay(index, log, every_click, "records.csv")
+        # Everything replayed: what was replayed fits exactly as the log does.
+        assert [row.fitted for row in whole] == [row.expected for row in whole]
+        assert [row.sample_size for row in whole] == [200, index.num_items]
+        # The first 20 sessions only: their own exponents, on their own items.
+        first = every_click[every_click[:, 0] <= 20]
+        part = fit_replay(index, log, first, "records.csv")
+        items_seen = {item for items in clicks[:20] for item in items}
+        assert [row.sample_size for row in part] == [20, len(items_seen)]
+        assert part[0].fitted == fit_power_law_exponent(np.array([len(items) for items in clicks[:20]]))
+        # Records that do not belong to this log are not fitted.
+        stranger = fit_replay(index, log, np.array([[201, 0]]), "records.csv")
+        assert [row.fitted for row in stranger] == [None, None]
+    finally:
+        index.close()
+
+
 @pytest.mark.slow
 async def test_an_experiment_replays_the_logs_sessions_in_order_from_the_workload_service(
     tmp_path: Path,
@@ -178,6 +210,12 @@ async def test_an_experiment_replays_the_logs_sessions_in_order_from_the_workloa
         assert started == sorted(started) and started[0] == instance + 1
     log = (tmp_path / "results" / experiment.experiment_id / "logs" / "workload.log").read_text()
     assert str(tmp_path / "clicks.csv") in log
+    # The report fits the log and shows its exponents beside what was replayed.
+    report = (tmp_path / "results" / experiment.experiment_id / "report.md").read_text()
+    statistics = fit_click_log(*read_click_log(tmp_path / "clicks.csv", "session", "item"))
+    assert f"alpha_length {statistics.alpha_length:.4f}" in report
+    assert f"the log {tmp_path / 'clicks.csv'}" in report
+    assert "every session whole (the models read its last 50 clicks)" in report
 
 
 @pytest.mark.slow
