@@ -8,6 +8,7 @@ that the shared base (etude/spec.py: parsing) imports nothing from the services.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 from etude import defaults
@@ -63,6 +64,7 @@ def _check_replay_log(spec: experiment_pb2.ExperimentSpec) -> None:
     if spec.workload.source != "replay":
         return
     from ..workload.fit import ClickLogError
+    from ..workload.gcs_log import local_click_log
     from ..workload.replay import ReplayRequest, index_click_log, require_catalog_covers
     from ..workload.trial import replay_source
 
@@ -70,7 +72,9 @@ def _check_replay_log(spec: experiment_pb2.ExperimentSpec) -> None:
         workload_pb2.WorkloadSpec(catalog_size=1, replay=replay_source(spec.workload))
     ).source
     try:
-        index = index_click_log(source)
+        # A gs:// log is downloaded for the check and deleted once indexed (the index is apart).
+        with tempfile.TemporaryDirectory(prefix="etude-replay-check-") as folder:
+            index = index_click_log(local_click_log(source, Path(folder)))
     except ClickLogError as error:
         raise SpecError(f"workload.{error.field}", str(error)) from None
     try:
@@ -289,11 +293,11 @@ def _validate_replay(workload: experiment_pb2.WorkloadStats, target: str) -> Non
         )
     if not workload.path:
         raise SpecError("workload.path", "source: replay needs the path of a click log (CSV or TSV)")
-    if target == "kubernetes":
+    if target == "kubernetes" and not workload.path.startswith("gs://"):
         raise SpecError(
             "workload.path",
-            f"{workload.path!r}: the kubernetes target's workload pod cannot read this machine's files;"
-            " replay runs on the local target",
+            f"{workload.path!r}: the kubernetes target's workload pod reads click logs from "
+            "gs://bucket/object, not from this machine's disk",
         )
     _check_choice("workload.pace", workload.pace, REPLAY_PACES)
     if workload.pace == "log" and not workload.timestamp_column:
@@ -352,9 +356,10 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
     full.workload.source = full.workload.source or defaults.WORKLOAD_SOURCE
     full.workload.max_session_length = full.workload.max_session_length or defaults.MAX_SESSION_LENGTH
     if full.workload.source == "replay":
-        # The workload service may run elsewhere than where the spec was written: an absolute path.
-        full.workload.path = str(Path(full.workload.path).expanduser().resolve())
         full.workload.pace = full.workload.pace or "ramp"
+        if not full.workload.path.startswith("gs://"):
+            # The workload service may run elsewhere than where the spec was written: absolute.
+            full.workload.path = str(Path(full.workload.path).expanduser().resolve())
     if full.workload.preset:
         lengths, clicks = PRESETS[full.workload.preset]
         fits = full.workload.powerlaw_fits

@@ -9,8 +9,10 @@ the runner builds it in a thread.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -20,6 +22,7 @@ from ..results.documents import load_experiment
 from ..results.layout import RECORDS_FILE, Layout
 from ..results.store import ResultStore
 from ..workload.fit import ClickLogError
+from ..workload.gcs_log import local_click_log
 from ..workload.replay import ReplayRequest, index_click_log
 from ..workload.trial import replay_source
 from . import plots
@@ -96,7 +99,8 @@ def _fit_replay(
         workload_pb2.WorkloadSpec(catalog_size=1, replay=replay_source(spec.workload))
     ).source
     try:
-        index = index_click_log(source)
+        with tempfile.TemporaryDirectory(prefix="etude-report-log-") as folder:
+            index = index_click_log(local_click_log(source, Path(folder)))
     except ClickLogError as error:
         _log.warning("replayed_log_not_fitted", path=source.path, error=str(error))
         return None, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from etude.services.workload.fit import ClickLogColumns, fit_click_log, read_cli
 from etude.services.workload.generator import fit_power_law_exponent
 from etude.services.workload.replay import ReplaySource, index_click_log
 from etude.services.workload.trial import workload_spec
+from gcs_emulator import fake_gcs_server, new_bucket
 
 from etude.spec import SpecError, parse_spec_text
 from etude.v1 import controller_pb2
@@ -48,7 +50,7 @@ def write_log(path: Path, sessions: int = 60, seed: int = 1) -> list[list[str]]:
     return clicks
 
 
-def spec_text(path: Path, catalog: int = 100, instances: int = 1) -> str:
+def spec_text(path: Path | str, catalog: int = 100, instances: int = 1) -> str:
     return SPEC % {"catalog": catalog, "path": path, "instances": instances}
 
 
@@ -243,3 +245,30 @@ async def test_an_experiment_paced_by_the_log_sends_each_click_at_its_time_over_
         session = int(record["session_id"])
         assert int(record["intended_send_ns"]) - start_ns == pytest.approx((session - 1) * 50e6, abs=1)
         assert 0 <= int(record["click_index"]) < len(clicks[session - 1])
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[str]:
+    with fake_gcs_server() as url:
+        yield url
+
+
+def test_a_log_in_cloud_storage_is_checked_when_the_spec_is_accepted(emulator: str, tmp_path: Path) -> None:
+    from google.cloud import storage
+
+    clicks = write_log(tmp_path / "clicks.csv")
+    distinct = len({item for session in clicks for item in session})
+    bucket = new_bucket()
+    storage.Client(project=None).bucket(bucket).blob("clicks.csv").upload_from_filename(
+        str(tmp_path / "clicks.csv")
+    )
+    uri = f"gs://{bucket}/clicks.csv"
+    spec = resolve(parse_spec_text(spec_text(uri, catalog=distinct) + "target: kubernetes\n"))
+    assert spec.workload.path == uri
+    error = refusal(spec_text(uri, catalog=distinct - 1))
+    assert error.field == "catalog_sizes[0]" and f"{distinct} distinct items" in str(error)
+    missing = refusal(spec_text(f"gs://{bucket}/absent.csv"))
+    assert missing.field == "workload.path" and "does not exist" in str(missing)
+    # The cluster's workload pod cannot read this machine's disk.
+    local = refusal(spec_text(tmp_path / "clicks.csv") + "target: kubernetes\n")
+    assert local.field == "workload.path" and "gs://bucket/object" in str(local)
