@@ -7,7 +7,8 @@
 2. The same load through a real load generator process (`etude serve loadgen`) against a no-op
    RecommenderService (bench_loadgen.py's) at 1,000 req/s, its sessions from the workload
    service or generated in-process, alternated over rounds: latency from the actual send and
-   from the intended send, and the load generator's CPU per request.
+   from the intended send, the load generator's CPU per request, and the CPU the workload
+   service spent during the run.
 
     .venv/bin/python benchmarks/bench_workload_stream.py [--rounds 3] [--hold-s 10] [--rate 1000]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -23,11 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 from bench_loadgen import PINNED_RATES, start_server
 from etude.services.controller.drivers.processes import ChildService
 from etude.services.controller.loadgen_client import connect_loadgen
-from etude.services.loadgen.sessions import remote_sessions
+from etude.services.loadgen.sessions import open_workload_channel, remote_sessions
 
 from etude.v1 import loadgen_pb2, workload_pb2
 
@@ -46,9 +47,17 @@ def workload_spec(seed: int = 7) -> workload_pb2.WorkloadSpec:
     )
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def receive_rate(endpoint: str, seconds: float) -> tuple[float, float, float]:
     """(sessions/s, clicks/s, client CPU us per click) taking sessions as fast as possible."""
-    async with grpc.aio.insecure_channel(endpoint) as channel:
+    async with open_workload_channel(endpoint) as channel:
         sessions = remote_sessions(channel, workload_spec())
         await anext(sessions)  # the popularity table is built before the clock starts
         count = clicks = 0
@@ -103,14 +112,19 @@ async def main(args: argparse.Namespace) -> None:
 
             print(f"\n2. noop at {args.rate:g} req/s (ramp {args.ramp_s} s, hold {args.hold_s} s), ms")
             print(
-                "   round source      ok/s_hold not_sent act_p50 act_p90 act_p99 int_p90 late_p99 cpu_us/req"
+                "   round source      ok/s_hold not_sent act_p50 act_p90 act_p99 int_p90 late_p99 "
+                "cpu_us/req workload_cpu_s"
             )
             p90s: dict[str, list[float]] = {"service": [], "in-process": []}
             for round_index in range(args.rounds):
-                for source, endpoint in (("service", workload_endpoint), ("in-process", "")):
+                order = [("service", workload_endpoint), ("in-process", "")]
+                # Alternated, so that a drift in the shared machine's load favours neither.
+                for source, endpoint in order if round_index % 2 == 0 else order[::-1]:
+                    cpu_before_s = process_cpu_s(workload.pid)
                     summary = await load_run(
                         loadgen_endpoint, target, endpoint, args.rate, args.ramp_s, args.hold_s, round_index
                     )
+                    workload_cpu_s = process_cpu_s(workload.pid) - cpu_before_s
                     actual, intended = summary.latency_from_actual, summary.latency_from_intended
                     p90s[source].append(actual.p90_ms)
                     print(
@@ -118,7 +132,7 @@ async def main(args: argparse.Namespace) -> None:
                         f"{summary.requests_not_sent:>8d} {actual.p50_ms:>7.2f} {actual.p90_ms:>7.2f} "
                         f"{actual.p99_ms:>7.2f} {intended.p90_ms:>7.2f} "
                         f"{summary.footprint.send_lateness.p99_ms:>8.2f} "
-                        f"{summary.footprint.cpu_us_per_request:>10.0f}",
+                        f"{summary.footprint.cpu_us_per_request:>10.0f} {workload_cpu_s:>11.2f}",
                         flush=True,
                     )
             service, in_process = statistics.median(p90s["service"]), statistics.median(p90s["in-process"])

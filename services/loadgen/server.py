@@ -24,7 +24,7 @@ from .client import (
     wait_until_ready,
 )
 from .generator import CallbackRecommendClient, LoadGenerator, Session
-from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
+from .sessions import WorkloadSourceError, in_process_sessions, open_workload_channel, remote_sessions
 from .spec import InvalidLoadSpec, transport, validate_load_spec
 from .stream_client import TRANSPORT_STREAM, GrpcStreamRecommendClient
 
@@ -74,7 +74,9 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
             target_channel = await stack.enter_async_context(open_channel(request.target))
             sessions: AsyncGenerator[Session, None]
             if request.workload_endpoint:
-                workload_channel = await stack.enter_async_context(open_channel(request.workload_endpoint))
+                workload_channel = await stack.enter_async_context(
+                    open_workload_channel(request.workload_endpoint)
+                )
                 sessions = remote_sessions(workload_channel, request.workload)
             else:
                 sessions = self._in_process_source(request.workload)

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from etude import defaults
+from etude.serving import MAX_MESSAGE_BYTES
 from etude.v1 import workload_pb2, workload_pb2_grpc
 
 from .generator import Session
@@ -23,6 +24,20 @@ DEFAULT_SESSIONS_PER_BATCH = defaults.SESSIONS_PER_BATCH
 # sessions a batch, thousands of requests in hand while the next batch travels. gRPC's flow
 # control holds the workload service back beyond that, so memory stays bounded.
 PREFETCH_BATCHES = defaults.WORKLOAD_PREFETCH_BATCHES
+
+
+# The stream's flow control: without BDP probing the HTTP/2 window stays at its initial 64 KiB, so
+# the workload service makes a batch only when the read-ahead buffer has taken one, instead of
+# filling a window grown to megabytes with work that competes for the CPU the run measures with.
+WORKLOAD_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.http2.bdp_probe", 0),
+]
+
+
+def open_workload_channel(endpoint: str) -> grpc.aio.Channel:
+    """A channel to the WorkloadService at `endpoint` (host:port), with that flow control."""
+    return grpc.aio.insecure_channel(endpoint, options=WORKLOAD_CHANNEL_OPTIONS)
 
 
 class WorkloadSourceError(RuntimeError):

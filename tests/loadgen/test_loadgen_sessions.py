@@ -17,6 +17,7 @@ from etude.services.loadgen.generator import Session
 from etude.services.loadgen.sessions import (
     WorkloadSourceError,
     in_process_sessions,
+    open_workload_channel,
     remote_sessions,
     split_batch,
 )
@@ -240,3 +241,23 @@ async def test_a_workload_the_real_generator_rejects_is_an_invalid_spec() -> Non
     with pytest.raises(InvalidLoadSpec, match="sessions_per_batch") as raised:
         await take(in_process_sessions(workload_spec(sessions_per_batch=10**9)), 1)
     assert raised.value.field.startswith("workload")
+
+
+async def test_flow_control_keeps_the_workload_service_a_few_batches_ahead() -> None:
+    fake = FakeWorkload(session_length=10, sessions_per_batch=2_000)
+    host = ServiceHost(
+        service_names=[service_full_name(workload_pb2, "WorkloadService")],
+        register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(fake, server),
+    )
+    port = await host.start()
+    try:
+        async with open_workload_channel(f"127.0.0.1:{port}") as channel:
+            # Batches of about 60 KB (20,000 ids of 3 bytes), one session taken.
+            sessions = remote_sessions(channel, workload_spec(catalog_size=10**6), prefetch_batches=2)
+            await take(sessions, 1)
+            await asyncio.sleep(1.0)
+            # The buffer (2), the batch being taken, and what the 64 KiB window holds: no more.
+            assert fake.batches_sent <= 8
+            await sessions.aclose()
+    finally:
+        await host.stop(0)
