@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -272,3 +274,21 @@ def test_a_log_in_cloud_storage_is_checked_when_the_spec_is_accepted(emulator: s
     # The cluster's workload pod cannot read this machine's disk.
     local = refusal(spec_text(tmp_path / "clicks.csv") + "target: kubernetes\n")
     assert local.field == "workload.path" and "gs://bucket/object" in str(local)
+
+
+@pytest.mark.slow
+def test_etude_run_refuses_a_bad_log_before_any_trial_with_exit_two(tmp_path: Path) -> None:
+    (tmp_path / "clicks.csv").write_text("session,product\ns1,a\n")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(spec_text(tmp_path / "clicks.csv"))
+    results = tmp_path / "results"
+    finished = subprocess.run(
+        [sys.executable, "-m", "etude.services.cli", "run", str(spec_path), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    assert "workload.item_column" in finished.stderr and "no column 'item'" in finished.stderr
+    # Nothing ran: no experiment was created.
+    assert not results.exists() or not any(results.iterdir())
