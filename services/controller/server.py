@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -21,7 +22,8 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         self, request: controller_pb2.SubmitExperimentRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.Experiment:
         try:
-            spec = resolve(request.spec)
+            # Off the event loop: a model file is loaded and a click log indexed to check them.
+            spec = await asyncio.to_thread(resolve, request.spec)
             return await self._manager.submit(spec)
         except SpecError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spec.{error}")
