@@ -31,6 +31,8 @@ INLINE_BATCH_BELOW_US = 100.0
 POPULARITY_CACHE_SIZE = 2
 # Replayed click logs whose index the workload service keeps (one per log, columns and version).
 REPLAY_CACHE_SIZE = 2
+# Session batches a load generator reads ahead of its sends from the workload service.
+WORKLOAD_PREFETCH_BATCHES = 4
 
 # Service processes: drain time on SIGTERM (`etude serve --grace-s`; the controller gives a child
 # service this long to stop before it kills it), and how long a run waits for its target.

@@ -59,6 +59,8 @@ MAX_K = 10_000
 MAX_CANDIDATES = 10_000
 # Clicks of one session a request may carry (the models read the last 50).
 MAX_SESSION_ITEMS = 1_000
+# How many times faster than its own time a click log may be replayed (pace "log").
+MAX_LOG_SPEEDUP = 1_000_000.0
 MAX_SESSION_ID_CHARS = 256
 # Trials of one experiment (models x catalogs x hardware x runtimes x repetitions): a larger
 # matrix would take weeks and its experiment.json would outgrow gRPC's message limits.
@@ -128,7 +130,7 @@ SPEC_LIMITS: Mapping[str, Bound] = {
     "workload.exponents.alpha_length": POWER_LAW_EXPONENT,
     "workload.exponents.alpha_clicks": POWER_LAW_EXPONENT,
     **_fits("workload.powerlaw_fits"),
-    "workload.speedup": Bound(0.0, 1_000_000.0, low_open=True),
+    "workload.speedup": Bound(0.0, MAX_LOG_SPEEDUP, low_open=True),
     "workload.max_session_length": Bound(1, MAX_SESSION_ITEMS),
     "hardware[].monthly_cost_usd": Bound(0.0, 10_000_000.0),
     "hardware[].replicas": Bound(1, 1_000),
@@ -151,7 +153,11 @@ SPEC_LIMITS: Mapping[str, Bound] = {
 }
 
 # etude.v1.LoadSpec, as LoadGeneratorService.Run takes it.
-LOAD_SPEC_LIMITS: Mapping[str, Bound] = {**_load_profile("profile."), **_workload("workload.")}
+LOAD_SPEC_LIMITS: Mapping[str, Bound] = {
+    **_load_profile("profile."),
+    **_workload("workload."),
+    "log_speedup": Bound(0.0, MAX_LOG_SPEEDUP, low_open=True),
+}
 
 # etude.v1.WorkloadSpec, as WorkloadService.StreamSessions takes it.
 WORKLOAD_SPEC_LIMITS: Mapping[str, Bound] = _workload("")

@@ -24,7 +24,7 @@ class LoadProfile(_message.Message):
     def __init__(self, target_rate_per_s: _Optional[float] = ..., ramp_duration_s: _Optional[int] = ..., hold_duration_s: _Optional[int] = ..., request_timeout_ms: _Optional[int] = ..., k: _Optional[int] = ..., candidates_per_request: _Optional[int] = ...) -> None: ...
 
 class LoadSpec(_message.Message):
-    __slots__ = ("target", "profile", "workload", "workload_endpoint", "records_dir", "run_id", "transport")
+    __slots__ = ("target", "profile", "workload", "workload_endpoint", "records_dir", "run_id", "transport", "log_speedup")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class LoadSpec(_message.Message):
     RECORDS_DIR_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    LOG_SPEEDUP_FIELD_NUMBER: _ClassVar[int]
     target: str
     profile: LoadProfile
     workload: _workload_pb2.WorkloadSpec
@@ -39,7 +40,8 @@ class LoadSpec(_message.Message):
     records_dir: str
     run_id: str
     transport: str
-    def __init__(self, target: _Optional[str] = ..., profile: _Optional[_Union[LoadProfile, _Mapping]] = ..., workload: _Optional[_Union[_workload_pb2.WorkloadSpec, _Mapping]] = ..., workload_endpoint: _Optional[str] = ..., records_dir: _Optional[str] = ..., run_id: _Optional[str] = ..., transport: _Optional[str] = ...) -> None: ...
+    log_speedup: float
+    def __init__(self, target: _Optional[str] = ..., profile: _Optional[_Union[LoadProfile, _Mapping]] = ..., workload: _Optional[_Union[_workload_pb2.WorkloadSpec, _Mapping]] = ..., workload_endpoint: _Optional[str] = ..., records_dir: _Optional[str] = ..., run_id: _Optional[str] = ..., transport: _Optional[str] = ..., log_speedup: _Optional[float] = ...) -> None: ...
 
 class LatencyPercentiles(_message.Message):
     __slots__ = ("count", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")

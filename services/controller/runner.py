@@ -24,7 +24,7 @@ from ..results.documents import experiment_text, to_dict
 from ..results.errors import ResultsError, ResultsUnwritable
 from ..results.layout import Layout
 from ..results.store import AsyncResultStore, ResultStore
-from ..workload.trial import workload_spec
+from ..workload.trial import log_speedup, workload_spec
 from .drivers.driver import Driver
 from .drivers.owner import CURRENT_OWNER, ExperimentOwner
 from .drivers.processes import ServiceStartError
@@ -100,6 +100,8 @@ class ExperimentRunner:
         # and its running trial end INTERRUPTED rather than CANCELLED.
         self.interrupted = False
         self._syncing: asyncio.Task[None] | None = None
+        # host:port of the experiment's workload service ("" when the driver runs none).
+        self._workload_endpoint = ""
 
     async def run(self) -> controller_pb2.Experiment:
         experiment = self.experiment
@@ -113,14 +115,15 @@ class ExperimentRunner:
             log_dir = await self.store.local_dir(self.layout.logs)
             self._syncing = asyncio.create_task(self._sync_periodically(), name="sync-results")
             async with AsyncExitStack() as stack:
-                loadgen_stack = await stack.enter_async_context(AsyncExitStack())
-                loadgens = await self._start_loadgens(loadgen_stack, log_dir, instances)
+                services = await stack.enter_async_context(AsyncExitStack())
+                loadgens = await self._start_services(services, log_dir, instances)
                 for result in experiment.trials:
                     if dead := await self.driver.dead_services():
-                        # A load generator lost in the last trial: fresh ones for the next.
+                        # A load generator or the workload service lost in the last trial:
+                        # fresh ones for the next.
                         _log.warning("replacing_services", dead=dead)
-                        await loadgen_stack.aclose()
-                        loadgens = await self._start_loadgens(loadgen_stack, log_dir, instances)
+                        await services.aclose()
+                        loadgens = await self._start_services(services, log_dir, instances)
                     await self._run_trial(result, loadgens)
         except asyncio.CancelledError:
             if self.interrupted:
@@ -147,9 +150,11 @@ class ExperimentRunner:
             await self._finish(controller_pb2.EXPERIMENT_STATE_SUCCEEDED, "")
         return experiment
 
-    async def _start_loadgens(
+    async def _start_services(
         self, stack: AsyncExitStack, log_dir: Path, instances: int
     ) -> list[LoadGeneratorClient]:
+        """The experiment's workload service, then its load generators (which stream from it)."""
+        self._workload_endpoint = await stack.enter_async_context(self.driver.workload_service(log_dir))
         loadgens: list[LoadGeneratorClient] = []
         for index in range(instances):
             endpoint = await stack.enter_async_context(self.driver.loadgen_service(log_dir, index))
@@ -327,6 +332,7 @@ class ExperimentRunner:
                     return await self._run_load(
                         trial, endpoint, loadgen_records_dir, loadgens[index], share,
                         instance_run_id(run_id, index), session_partition=index,
+                        session_partition_count=instances,
                         on_progress=lambda progress: merger.add(index, progress),
                     )  # fmt: skip
             finally:
@@ -351,18 +357,24 @@ class ExperimentRunner:
         profile: loadgen_pb2.LoadProfile,
         run_id: str,
         session_partition: int = 0,
+        session_partition_count: int = 1,
         on_progress: Callable[[loadgen_pb2.TickProgress], None] | None = None,
     ) -> loadgen_pb2.LoadSummary:
         workload = workload_spec(trial, self.experiment.spec)
-        # Instances of one run replay different sessions over the same catalog popularity.
+        # Instances of one run replay different sessions over the same catalog popularity (a
+        # replay: each its own part of the log).
         workload.session_partition = session_partition
+        if workload.HasField("replay"):
+            workload.session_partition_count = session_partition_count
         load_spec = loadgen_pb2.LoadSpec(
             target=endpoint,
             profile=profile,
             workload=workload,
+            workload_endpoint=self._workload_endpoint,
             records_dir=records_dir,
             run_id=run_id,
             transport=self.experiment.spec.loadgen_transport,
+            log_speedup=log_speedup(self.experiment.spec.workload),
         )
         deadline_s = (
             profile.ramp_duration_s

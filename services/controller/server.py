@@ -25,7 +25,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         self, request: controller_pb2.SubmitExperimentRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.Experiment:
         try:
-            # Off the loop: a model file named by the spec is loaded and probed.
+            # Off the event loop: a model file is loaded and a click log indexed to check them.
             spec = await asyncio.to_thread(resolve, request.spec)
             if request.validate_only:
                 return self._manager.validate(spec)

@@ -8,13 +8,22 @@ that the shared base (etude/spec.py: parsing) imports nothing from the services.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 from etude import defaults
-from etude.limits import MAX_RATE_PER_S, MAX_TRIALS, SPEC_LIMITS, LimitExceeded, check_limits, trial_count
+from etude.limits import (
+    MAX_RATE_PER_S,
+    MAX_SESSION_ITEMS,
+    MAX_TRIALS,
+    SPEC_LIMITS,
+    LimitExceeded,
+    check_limits,
+    trial_count,
+)
 from etude.provenance import current_environment
 from etude.spec import SpecError, read_spec_file
-from etude.v1 import experiment_pb2
+from etude.v1 import experiment_pb2, workload_pb2
 
 from ..inference.models import MODELS
 from ..inference.options import EMBEDDING_POLICIES, PRECISION_NAMES, RUNTIMES, resolve_embedding_dim
@@ -26,7 +35,13 @@ from ..shard.shardable import ROUTER_CANDIDATES_REFUSED, ModelNotShardable, requ
 from ..workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
 
 DEVICES = ("cpu", "cuda")
-WORKLOAD_SOURCES = (defaults.WORKLOAD_SOURCE,)
+WORKLOAD_SOURCES = (defaults.WORKLOAD_SOURCE, "replay")
+# How a replay is paced: at the load profile's ramping rate, or by the log's own timestamps.
+REPLAY_PACES = ("ramp", "log")
+# The fields of WorkloadStats that describe a replayed log (none applies to synthetic sessions).
+_REPLAY_FIELDS = (
+    "path", "session_column", "item_column", "timestamp_column", "no_header", "pace", "speedup",
+)  # fmt: skip
 TARGETS = ("local", "kubernetes")
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 # The rest of the machine's memory goes to the loadgen, the workload service and the OS.
@@ -48,7 +63,38 @@ def resolve(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.ExperimentSpe
     validate(spec)
     full = with_defaults(spec)
     _check_model_files(full)
+    _check_replay_log(full)
     return full
+
+
+def _check_replay_log(spec: experiment_pb2.ExperimentSpec) -> None:
+    """Indexes a replayed log now, as the workload service will: a missing, unreadable or empty
+    log, or a wrong column, is refused with the reason before any trial; and every catalog must
+    hold the log's N distinct items (they become ids 1..N)."""
+    if spec.workload.source != "replay":
+        return
+    from ..workload.fit import ClickLogError
+    from ..workload.gcs_log import local_click_log
+    from ..workload.replay import ReplayRequest, index_click_log, require_catalog_covers
+    from ..workload.trial import replay_source
+
+    source = ReplayRequest.from_proto(
+        workload_pb2.WorkloadSpec(catalog_size=1, replay=replay_source(spec.workload))
+    ).source
+    try:
+        # A gs:// log is downloaded for the check and deleted once indexed (the index is apart).
+        with tempfile.TemporaryDirectory(prefix="etude-replay-check-") as folder:
+            index = index_click_log(local_click_log(source, Path(folder)))
+    except ClickLogError as error:
+        raise SpecError(f"workload.{error.field}", str(error)) from None
+    try:
+        for position, catalog_size in enumerate(spec.catalog_sizes):
+            try:
+                require_catalog_covers(index, catalog_size, source.path)
+            except InvalidWorkloadSpec as error:
+                raise SpecError(f"catalog_sizes[{position}]", str(error)) from None
+    finally:
+        index.close()
 
 
 def _check_model_files(spec: experiment_pb2.ExperimentSpec) -> None:
@@ -106,7 +152,7 @@ def validate(spec: experiment_pb2.ExperimentSpec) -> None:
         if size < 1:
             raise SpecError(f"catalog_sizes[{index}]", f"{size} must be >= 1")
     _check_choice("embedding_policy", spec.embedding_policy, EMBEDDING_POLICIES)
-    _validate_workload(spec.workload)
+    _validate_workload(spec.workload, spec.target)
     for index, option in enumerate(spec.hardware):
         path = f"hardware[{index}]"
         if not _NAME_PATTERN.match(option.name):
@@ -204,8 +250,20 @@ def _check_choice(field: str, value: str, allowed: tuple[str, ...], *, allow_emp
         raise SpecError(field, f"{value!r} is not one of {list(allowed)}")
 
 
-def _validate_workload(workload: experiment_pb2.WorkloadStats) -> None:
+def _validate_workload(workload: experiment_pb2.WorkloadStats, target: str) -> None:
     _check_choice("workload.source", workload.source, WORKLOAD_SOURCES)
+    if workload.max_session_length < 0:
+        raise SpecError(
+            "workload.max_session_length",
+            f"{workload.max_session_length} must be in 1..{MAX_SESSION_ITEMS}, "
+            f"or 0 for {defaults.MAX_SESSION_LENGTH}",
+        )
+    if workload.source == "replay":
+        _validate_replay(workload, target)
+        return
+    for name in _REPLAY_FIELDS:
+        if getattr(workload, name):
+            raise SpecError(f"workload.{name}", "applies to source: replay only (this workload is synthetic)")
     given = [
         name
         for name in ("exponents", "powerlaw_fits")
@@ -231,6 +289,36 @@ def _validate_workload(workload: experiment_pb2.WorkloadStats) -> None:
                 ScipyPowerLaw(fit.a, fit.loc, fit.scale).validate(f"workload.powerlaw_fits.{name}")
             except InvalidWorkloadSpec as error:
                 raise SpecError(error.field, str(error).split(": ", 1)[-1]) from error
+
+
+def _validate_replay(workload: experiment_pb2.WorkloadStats, target: str) -> None:
+    """A replay names its log and how to pace it, and none of the synthetic statistics."""
+    statistics = [
+        name
+        for name in ("exponents", "powerlaw_fits")
+        if workload.HasField(name)  # type: ignore[arg-type]
+    ] + (["preset"] if workload.preset else [])
+    if statistics:
+        raise SpecError(
+            f"workload.{statistics[0]}",
+            "a replay takes its sessions from the log: give no exponents, powerlaw_fits or preset",
+        )
+    if not workload.path:
+        raise SpecError("workload.path", "source: replay needs the path of a click log (CSV or TSV)")
+    if target == "kubernetes" and not workload.path.startswith("gs://"):
+        raise SpecError(
+            "workload.path",
+            f"{workload.path!r}: the kubernetes target's workload pod reads click logs from "
+            "gs://bucket/object, not from this machine's disk",
+        )
+    _check_choice("workload.pace", workload.pace, REPLAY_PACES)
+    if workload.pace == "log" and not workload.timestamp_column:
+        raise SpecError(
+            "workload.timestamp_column",
+            "pace: log sends each click at its time in the log: name the log's timestamp column",
+        )
+    if workload.speedup and workload.pace != "log":
+        raise SpecError("workload.speedup", "applies to pace: log only")
 
 
 def _validate_batching(batching: experiment_pb2.Batching) -> None:
@@ -326,6 +414,12 @@ def with_defaults(spec: experiment_pb2.ExperimentSpec) -> experiment_pb2.Experim
     full.CopyFrom(spec)
     full.embedding_policy = full.embedding_policy or defaults.EMBEDDING_POLICY
     full.workload.source = full.workload.source or defaults.WORKLOAD_SOURCE
+    full.workload.max_session_length = full.workload.max_session_length or defaults.MAX_SESSION_LENGTH
+    if full.workload.source == "replay":
+        full.workload.pace = full.workload.pace or "ramp"
+        if not full.workload.path.startswith("gs://"):
+            # The workload service may run elsewhere than where the spec was written: absolute.
+            full.workload.path = str(Path(full.workload.path).expanduser().resolve())
     if full.workload.preset:
         lengths, clicks = PRESETS[full.workload.preset]
         fits = full.workload.powerlaw_fits

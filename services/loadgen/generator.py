@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
 import math
 import time
 from collections import Counter, deque
@@ -33,6 +35,8 @@ import numpy as np
 import structlog
 from google.protobuf import json_format
 
+from etude import defaults
+from etude.limits import MAX_LOG_SPEEDUP
 from etude.v1 import loadgen_pb2
 
 from ..results.records import CANCELLED, CLIENT_ERROR, OK, Record
@@ -54,6 +58,10 @@ WAIT_STEP_S = 0.001
 DRAIN_SLACK_S = 1.0
 # How long cancelled requests get to report back before the summary is written without them.
 CANCEL_WAIT_S = 5.0
+# A request carries at most this many of its session's latest clicks (what the inference service
+# accepts): a replayed session longer than that is still sent click by click, whole; the models
+# read only the last 50 clicks anyway.
+MAX_REQUEST_ITEMS = defaults.MAX_REQUEST_ITEMS
 
 # A request's status (OK, CANCELLED, CLIENT_ERROR or a gRPC code name) is spelled in results/records.py.
 
@@ -169,10 +177,23 @@ _CLIENT_ERROR = Outcome(CLIENT_ERROR)
 
 
 class Session(NamedTuple):
-    """One visitor's clicks, oldest first; request j replays the prefix item_ids[: j + 1]."""
+    """One visitor's clicks, oldest first; request j replays the prefix item_ids[: j + 1]. A
+    replayed log's session also carries each click's time in seconds from the log's start."""
 
     session_id: str
     item_ids: Sequence[int]
+    click_offsets_s: Sequence[float] | None = None
+
+
+class LogPaceError(load_spec.InvalidLoadSpec):
+    """Pacing by the log's time was asked for, but a session carries no click offsets."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            "log_speedup",
+            f"session {session_id} has no click times; pacing by the log needs a replayed log "
+            "with a timestamp column",
+        )
 
 
 # Where sessions come from: an async iterator that ends when the workload is exhausted.
@@ -181,11 +202,12 @@ ProgressCallback = Callable[[loadgen_pb2.TickProgress], None]
 
 
 class _ActiveSession:
-    __slots__ = ("item_ids", "next_click", "session_id")
+    __slots__ = ("click_offsets_s", "item_ids", "next_click", "session_id")
 
     def __init__(self, session: Session) -> None:
         self.session_id = session.session_id
         self.item_ids = session.item_ids
+        self.click_offsets_s = session.click_offsets_s
         self.next_click = 0
 
 
@@ -215,8 +237,21 @@ class LoadGenerator:
         records_dir: Path | None = None,
         on_progress: ProgressCallback | None = None,
         candidates: CandidateSampler | None = None,
+        log_speedup: float = 0.0,
     ) -> None:
+        """`log_speedup` > 0 sends each click at its session's click offset / log_speedup after
+        the start, open loop (LoadSpec.log_speedup); 0 paces by the profile's ramp."""
         load_spec.validate_profile(profile)
+        if not (log_speedup == 0 or 0 < log_speedup <= MAX_LOG_SPEEDUP):
+            raise load_spec.InvalidLoadSpec(
+                "log_speedup", f"must be in (0, {MAX_LOG_SPEEDUP:,.0f}] or 0, got {log_speedup}"
+            )
+        self._log_speedup = log_speedup
+        # Pacing by the log: the clicks that may be sent, by intended send time (a heap of
+        # (intended_ns, order, session)), and the next session not yet due.
+        self._due: list[tuple[int, int, _ActiveSession]] = []
+        self._due_order = itertools.count()
+        self._not_yet_due: _ActiveSession | None = None
         self._client: CallbackRecommendClient = (
             client if isinstance(client, CallbackRecommendClient) else _TaskPerRequest(client)
         )
@@ -283,6 +318,8 @@ class LoadGenerator:
         # The first session is pulled before the clock starts, so that a broken source fails
         # the run before any request instead of showing up as not_sent.
         await self._refill()
+        if self._log_speedup and self._ready and self._ready[0].click_offsets_s is None:
+            raise LogPaceError(self._ready[0].session_id)
         if self._files is not None:
             # Opened before the clock starts, so that tick 0 does not begin late.
             await self._files.open(self._run_info(time.perf_counter_ns(), time.time_ns()))
@@ -291,7 +328,10 @@ class LoadGenerator:
         cancelled = False
         try:
             try:
-                await self._send_ticks()
+                if self._log_speedup:
+                    await self._send_by_log()
+                else:
+                    await self._send_ticks()
                 await self._drain()
             except asyncio.CancelledError:
                 cancelled = True
@@ -342,6 +382,80 @@ class LoadGenerator:
                 _log.warning("workload_exhausted", tick=tick.index, run_id=self._run_id)
                 break
 
+    async def _send_by_log(self) -> None:
+        """Open loop by the log's time: each click goes out at its own intended time (its offset
+        in the log / log_speedup after the start), once its session's previous click answered;
+        a tick's target is what fell due in it. Nothing is held back by requests in flight."""
+        while self._ready:  # the session pulled before the clock started
+            self._make_due(self._ready.popleft())
+        for profile_tick in self._ticks:
+            self._in_hold = profile_tick.in_hold
+            self._ticks_run += 1
+            tick_start_ns = self._start_ns + profile_tick.index * TICK_NS
+            tick_end_ns = tick_start_ns + TICK_NS
+            self._open_tick = profile_tick
+            self._tick_sent = 0
+            await self._send_due(profile_tick.index, tick_end_ns)
+            delay_s = (tick_end_ns - time.perf_counter_ns()) / 1e9
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            self._open_tick = None
+            sent = self._tick_sent
+            self._offered += sent
+            self._end_tick(Tick(profile_tick.index, float(sent), sent, profile_tick.in_hold), sent, 0)
+            if self._workload_exhausted():
+                _log.info("log_replayed", tick=profile_tick.index, run_id=self._run_id)
+                break
+
+    async def _send_due(self, tick: int, tick_end_ns: int) -> None:
+        """Sends every click due before `tick_end_ns`, each at its intended time."""
+        while True:
+            await self._pull_sessions_due(tick_end_ns)
+            if not self._due or self._due[0][0] >= tick_end_ns:
+                # An answer still to come makes its session's next click due, perhaps in this tick.
+                if self._in_flight == 0 or time.perf_counter_ns() >= tick_end_ns:
+                    return
+                await asyncio.sleep(WAIT_STEP_S)
+                continue
+            intended_ns = self._due[0][0]
+            now_ns = time.perf_counter_ns()
+            if now_ns < intended_ns:
+                # An answer may make an earlier click due meanwhile: wake in small steps then.
+                delay_s = (intended_ns - now_ns) / 1e9
+                await asyncio.sleep(min(delay_s, WAIT_STEP_S) if self._in_flight else delay_s)
+                continue
+            _, _, session = heapq.heappop(self._due)
+            self._send(session, tick, intended_ns)
+            self._tick_sent += 1
+
+    async def _pull_sessions_due(self, until_ns: int) -> None:
+        """Takes sessions from the source while their first click falls due before `until_ns`
+        (the log's sessions come in the order of their first click)."""
+        while True:
+            if self._not_yet_due is None:
+                if self._source_exhausted:
+                    return
+                session = await anext(self._sessions, None)
+                if session is None:
+                    self._source_exhausted = True
+                    return
+                if len(session.item_ids) == 0:
+                    continue
+                self._not_yet_due = _ActiveSession(session)
+            if self._intended_ns(self._not_yet_due) >= until_ns:
+                return
+            self._make_due(self._not_yet_due)
+            self._not_yet_due = None
+
+    def _intended_ns(self, session: _ActiveSession) -> int:
+        offsets = session.click_offsets_s
+        if offsets is None or len(offsets) != len(session.item_ids):
+            raise LogPaceError(session.session_id)
+        return self._start_ns + int(offsets[session.next_click] * 1e9 / self._log_speedup)
+
+    def _make_due(self, session: _ActiveSession) -> None:
+        heapq.heappush(self._due, (self._intended_ns(session), next(self._due_order), session))
+
     def _abort_open_tick(self) -> None:
         """Accounts a tick the run stopped in: offered are the requests already due by now."""
         tick, self._open_tick = self._open_tick, None
@@ -388,7 +502,9 @@ class LoadGenerator:
         click_index = session.next_click
         self._in_flight += 1
         self._sent += 1
-        prefix = session.item_ids[: click_index + 1]
+        # At most the session's latest MAX_REQUEST_ITEMS clicks: a replayed session may be longer
+        # than a request may carry, and the model reads only the last ones anyway.
+        prefix = session.item_ids[max(0, click_index + 1 - MAX_REQUEST_ITEMS) : click_index + 1]
         candidates: list[int] | None = None
         if self._candidates is not None:
             # Drawn before the actual send time: the loadgen's own work shows as its lateness.
@@ -424,7 +540,10 @@ class LoadGenerator:
         self._in_flight -= 1
         if click_index + 1 < len(session.item_ids):
             session.next_click = click_index + 1
-            self._ready.append(session)
+            if self._log_speedup:
+                self._make_due(session)
+            else:
+                self._ready.append(session)
         from_intended_us = (completion_ns - intended_ns) // 1000
         from_actual_us = (completion_ns - actual_ns) // 1000
         self._tick_completed += 1
@@ -498,7 +617,13 @@ class LoadGenerator:
                 return
 
     def _workload_exhausted(self) -> bool:
-        return self._source_exhausted and not self._ready and self._in_flight == 0
+        return (
+            self._source_exhausted
+            and not self._ready
+            and not self._due
+            and self._not_yet_due is None
+            and self._in_flight == 0
+        )
 
     def _end_tick(self, tick: Tick, sent: int, not_sent: int) -> None:
         self._record_latencies()

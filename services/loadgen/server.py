@@ -28,7 +28,7 @@ from .client import (
 from .generator import CallbackRecommendClient, LoadGenerator, Session
 from .h2_client import TRANSPORT_H2, H2RecommendClient
 from .metrics import RunPublisher
-from .sessions import WorkloadSourceError, in_process_sessions, remote_sessions
+from .sessions import WorkloadSourceError, in_process_sessions, open_workload_channel, remote_sessions
 from .spec import InvalidLoadSpec, transport, validate_load_spec
 from .stream_client import TRANSPORT_STREAM, GrpcStreamRecommendClient
 
@@ -78,7 +78,9 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
             target_channel = await stack.enter_async_context(open_channel(request.target))
             sessions: AsyncGenerator[Session, None]
             if request.workload_endpoint:
-                workload_channel = await stack.enter_async_context(open_channel(request.workload_endpoint))
+                workload_channel = await stack.enter_async_context(
+                    open_workload_channel(request.workload_endpoint)
+                )
                 sessions = remote_sessions(workload_channel, request.workload)
             else:
                 sessions = self._in_process_source(request.workload)
@@ -112,6 +114,7 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 records_dir=Path(request.records_dir) if request.records_dir else None,
                 on_progress=updates.put_nowait,
                 candidates=candidates,
+                log_speedup=request.log_speedup,
             )
             try:
                 if isinstance(client, H2RecommendClient):

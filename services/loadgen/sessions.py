@@ -1,16 +1,18 @@
 """Session sources for the load generator: columnar session batches turned into sessions, either
-generated in-process (etude.services.workload.generator) or streamed from a WorkloadService.
+generated in-process (etude.services.workload.generator) or streamed from a WorkloadService
+(read ahead into a bounded buffer, so the stream never holds up a send).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
 
 from etude import defaults
+from etude.serving import MAX_MESSAGE_BYTES
 from etude.v1 import workload_pb2, workload_pb2_grpc
 
 from .generator import Session
@@ -18,6 +20,24 @@ from .spec import InvalidLoadSpec
 
 DEFAULT_MAX_SESSION_LENGTH = defaults.MAX_SESSION_LENGTH
 DEFAULT_SESSIONS_PER_BATCH = defaults.SESSIONS_PER_BATCH
+# Batches a remote source reads ahead of the sessions the load generator has taken: with 1,024
+# sessions a batch, thousands of requests in hand while the next batch travels. gRPC's flow
+# control holds the workload service back beyond that, so memory stays bounded.
+PREFETCH_BATCHES = defaults.WORKLOAD_PREFETCH_BATCHES
+
+
+# The stream's flow control: without BDP probing the HTTP/2 window stays at its initial 64 KiB, so
+# the workload service makes a batch only when the read-ahead buffer has taken one, instead of
+# filling a window grown to megabytes with work that competes for the CPU the run measures with.
+WORKLOAD_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.http2.bdp_probe", 0),
+]
+
+
+def open_workload_channel(endpoint: str) -> grpc.aio.Channel:
+    """A channel to the WorkloadService at `endpoint` (host:port), with that flow control."""
+    return grpc.aio.insecure_channel(endpoint, options=WORKLOAD_CHANNEL_OPTIONS)
 
 
 class WorkloadSourceError(RuntimeError):
@@ -29,9 +49,15 @@ class WorkloadSourceError(RuntimeError):
 
 
 def split_batch(
-    first_session_id: int, session_lengths: Iterable[int], item_ids: Iterable[int]
+    first_session_id: int,
+    session_lengths: Iterable[int],
+    item_ids: Iterable[int],
+    session_id_step: int = 1,
+    click_offsets_s: Sequence[float] = (),
 ) -> list[Session]:
-    """Session i of the batch holds the next `session_lengths[i]` items; ids are consecutive."""
+    """Session i of the batch holds the next `session_lengths[i]` items (and their click
+    offsets, when the batch has them); its id is first_session_id + i * session_id_step (a
+    replay's part of n numbers sessions n apart)."""
     items = [int(item) for item in item_ids]
     lengths = [int(length) for length in session_lengths]
     if sum(lengths) != len(items):
@@ -39,10 +65,18 @@ def split_batch(
             "DATA_LOSS",
             f"session batch: session_lengths add up to {sum(lengths)} but it holds {len(items)} item_ids",
         )
+    offsets_s = list(click_offsets_s)
+    if offsets_s and len(offsets_s) != len(items):
+        raise WorkloadSourceError(
+            "DATA_LOSS",
+            f"session batch: {len(offsets_s)} click_offsets_s for {len(items)} item_ids",
+        )
     sessions = []
     offset = 0
     for index, length in enumerate(lengths):
-        sessions.append(Session(str(first_session_id + index), items[offset : offset + length]))
+        session_id = first_session_id + index * session_id_step
+        times_s = offsets_s[offset : offset + length] if offsets_s else None
+        sessions.append(Session(str(session_id), items[offset : offset + length], times_s))
         offset += length
     return sessions
 
@@ -102,21 +136,55 @@ async def in_process_sessions(workload: workload_pb2.WorkloadSpec) -> AsyncGener
 
 
 async def remote_sessions(
-    channel: grpc.aio.Channel, workload: workload_pb2.WorkloadSpec
+    channel: grpc.aio.Channel,
+    workload: workload_pb2.WorkloadSpec,
+    prefetch_batches: int = PREFETCH_BATCHES,
 ) -> AsyncGenerator[Session, None]:
-    """Sessions streamed from WorkloadService/StreamSessions over `channel`."""
+    """Sessions streamed from WorkloadService/StreamSessions over `channel`. A reader task keeps
+    up to `prefetch_batches` batches ahead of what was taken, so that a session is at hand when
+    the load generator asks (the stream's latency hides behind the buffer)."""
+    if prefetch_batches < 1:
+        raise ValueError(f"prefetch_batches must be >= 1, got {prefetch_batches}")
     stub = workload_pb2_grpc.WorkloadServiceStub(channel)
     call = stub.StreamSessions(workload)
+    # A batch's sessions, the end of the stream (None) or why it failed.
+    buffered: asyncio.Queue[list[Session] | BaseException | None] = asyncio.Queue(prefetch_batches)
+
+    async def read_ahead() -> None:
+        try:
+            async for batch in call:
+                await buffered.put(
+                    split_batch(
+                        batch.first_session_id,
+                        batch.session_lengths,
+                        batch.item_ids,
+                        batch.session_id_step or 1,
+                        batch.click_offsets_s,
+                    )
+                )
+            await buffered.put(None)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as error:
+            await buffered.put(_source_error(error))
+        except Exception as error:  # a malformed batch (WorkloadSourceError) ends the source
+            await buffered.put(error)
+
+    reader = asyncio.create_task(read_ahead(), name="workload-read-ahead")
     try:
-        async for batch in call:
-            for session in split_batch(batch.first_session_id, batch.session_lengths, batch.item_ids):
+        while (sessions := await buffered.get()) is not None:
+            if isinstance(sessions, BaseException):
+                raise sessions
+            for session in sessions:
                 yield session
-    except grpc.aio.AioRpcError as error:
-        status = error.code().name
-        if status == "INVALID_ARGUMENT":
-            raise InvalidLoadSpec("workload", error.details() or "rejected") from error
-        raise WorkloadSourceError(
-            status, f"workload_endpoint: StreamSessions failed: {error.details()}"
-        ) from error
     finally:
+        reader.cancel()
         call.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+def _source_error(error: grpc.aio.AioRpcError) -> Exception:
+    status = error.code().name
+    if status == "INVALID_ARGUMENT":
+        return InvalidLoadSpec("workload", error.details() or "rejected")
+    return WorkloadSourceError(status, f"workload_endpoint: StreamSessions failed: {error.details()}")

@@ -291,6 +291,15 @@ def timings(records: RecordColumns) -> Timings | None:
     )
 
 
+def replayed_clicks(records: RecordColumns) -> np.ndarray:
+    """int64 [n, 2]: each request of a replay as (the session's 1-based position in the log, the
+    click's index in it); merged runs suffix session ids "#i", which is dropped."""
+    if len(records) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    positions = np.char.partition(records.session_id.astype(str), "#")[:, 0].astype(np.int64)
+    return np.stack([positions, records.click_index.astype(np.int64)], axis=1)
+
+
 def session_lengths(records: RecordColumns) -> np.ndarray:
     """Clicks replayed per session (highest click index + 1); int64, one entry per session."""
     if len(records) == 0:

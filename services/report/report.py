@@ -10,20 +10,34 @@ the runner builds it in a thread.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
-from etude.v1 import controller_pb2, experiment_pb2
+from etude.v1 import controller_pb2, experiment_pb2, workload_pb2
 
 from ..results.documents import load_experiment
 from ..results.layout import RECORDS_FILE, Layout
 from ..results.store import ResultStore
+from ..workload.fit import ClickLogError
+from ..workload.gcs_log import local_click_log
+from ..workload.replay import ReplayRequest, index_click_log
+from ..workload.trial import replay_source
 from . import plots
 from .deployments import DeploymentRow, HardwareOutcome, Scenario, deployment_rows
 from .document import Block, render_html, render_markdown
-from .fits import FittedExponent, fit_click_counts, fit_session_lengths, workload_of
+from .fits import (
+    FittedExponent,
+    ReplayedLog,
+    fit_click_counts,
+    fit_replay,
+    fit_replayed_log,
+    fit_session_lengths,
+    workload_of,
+)
 from .sections import report_blocks, variant
 from .trials import TrialReport, analyse_trial
 
@@ -56,10 +70,14 @@ def build_report(store: ResultStore, experiment_id: str) -> Report:
     spec = experiment.spec
     layout = Layout(experiment_id)
     trials = [analyse_trial(store, layout, result, spec) for result in experiment.trials]
-    fitted = _fit_exponents(spec, trials)
+    replayed_log = None
+    if spec.workload.source == "replay":
+        replayed_log, fitted = _fit_replay(spec, trials)
+    else:
+        fitted = _fit_exponents(spec, trials)
     deployments = deployment_rows(_hardware_outcomes(trials), spec.slo.rate_per_s)
     figures = _figures(spec, trials)
-    blocks = report_blocks(experiment, trials, fitted, deployments, figures)
+    blocks = report_blocks(experiment, trials, fitted, deployments, figures, replayed_log)
     return Report(experiment, trials, fitted, deployments, figures, blocks)
 
 
@@ -73,6 +91,33 @@ def write_report(store: ResultStore, experiment_id: str) -> Report:
     store.write_text(layout.report_html, report.html)
     _log.info("report_written", experiment_id=experiment_id, uri=store.uri(layout.report_html))
     return report
+
+
+def _fit_replay(
+    spec: experiment_pb2.ExperimentSpec, trials: Sequence[TrialReport]
+) -> tuple[ReplayedLog | None, list[FittedExponent]]:
+    """The replayed log's exponents (the whole log, read again) beside those of the clicks the
+    trial that got furthest replayed; none when the log cannot be read here any more."""
+    source = ReplayRequest.from_proto(
+        workload_pb2.WorkloadSpec(catalog_size=1, replay=replay_source(spec.workload))
+    ).source
+    try:
+        with tempfile.TemporaryDirectory(prefix="etude-report-log-") as folder:
+            index = index_click_log(local_click_log(source, Path(folder)))
+    except ClickLogError as error:
+        _log.warning("replayed_log_not_fitted", path=source.path, error=str(error))
+        return None, []
+    try:
+        log = fit_replayed_log(index, source.path)
+        furthest = max(trials, key=lambda trial: len(trial.replayed), default=None)
+        if furthest is None or not len(furthest.replayed):
+            return log, []
+        folder = furthest.trial_id if furthest.files == "." else f"{furthest.trial_id}/{furthest.files}"
+        return log, fit_replay(
+            index, log, furthest.replayed, f"the clicks replayed in {folder}/{RECORDS_FILE}"
+        )
+    finally:
+        index.close()
 
 
 def _fit_exponents(

@@ -16,7 +16,7 @@ from .analysis import SPLIT_PARTS, STABILITY_RULE, StableRate
 from .deployments import DeploymentRow
 from .distributed import distributed_blocks
 from .document import Block, Bullets, Heading, Image, Paragraph, Table
-from .fits import REFERENCE_DRAWS, FittedExponent, workload_of
+from .fits import REFERENCE_DRAWS, FittedExponent, ReplayedLog, workload_of
 from .notes import environment_bullets, inference_environments, precision_and_loadgen_notes
 from .trials import TrialReport
 
@@ -45,7 +45,9 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.2f}"
 
 
-def _spec_bullets(experiment: controller_pb2.Experiment) -> tuple[str, ...]:
+def _spec_bullets(
+    experiment: controller_pb2.Experiment, replayed_log: ReplayedLog | None = None
+) -> tuple[str, ...]:
     spec = experiment.spec
     dims = sorted({(trial.trial.catalog_size, trial.trial.embedding_dim) for trial in experiment.trials})
     hardware = "; ".join(
@@ -63,8 +65,7 @@ def _spec_bullets(experiment: controller_pb2.Experiment) -> tuple[str, ...]:
         + ", ".join(f"{size:,}" for size in spec.catalog_sizes)
         + f"; embedding policy {spec.embedding_policy or defaults.EMBEDDING_POLICY}"
         + (" (" + ", ".join(f"d = {dim} at {size:,} items" for size, dim in dims) + ")" if dims else ""),
-        f"Workload: {_describeworkload_of(experiment)}; sessions capped at "
-        f"{defaults.MAX_SESSION_LENGTH} clicks",
+        f"Workload: {_describe_workload(experiment, replayed_log)}",
         f"Hardware: {hardware}",
         "Runtimes: " + ", ".join(spec.runtimes),
         f"Batching: up to {batching.max_batch_size} requests, at most {batching.max_batch_delay_ms:g} ms "
@@ -77,7 +78,24 @@ def _spec_bullets(experiment: controller_pb2.Experiment) -> tuple[str, ...]:
     )
 
 
-def _describeworkload_of(experiment: controller_pb2.Experiment) -> str:
+def _describe_workload(experiment: controller_pb2.Experiment, replayed_log: ReplayedLog | None) -> str:
+    workload = experiment.spec.workload
+    if workload.source != "replay":
+        cap = workload.max_session_length or defaults.MAX_SESSION_LENGTH
+        return f"{_describe_synthetic(experiment)}; sessions capped at {cap} clicks"
+    pace = (
+        f"each click at its time in the log / {workload.speedup or 1:g} (open loop)"
+        if workload.pace == "log"
+        else "at the load profile's rate"
+    )
+    text = (
+        f"replay of {workload.path} in log order, sent {pace}; every session whole (the models read "
+        f"its last {defaults.MAX_SESSION_LENGTH} clicks)"
+    )
+    return f"{text}; {replayed_log.describe()}" if replayed_log is not None else text
+
+
+def _describe_synthetic(experiment: controller_pb2.Experiment) -> str:
     """Source, seed and which parameterisation of the two distributions the sessions used."""
     spec = experiment.spec
     workload = spec.workload
@@ -457,6 +475,7 @@ def report_blocks(
     fitted: Sequence[FittedExponent],
     deployments: Sequence[DeploymentRow],
     figures: dict[str, str],
+    replayed_log: ReplayedLog | None = None,
 ) -> list[Block]:
     """The report, most wanted first: the verdict and the cheapest option, then what was run,
     how each trial went, where the time went, the plots per trial, and the workload's fit."""
@@ -472,7 +491,7 @@ def report_blocks(
         ),
         *_verdict_blocks(experiment, trials, deployments),
         Heading(2, "Experiment"),
-        Bullets(_spec_bullets(experiment)),
+        Bullets(_spec_bullets(experiment, replayed_log)),
     ]
     if environment := environment_bullets(experiment.environment):
         blocks += [
@@ -547,7 +566,19 @@ def report_blocks(
     blocks.append(Heading(2, "Each trial"))
     blocks += _trial_figure_blocks(trials, figures)
     blocks.append(Heading(2, "Workload: requested and fitted exponents"))
-    if fitted:
+    if fitted and replayed_log is not None:
+        blocks += [
+            Paragraph(
+                "Maximum-likelihood fits of the classic exponent alpha of floor(Pareto(alpha)) "
+                "(etude.services.workload.generator.fit_power_law_exponent). 'expected alpha' is the "
+                "replayed log's own, fitted on the whole log; 'fitted alpha' is fitted on what the "
+                "trial that got furthest replayed: clicks per session in records.csv (sessions still "
+                "being replayed when the run ended count as shorter) and the click counts of the items "
+                "of those clicks, looked up in the log by session and click."
+            ),
+            _fit_table(fitted),
+        ]
+    elif fitted:
         blocks += [
             Paragraph(
                 "Maximum-likelihood fits of the classic exponent alpha of floor(Pareto(alpha)) "

@@ -26,6 +26,7 @@ from .analysis import (
     highest_stable_rate,
     latency_distribution,
     latency_split,
+    replayed_clicks,
     session_lengths,
     tick_verdicts,
     timings,
@@ -55,6 +56,8 @@ class TrialReport:
     # The same split from the sampled traces, and how closely it agrees (None: no traces).
     traces: TraceSplit | None = None
     session_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # A replay's requests as (session's position in the log, click index); empty otherwise.
+    replayed: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     problem: str = ""  # why the files could not be analysed
     # The folder analysed, relative to the trial's: "." or, for an SLO search, the probe that
     # sustained the highest rate (probes/NN-RATE).
@@ -122,6 +125,7 @@ def analyse_trial(
         timings=timings(records),
         traces=_trace_split(store, layout, result.trial.trial_id, folder),
         session_lengths=session_lengths(records),
+        replayed=replayed_clicks(records) if spec.workload.source == "replay" else np.zeros((0, 2), np.int64),
         files=files,
     )
 

@@ -246,7 +246,8 @@ def index_click_log(source: ReplaySource, folder: Path | None = None) -> ReplayI
         raise ClickLogError("no click log named (the path is empty)", field="path")
     if "://" in source.path:
         raise ClickLogError(
-            f"{source.path}: the workload service reads local files only; copy the log next to it",
+            f"{source.path}: only local paths are indexed (the workload service and the controller "
+            "download gs://BUCKET/OBJECT first); other schemes are not read",
             field="path",
         )
     path = Path(source.path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Iterator
@@ -23,6 +24,7 @@ from etude.limits import WORKLOAD_SPEC_LIMITS, LimitExceeded, check_limits
 from etude.v1 import workload_pb2, workload_pb2_grpc
 
 from .fit import ClickLogColumns, ClickLogError
+from .gcs_log import local_click_log
 from .generator import (
     InvalidWorkloadSpec,
     ItemPopularity,
@@ -157,11 +159,15 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
         popularity_cache: PopularityCache | None = None,
         replay_cache: ReplayIndexCache | None = None,
         replay_root: Path | None = None,
+        log_cache_dir: Path | None = None,
     ) -> None:
-        """`replay_root`: the folder replayed logs must be in (None: any path the process reads)."""
+        """`replay_root`: the folder replayed logs must be in (None: any path the process reads);
+        `log_cache_dir`: where logs replayed from gs:// are downloaded (None: a folder under the
+        system's temporary folder)."""
         self._popularity = PopularityCache() if popularity_cache is None else popularity_cache
         self._replays = ReplayIndexCache() if replay_cache is None else replay_cache
         self._replay_root = replay_root
+        self._log_cache_dir = log_cache_dir or Path(tempfile.gettempdir()) / "etude-replay-logs"
 
     async def StreamSessions(
         self, request: workload_pb2.WorkloadSpec, context: grpc.aio.ServicerContext
@@ -224,6 +230,8 @@ class WorkloadServicer(workload_pb2_grpc.WorkloadServiceServicer):
         replay = ReplayRequest.from_proto(request)
         check_limits(request, WORKLOAD_SPEC_LIMITS)
         source = await asyncio.to_thread(confined_to, replay.source, self._replay_root)
+        # A log in Cloud Storage is downloaded (once per object generation) and indexed locally.
+        source = await asyncio.to_thread(local_click_log, source, self._log_cache_dir)
         index = await self._replays.get(source)
         # Refuses a catalog below the log's N before the first batch.
         batches = replay.batches(index)

@@ -81,7 +81,7 @@ def test_ctrl_c_stops_every_service_and_records_the_cancellation(tmp_path: Path)
             break
     _wait_for_records(tmp_path / "results")
     children = _children_of(process.pid)
-    assert len(children) == 2  # the loadgen and the inference service
+    assert len(children) == 3  # the workload service, the loadgen and the inference service
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1, output

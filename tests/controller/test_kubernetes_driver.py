@@ -286,6 +286,29 @@ async def test_loadgen_runs_as_a_job_reached_through_its_service_and_is_deleted(
     _assert_everything_deleted(fake)
 
 
+async def test_the_workload_service_runs_as_a_deployment_reached_by_its_service_name_and_is_deleted(
+    fake: FakeApiServer, tmp_path: Path
+) -> None:
+    fake.status_of = _ready_after(polls=2)
+    fake.log_text = '{"event": "stream_started"}\n'
+    fake.pods_of = lambda instance: [pod(f"{instance}-pod", ready=True)]
+    async with _driver(fake).workload_service(tmp_path) as endpoint:
+        (deployment,) = [body for (resource, _), body in fake.objects.items() if resource == "deployments"]
+        name = deployment["metadata"]["name"]
+        assert name.startswith("etude-workload-")
+        # In-cluster DNS: the load generators reach it, the controller never needs to.
+        assert endpoint == f"{name}.{NAMESPACE}.svc.cluster.local:50051"
+        service = fake.objects[("services", name)]
+        assert service["spec"]["clusterIP"] == "None"
+        assert service["spec"]["selector"][manifests.INSTANCE_LABEL] == name
+        assert deployment["spec"]["selector"]["matchLabels"][manifests.INSTANCE_LABEL] == name
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"][:2] == ["serve", "workload"]
+        assert container["image"] == "registry.example/etude-cuda:1.2"
+    _assert_everything_deleted(fake)
+    assert (tmp_path / "workload.log").read_text() == '{"event": "stream_started"}\n'
+
+
 async def test_a_failed_loadgen_job_fails_with_its_name(fake: FakeApiServer, tmp_path: Path) -> None:
     fake.status_of = lambda resource, stored: {"failed": 1}
     with pytest.raises(PodFailed, match="load generator Job etude-test/etude-loadgen-"):

@@ -54,17 +54,20 @@ def test_the_schema_check_rejects_a_misplaced_field() -> None:
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
-def test_base_has_a_probed_inference_deployment_and_a_loadgen_job_behind_headless_services() -> None:
+def test_base_has_probed_inference_and_workload_deployments_and_a_loadgen_job_behind_headless_ones() -> None:
     objects = _by_kind_and_name(_render("base"))
     assert set(objects) == {
         ("Deployment", "etude-inference"),
         ("Service", "etude-inference"),
         ("Job", "etude-loadgen"),
         ("Service", "etude-loadgen"),
+        ("Deployment", "etude-workload"),
+        ("Service", "etude-workload"),
     }
     for name, port in (
         ("etude-inference", defaults.INFERENCE_PORT),
         ("etude-loadgen", defaults.LOADGEN_PORT),
+        ("etude-workload", defaults.WORKLOAD_PORT),
     ):
         assert objects[("Service", name)]["spec"]["clusterIP"] == "None"
         assert objects[("Service", name)]["spec"]["ports"][0]["port"] == port
@@ -76,6 +79,9 @@ def test_base_has_a_probed_inference_deployment_and_a_loadgen_job_behind_headles
     loadgen = job["template"]["spec"]["containers"][0]
     assert loadgen["args"][:2] == ["serve", "loadgen"]
     assert loadgen["readinessProbe"]["grpc"]["port"] == defaults.LOADGEN_PORT
+    workload = objects[("Deployment", "etude-workload")]["spec"]["template"]["spec"]["containers"][0]
+    assert workload["args"][:2] == ["serve", "workload"]
+    assert workload["readinessProbe"]["grpc"]["port"] == defaults.WORKLOAD_PORT
 
 
 def test_cpu_overlay_requests_whole_cores_and_no_gpu() -> None:

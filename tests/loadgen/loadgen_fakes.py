@@ -113,6 +113,7 @@ class FakeWorkload(workload_pb2_grpc.WorkloadServiceServicer):
         self.session_length = session_length
         self.sessions_per_batch = sessions_per_batch
         self.specs: list[workload_pb2.WorkloadSpec] = []
+        self.batches_sent = 0
 
     async def StreamSessions(
         self, request: workload_pb2.WorkloadSpec, context: grpc.aio.ServicerContext
@@ -128,3 +129,4 @@ class FakeWorkload(workload_pb2_grpc.WorkloadServiceServicer):
                 for click in range(self.session_length * self.sessions_per_batch)
             ]
             yield workload_pb2.SessionBatch(first_session_id=first, session_lengths=lengths, item_ids=items)
+            self.batches_sent += 1

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etude.services.loadgen.generator import CANCELLED, CLIENT_ERROR, LoadGenerator, Outcome, Session
+from etude.services.loadgen.generator import (
+    CANCELLED,
+    CLIENT_ERROR,
+    MAX_REQUEST_ITEMS,
+    LoadGenerator,
+    Outcome,
+    Session,
+)
 from etude.services.loadgen.spec import InvalidLoadSpec
 from etude.services.loadgen.stats import SIGNIFICANT_DIGITS
 from etude.services.results.layout import RECORDS_FILE, RUN_FILE, SERIES_FILE, SUMMARY_FILE
@@ -337,3 +344,120 @@ def test_a_profile_out_of_range_is_rejected_naming_the_field(field: str, value: 
     with pytest.raises(InvalidLoadSpec, match=field) as raised:
         LoadGenerator(FakeClient(), endless_sessions(), load)
     assert raised.value.field == f"profile.{field}"
+
+
+async def test_a_session_longer_than_a_request_may_carry_is_sent_whole_with_its_latest_clicks(
+    tmp_path: Path,
+) -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.requests: list[list[int]] = []
+
+        async def recommend(
+            self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float
+        ) -> Outcome:
+            self.requests.append(list(item_ids))
+            return Outcome("OK")
+
+    clicks = list(range(1, MAX_REQUEST_ITEMS + 6))
+    client = Recorder()
+    summary, _ = await run_generator(
+        client, sessions_from([Session("long", clicks)]), profile(2000.0, hold_s=10), tmp_path
+    )
+    # Every click of the session is a request; none carries more than the service accepts.
+    assert summary.requests_sent == len(clicks)
+    assert [request[-1] for request in client.requests] == clicks
+    assert client.requests[MAX_REQUEST_ITEMS - 1] == clicks[:MAX_REQUEST_ITEMS]
+    assert client.requests[-1] == clicks[-MAX_REQUEST_ITEMS:]
+
+
+def intended_s_of(records: list[dict[str, str]]) -> dict[tuple[str, int], float]:
+    """Each request's intended send time, in seconds from the earliest one."""
+    start_ns = min(int(row["intended_send_ns"]) for row in records)
+    return {
+        (row["session_id"], int(row["click_index"])): (int(row["intended_send_ns"]) - start_ns) / 1e9
+        for row in records
+    }
+
+
+async def test_paced_by_the_log_each_click_is_intended_at_its_offset_over_the_speedup(tmp_path: Path) -> None:
+    sessions = [
+        Session("1", [1, 2, 3], [0.0, 4.0, 9.0]),
+        Session("2", [4, 5], [2.0, 3.0]),
+        Session("3", [6], [12.0]),
+    ]
+    generator = LoadGenerator(
+        FakeClient(), sessions_from(sessions), profile(1.0, hold_s=3), records_dir=tmp_path, log_speedup=10.0
+    )
+    summary = await generator.run()
+    intended_s = intended_s_of(read_csv(tmp_path / RECORDS_FILE))
+    assert intended_s == pytest.approx(
+        {("1", 0): 0.0, ("2", 0): 0.2, ("2", 1): 0.3, ("1", 1): 0.4, ("1", 2): 0.9, ("3", 0): 1.2},
+        abs=1e-6,
+    )
+    # The log was replayed whole, in 2 ticks, although the profile's rate is 1 request/s.
+    assert summary.requests_sent == summary.requests_offered == 6
+    assert summary.requests_not_sent == 0 and summary.ticks == 2
+
+
+async def test_paced_by_the_log_a_click_waits_for_its_previous_answer_and_counts_the_wait(
+    tmp_path: Path,
+) -> None:
+    client = FakeClient(delay_s=lambda call: 0.3 if call == 0 else 0.0)
+    sessions = [Session("1", [1, 2], [0.0, 0.1])]
+    generator = LoadGenerator(
+        client, sessions_from(sessions), profile(1.0, hold_s=2), records_dir=tmp_path, log_speedup=1.0
+    )
+    summary = await generator.run()
+    assert client.violations == []
+    second = next(row for row in read_csv(tmp_path / RECORDS_FILE) if row["click_index"] == "1")
+    late_s = (int(second["actual_send_ns"]) - int(second["intended_send_ns"])) / 1e9
+    assert late_s >= 0.15
+    assert int(second["latency_from_intended_us"]) / 1e6 >= late_s
+    assert summary.requests_sent == 2
+
+
+async def test_paced_by_the_log_sends_are_open_loop_not_held_back_by_requests_in_flight(
+    tmp_path: Path,
+) -> None:
+    release = asyncio.Event()
+    client = FakeClient(release=release)
+    sessions = [Session(str(index), [index], [0.01 * index]) for index in range(1, 41)]
+    generator = LoadGenerator(
+        client, sessions_from(sessions), profile(1.0, hold_s=2), records_dir=tmp_path, log_speedup=1.0
+    )
+    run = asyncio.create_task(generator.run())
+    await asyncio.sleep(0.8)
+    # All 40 clicks fell due in the first 0.4 s: all are in flight, none answered yet.
+    assert client.max_in_flight == 40
+    release.set()
+    summary = await run
+    assert summary.requests_ok == 40
+
+
+async def test_pacing_by_the_log_needs_sessions_with_click_times(tmp_path: Path) -> None:
+    client = FakeClient()
+    generator = LoadGenerator(client, sessions_from([Session("1", [1, 2])]), profile(1.0), log_speedup=2.0)
+    with pytest.raises(InvalidLoadSpec, match="log_speedup: session 1 has no click times"):
+        await generator.run()
+    assert client.calls == 0
+
+
+@pytest.mark.parametrize("speedup", [-1.0, 2e6, math.inf])
+def test_a_log_speedup_out_of_range_is_refused_naming_the_field(speedup: float) -> None:
+    with pytest.raises(InvalidLoadSpec, match="log_speedup"):
+        LoadGenerator(FakeClient(), endless_sessions(), profile(1.0), log_speedup=speedup)
+
+
+async def test_paced_by_the_log_a_sessions_overdue_clicks_follow_each_answer_within_the_tick(
+    tmp_path: Path,
+) -> None:
+    # Ten clicks all due at once: each follows its predecessor's answer, not the next tick.
+    sessions = [Session("1", list(range(1, 11)), [0.0] * 10)]
+    client = FakeClient(delay_s=lambda call: 0.01)
+    generator = LoadGenerator(
+        client, sessions_from(sessions), profile(1.0, hold_s=3), records_dir=tmp_path, log_speedup=1.0
+    )
+    summary = await generator.run()
+    assert summary.requests_sent == 10 and summary.ticks == 1
+    assert client.violations == []

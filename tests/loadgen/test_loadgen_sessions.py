@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +17,7 @@ from etude.services.loadgen.generator import Session
 from etude.services.loadgen.sessions import (
     WorkloadSourceError,
     in_process_sessions,
+    open_workload_channel,
     remote_sessions,
     split_batch,
 )
@@ -120,17 +123,83 @@ async def test_a_workload_the_generator_rejects_is_an_invalid_spec() -> None:
 
 
 @pytest.fixture
-async def workload_channel() -> AsyncIterator[grpc.aio.Channel]:
+def fake_workload() -> FakeWorkload:
+    return FakeWorkload(session_length=2, sessions_per_batch=3)
+
+
+@pytest.fixture
+async def workload_channel(fake_workload: FakeWorkload) -> AsyncIterator[grpc.aio.Channel]:
     host = ServiceHost(
         service_names=[service_full_name(workload_pb2, "WorkloadService")],
         register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(
-            FakeWorkload(session_length=2, sessions_per_batch=3), server
+            fake_workload, server
         ),
     )
     port = await host.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
     await host.stop(0)
+
+
+def test_a_batch_with_a_session_id_step_numbers_its_sessions_that_far_apart() -> None:
+    sessions = split_batch(2, [1, 2], [5, 6, 7], session_id_step=3)
+    assert sessions == [Session("2", [5]), Session("5", [6, 7])]
+
+
+def test_a_batch_with_click_offsets_gives_each_session_its_clicks_times() -> None:
+    sessions = split_batch(1, [2, 1], [5, 6, 7], click_offsets_s=[0.0, 1.5, 0.5])
+    assert sessions == [Session("1", [5, 6], [0.0, 1.5]), Session("2", [7], [0.5])]
+    with pytest.raises(WorkloadSourceError, match="2 click_offsets_s for 3 item_ids"):
+        split_batch(1, [2, 1], [5, 6, 7], click_offsets_s=[0.0, 1.5])
+
+
+async def test_remote_sessions_read_batches_ahead_of_the_sessions_taken(
+    workload_channel: grpc.aio.Channel, fake_workload: FakeWorkload
+) -> None:
+    sessions = remote_sessions(workload_channel, workload_spec(), prefetch_batches=3)
+    await take(sessions, 1)
+    # The reader fills its buffer while the first batch's sessions are still being taken.
+    async with asyncio.timeout(5):
+        while fake_workload.batches_sent < 4:  # noqa: ASYNC110 (a counter in a servicer, polled)
+            await asyncio.sleep(0.01)
+    taken = await take(sessions, 11)
+    await sessions.aclose()
+    assert [s.session_id for s in taken] == [str(i) for i in range(1, 12)]
+
+
+async def test_remote_sessions_of_a_replay_part_keep_the_log_positions_as_ids(tmp_path: Path) -> None:
+    from etude.services.workload.server import WorkloadServicer
+
+    log = tmp_path / "clicks.csv"
+    log.write_text(
+        "session,item,time\n" + "".join(f"s{s},i{s % 3},{100 + s}\n" for s in range(6) for _ in range(2))
+    )
+    host = ServiceHost(
+        service_names=[service_full_name(workload_pb2, "WorkloadService")],
+        register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(
+            WorkloadServicer(), server
+        ),
+    )
+    port = await host.start()
+    try:
+        spec = workload_pb2.WorkloadSpec(
+            catalog_size=3,
+            replay=workload_pb2.ReplaySource(path=str(log), timestamp_column="time"),
+            session_partition=1,
+            session_partition_count=2,
+            sessions_per_batch=2,
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            sessions = [s async for s in remote_sessions(channel, spec)]
+    finally:
+        await host.stop(0)
+    # Sessions 2, 4 and 6 of the log (1-based), each whole, items by first appearance, each
+    # click's time from the log's first.
+    assert sessions == [
+        Session("2", [2, 2], [1.0, 1.0]),
+        Session("4", [1, 1], [3.0, 3.0]),
+        Session("6", [3, 3], [5.0, 5.0]),
+    ]
 
 
 async def test_remote_sessions_turn_streamed_batches_into_sessions(
@@ -172,3 +241,23 @@ async def test_a_workload_the_real_generator_rejects_is_an_invalid_spec() -> Non
     with pytest.raises(InvalidLoadSpec, match="sessions_per_batch") as raised:
         await take(in_process_sessions(workload_spec(sessions_per_batch=10**9)), 1)
     assert raised.value.field.startswith("workload")
+
+
+async def test_flow_control_keeps_the_workload_service_a_few_batches_ahead() -> None:
+    fake = FakeWorkload(session_length=10, sessions_per_batch=2_000)
+    host = ServiceHost(
+        service_names=[service_full_name(workload_pb2, "WorkloadService")],
+        register=lambda server: workload_pb2_grpc.add_WorkloadServiceServicer_to_server(fake, server),
+    )
+    port = await host.start()
+    try:
+        async with open_workload_channel(f"127.0.0.1:{port}") as channel:
+            # Batches of about 60 KB (20,000 ids of 3 bytes), one session taken.
+            sessions = remote_sessions(channel, workload_spec(catalog_size=10**6), prefetch_batches=2)
+            await take(sessions, 1)
+            await asyncio.sleep(1.0)
+            # The buffer (2), the batch being taken, and what the 64 KiB window holds: no more.
+            assert fake.batches_sent <= 8
+            await sessions.aclose()
+    finally:
+        await host.stop(0)

@@ -204,7 +204,7 @@ def _bad_logs(tmp_path: Path) -> dict[str, tuple[Path | str, ClickLogColumns, st
         "not text": (binary, ClickLogColumns(), "path", "not UTF-8"),
         "empty": (text("empty.csv", ""), ClickLogColumns(), "path", "is empty"),
         "header only": (text("header.csv", "session,item\n"), ClickLogColumns(), "path", "holds no clicks"),
-        "gs": ("gs://bucket/clicks.csv", ClickLogColumns(), "path", "local files only"),
+        "gs": ("gs://bucket/clicks.csv", ClickLogColumns(), "path", "only local paths are indexed"),
         "unknown column": (good, ClickLogColumns("visit"), "session_column", "no column 'visit'"),
         "name without header": (good, ClickLogColumns("0", "item", header=False), "item_column", "no header"),
         "short row": (text("short.csv", "s,i\na,x\nb\n"), ClickLogColumns(), "item_column", ":3: expected"),

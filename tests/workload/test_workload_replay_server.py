@@ -149,8 +149,8 @@ async def test_bad_parts_and_remote_paths_are_refused_by_name(
     assert (await _refusal(workload_stub, spec)).startswith("session_partition must be an integer in 0..2")
     spec = _replay(path, session_partition_count=2_000_000)
     assert (await _refusal(workload_stub, spec)).startswith("session_partition_count: ")
-    details = await _refusal(workload_stub, _replay("gs://bucket/clicks.csv"))
-    assert details.startswith("replay.path: gs://bucket/clicks.csv: the workload service reads local files")
+    details = await _refusal(workload_stub, _replay("s3://bucket/clicks.csv"))
+    assert details.startswith("replay.path: s3://bucket/clicks.csv: only local paths are indexed")
 
 
 async def test_concurrent_parts_of_one_log_index_it_once_and_a_rewritten_log_anew(

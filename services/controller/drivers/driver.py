@@ -1,7 +1,7 @@
-"""What every target provides to the runner: deploy a trial's inference service, run load
-generators, name where a load generator writes a run's files, and say when a service it runs is
-lost. A driver only brings services up and down and watches them; the trial logic
-(ExperimentRunner) is shared by every target."""
+"""What every target provides to the runner: deploy a trial's inference service, run the
+experiment's workload service and load generators, name where a load generator writes a run's
+files, and say when a service it runs is lost. A driver only brings services up and down and
+watches them; the trial logic (ExperimentRunner) is shared by every target."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ class Driver(Protocol):
     ) -> AbstractAsyncContextManager[str]:
         """Yields host:port of the trial's inference service once it serves; its log and traces
         go to `log_dir`; it is torn down on exit."""
+        ...
+
+    def workload_service(self, log_dir: Path) -> AbstractAsyncContextManager[str]:
+        """Yields host:port of the experiment's workload service once it serves, as its load
+        generators reach it (they stream their sessions from it); its log goes to `log_dir`."""
         ...
 
     def loadgen_service(self, log_dir: Path, instance: int = 0) -> AbstractAsyncContextManager[str]:

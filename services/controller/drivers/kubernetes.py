@@ -3,7 +3,8 @@ through the Kubernetes API, watched until ready, and deleted when the trial ends
 
 The inference service is a Deployment behind a headless Service (one per trial, named after the
 trial); the load generator is a Job behind a headless Service (one per experiment, or one per
-instance when spec.loadgen_instances asks for several). The records
+instance when spec.loadgen_instances asks for several); the workload service the load generators
+stream from is a Deployment behind a headless Service (one per experiment). The records
 the load generator writes in its pod are copied back through `exec` after each run. The objects
 themselves are rendered in manifests.py. Over 500 lines because it is one class around one API
 client: creating, watching, tearing down, copying records and port-forwarding share its state.
@@ -50,6 +51,7 @@ from .manifests import (
     overlay_for,
     overlays,
     render_manifests,
+    workload_objects,
 )
 from .owner import CURRENT_OWNER
 
@@ -198,6 +200,25 @@ class KubernetesDriver:
         finally:
             self._serving.pop(name, None)
             await _to_completion(self._tear_down(created, name, log_dir, service_log_file("inference")))
+
+    @asynccontextmanager
+    async def workload_service(self, log_dir: Path) -> AsyncIterator[str]:
+        """Yields the in-cluster host:port of the experiment's workload service once its pod is
+        ready (the load generators reach it by its Service's name; the controller never does)."""
+        rendered = await self._render("base")
+        name = f"etude-workload-{secrets.token_hex(4)}"
+        deployment, service = workload_objects(rendered, name, self.namespace, self.image)
+        created: list[tuple[_Kind, str]] = []
+        what = f"workload service (Deployment {self.namespace}/{name})"
+        try:
+            await self._create(_SERVICE, service, created)
+            await self._create(_DEPLOYMENT, deployment, created)
+            await self._wait_until_ready(what, name, lambda: self._deployment_ready(name, 1))
+            self._serving[name] = what
+            yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.WORKLOAD_PORT}"
+        finally:
+            self._serving.pop(name, None)
+            await _to_completion(self._tear_down(created, name, log_dir, service_log_file("workload")))
 
     @asynccontextmanager
     async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:

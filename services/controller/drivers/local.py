@@ -77,6 +77,13 @@ class LocalDriver:
         return self._inference.pid if self._inference is not None else None
 
     @asynccontextmanager
+    async def workload_service(self, log_dir: Path) -> AsyncIterator[str]:
+        """Yields the host:port of a healthy workload service (logs/workload.log)."""
+        child = ChildService("workload", [], log_dir / service_log_file("workload"))
+        async with self._running_child(child) as endpoint:
+            yield endpoint
+
+    @asynccontextmanager
     async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
         """Yields the host:port of a healthy load generator (`instance` of several: its own log
         and trace files; instance 0 keeps the names of the only one)."""

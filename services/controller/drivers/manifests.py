@@ -25,6 +25,7 @@ KUSTOMIZE_DIR_ENV = "ETUDE_KUSTOMIZE_DIR"
 # Base object names in deploy/kustomize/base; each trial gets copies under names of its own.
 INFERENCE_BASE_NAME = "etude-inference"
 LOADGEN_BASE_NAME = "etude-loadgen"
+WORKLOAD_BASE_NAME = "etude-workload"
 INSTANCE_LABEL = "etude.dev/instance"
 # Every object created for an experiment carries its id, so that a restarted controller can find
 # what its previous run left behind (experiment_label_value).
@@ -223,3 +224,22 @@ def loadgen_objects(
     set_env(container, {IMAGE_ENV: container.get("image", "")})
     service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
     return job, service
+
+
+def workload_objects(
+    rendered: list[dict[str, Any]], name: str, namespace: str, image: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Deployment, Service) of one experiment's workload service, from the rendered manifests;
+    the selector gets the experiment's instance label, as the inference service's does."""
+    deployment = _find(rendered, "Deployment", WORKLOAD_BASE_NAME)
+    service = _find(rendered, "Service", WORKLOAD_BASE_NAME)
+    labels = {**MANAGED_BY, INSTANCE_LABEL: name}
+    for document in (deployment, service):
+        _rename(document, name, namespace, labels)
+    deployment["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] = name
+    template = deployment["spec"]["template"]
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    if image:
+        _container(template["spec"], "workload")["image"] = image
+    service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
+    return deployment, service
