@@ -121,7 +121,7 @@ def test_a_signal_to_the_whole_process_group_keeps_the_loadgen_summary(
             break
     _wait_for_records(tmp_path / "results")
     children = _children_of(process.pid)
-    assert len(children) == 2  # the loadgen and the inference service
+    assert len(children) == 3  # the workload service, the loadgen and the inference service
     os.killpg(process.pid, sig)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1, output
