@@ -251,8 +251,11 @@ def index_click_log(source: ReplaySource, folder: Path | None = None) -> ReplayI
             field="path",
         )
     path = Path(source.path)
-    if path.exists() and not path.is_file():
-        raise ClickLogError(f"cannot read {path}: not a regular file", field="path")
+    try:
+        if path.exists() and not path.is_file():
+            raise ClickLogError(f"cannot read {path}: not a regular file", field="path")
+    except OSError as error:  # a name too long, a permission denied on the way
+        raise ClickLogError(f"cannot read {str(path)[:200]}: {error.strerror}", field="path") from error
     index_folder = Path(tempfile.mkdtemp(prefix="etude-replay-", dir=folder))
     try:
         return _build(path, source.columns, index_folder)

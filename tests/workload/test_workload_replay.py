@@ -200,6 +200,7 @@ def _bad_logs(tmp_path: Path) -> dict[str, tuple[Path | str, ClickLogColumns, st
     return {
         "empty path": ("", ClickLogColumns(), "path", "path is empty"),
         "missing": (tmp_path / "absent.csv", ClickLogColumns(), "path", "cannot read"),
+        "name too long": ("x" * 5000, ClickLogColumns(), "path", "File name too long"),
         "folder": (tmp_path / "folder.csv", ClickLogColumns(), "path", "not a regular file"),
         "not text": (binary, ClickLogColumns(), "path", "not UTF-8"),
         "empty": (text("empty.csv", ""), ClickLogColumns(), "path", "is empty"),
@@ -234,6 +235,7 @@ def _bad_logs(tmp_path: Path) -> dict[str, tuple[Path | str, ClickLogColumns, st
 BAD_LOGS = [
     "empty path",
     "missing",
+    "name too long",
     "folder",
     "not text",
     "empty",
