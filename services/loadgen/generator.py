@@ -268,8 +268,7 @@ class LoadGenerator:
                 try:
                     await self._files.close(self.summary)
                 except asyncio.CancelledError:
-                    # The writer's own thread finishes the files and summary.json regardless.
-                    cancelled = True
+                    cancelled = True  # raised by close() once summary.json is written
         if cancelled:
             raise asyncio.CancelledError
         return self.summary
