@@ -145,6 +145,45 @@ def client_from_flags(
     )
 
 
+# The variables of the security flags (etude/config.py names them). A process that starts
+# services hands its TLS on as flags (child_tls_flags) and keeps these out of their environment:
+# a child must not inherit a token or a plaintext health port meant for its parent alone.
+SECURITY_ENV = tuple(
+    f"ETUDE_{name}"
+    for name in (
+        "TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA", "TLS_CA", "AUTH_TOKEN_FILE", "PLAINTEXT_HEALTH_PORT"
+    )
+)  # fmt: skip
+
+
+def child_tls_flags(
+    *,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_ca: str | None = None,
+    tls_client_ca: str | None = None,
+) -> list[str]:
+    """The serve flags that give a child service this process's TLS: its certificate to serve
+    with (and to present as a client), the CA to verify the other services with, and client
+    certificates required when this process requires them. [] without TLS. Raises
+    SecurityConfigError for a certificate without a CA: the services could not verify each other."""
+    if not tls_cert:
+        return []
+    if not tls_ca:
+        raise SecurityConfigError(
+            "--tls-cert needs --tls-ca when this process starts services (the local target): they "
+            "serve with the same certificate and verify each other, and this process them, with that CA"
+        )
+    paths = {
+        "--tls-cert": tls_cert, "--tls-key": tls_key, "--tls-ca": tls_ca, "--tls-client-ca": tls_client_ca
+    }  # fmt: skip
+    flags: list[str] = []
+    for flag, path in paths.items():
+        if path:
+            flags += [flag, str(Path(path).resolve())]
+    return flags
+
+
 def server_credentials(security: ServerSecurity) -> grpc.ServerCredentials:
     assert security.tls_cert_pem is not None and security.tls_key_pem is not None
     return grpc.ssl_server_credentials(

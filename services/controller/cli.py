@@ -62,9 +62,21 @@ def make_driver(target: str, args: argparse.Namespace) -> Driver:
         return KubernetesDriver(
             namespace=args.namespace, image=args.image, startup_timeout_s=args.startup_timeout_s
         )
+    from etude.security import SecurityConfigError, child_tls_flags
+
     from .drivers.local import LocalDriver
 
-    return LocalDriver(args.startup_timeout_s)
+    try:
+        # A TLS controller (`etude serve controller --tls-cert ...`) starts its children with TLS.
+        security_flags = child_tls_flags(
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+            tls_ca=getattr(args, "tls_ca", None),
+            tls_client_ca=getattr(args, "tls_client_ca", None),
+        )
+    except SecurityConfigError as error:
+        raise SystemExit(f"etude serve controller: {error}") from None
+    return LocalDriver(args.startup_timeout_s, security_flags=security_flags)
 
 
 async def serve(args: argparse.Namespace) -> None:

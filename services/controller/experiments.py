@@ -247,7 +247,12 @@ class ExperimentManager:
         experiment_id = experiment.experiment_id
         layout = Layout(experiment_id)
         started = await asyncio.to_thread(_started_processes, store, experiment_id)
-        stopped = await self._driver.stop_leftovers(experiment_id, started)
+        try:
+            stopped = await self._driver.stop_leftovers(experiment_id, started)
+        except Exception:
+            # Logged, not raised: a controller that cannot clean up must still start and serve.
+            _log.exception("leftovers_not_stopped", experiment_id=experiment_id)
+            stopped = []
         if stopped:
             _log.warning("leftovers_stopped", experiment_id=experiment_id, stopped=stopped)
         mark_interrupted(experiment)

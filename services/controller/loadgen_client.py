@@ -10,6 +10,7 @@ from typing import Protocol
 
 import grpc
 
+from etude.security import open_channel
 from etude.serving import MAX_MESSAGE_BYTES
 from etude.v1 import loadgen_pb2, loadgen_pb2_grpc
 
@@ -57,5 +58,6 @@ class GrpcLoadGenerator:
 async def connect_loadgen(endpoint: str) -> AsyncIterator[GrpcLoadGenerator]:
     """A client of the load generator at `endpoint` (host:port), its channel closed on exit."""
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    async with grpc.aio.insecure_channel(endpoint, options=options) as channel:
+    # TLS when this process has a CA configured (its children then serve TLS: LocalDriver).
+    async with open_channel(endpoint, options=options) as channel:
         yield GrpcLoadGenerator(channel)

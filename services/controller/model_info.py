@@ -7,6 +7,7 @@ from __future__ import annotations
 import grpc
 import structlog
 
+from etude.security import open_channel
 from etude.v1 import experiment_pb2, recommender_pb2, recommender_pb2_grpc
 
 _log = structlog.get_logger()
@@ -17,7 +18,7 @@ MODEL_INFO_TIMEOUT_S = 10.0
 async def model_info(endpoint: str) -> recommender_pb2.ModelInfo | None:
     """The service's ModelInfo, or None when the controller cannot reach it (on Kubernetes from
     outside the cluster only the load generator reaches the inference Service)."""
-    async with grpc.aio.insecure_channel(endpoint) as channel:
+    async with open_channel(endpoint) as channel:
         try:
             return await recommender_pb2_grpc.RecommenderServiceStub(channel).GetModelInfo(
                 recommender_pb2.GetModelInfoRequest(), timeout=MODEL_INFO_TIMEOUT_S

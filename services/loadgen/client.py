@@ -26,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.util.types import AttributeValue
 
+from etude import security
 from etude.serving import MAX_MESSAGE_BYTES
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, unsampled_traceparent
 from etude.v1 import recommender_pb2, recommender_pb2_grpc
@@ -63,8 +64,9 @@ class TargetUnavailable(ConnectionError):
 
 
 def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel to `target` (host:port) with Etude's message size limits."""
-    channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    """A channel to `target` (host:port) with Etude's message size limits, over TLS when this
+    process is configured with a CA (`--tls-ca`), plaintext otherwise."""
+    channel = security.open_channel(target, options=CHANNEL_OPTIONS)
     _channel_targets[channel] = target
     return channel
 

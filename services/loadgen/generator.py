@@ -337,12 +337,20 @@ class LoadGenerator:
                 cancelled = True
         finally:
             # Also on errors: the summary of what ran is written before the error propagates.
+            # Also when cancelled again meanwhile (a stopping server cancels its calls once more
+            # at the end of its grace): the wait for the last answers is then cut short.
             self._abort_open_tick()
-            await self._cancel_in_flight()
+            try:
+                await self._cancel_in_flight()
+            except asyncio.CancelledError:
+                cancelled = True
             self.summary = self._summarise()
             if self._files is not None:
                 self._files.write(self._take_rows())
-                await self._files.close(self.summary)
+                try:
+                    await self._files.close(self.summary)
+                except asyncio.CancelledError:
+                    cancelled = True  # raised by close() once summary.json is written
         if cancelled:
             raise asyncio.CancelledError
         return self.summary

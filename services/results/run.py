@@ -103,13 +103,27 @@ class RunWriter:
         self._pending = still_pending
 
     async def close(self, summary: loadgen_pb2.LoadSummary) -> None:
-        """Writes what is queued and summary.json, closes the files, stops the thread."""
+        """Writes what is queued and summary.json, closes the files, stops the thread.
+
+        Returns only once that is done, even when cancelled meanwhile (the cancellation is passed
+        on afterwards): a cancelled await would otherwise withdraw the write before the thread
+        took it, and a process stopping with its calls cancelled would end without summary.json.
+        """
         loop = asyncio.get_running_loop()
+        closing = loop.run_in_executor(self._executor, self._close, summary)
+        cancelled = False
         try:
-            await loop.run_in_executor(self._executor, self._close, summary)
+            while not closing.done():
+                try:
+                    await asyncio.shield(closing)
+                except asyncio.CancelledError:
+                    cancelled = True
+            closing.result()
             self._raise_failed_writes()
         finally:
             self._executor.shutdown(wait=False)
+        if cancelled:
+            raise asyncio.CancelledError
 
     def _close(self, summary: loadgen_pb2.LoadSummary) -> None:
         for writer in (self._records, self._series):

@@ -131,6 +131,8 @@ def test_a_signal_to_the_whole_process_group_keeps_the_loadgen_summary(
     experiment = json.loads((experiment_dir / "experiment.json").read_text())
     assert experiment["state"] == "EXPERIMENT_STATE_CANCELLED"
     trial_dir = experiment_dir / "trials" / "noop-c1000-cpu-eager"
+    loadgen_log = (experiment_dir / "logs" / "loadgen.log").read_text()
+    assert (trial_dir / "summary.json").exists(), f"{output}\nloadgen.log ends:\n{loadgen_log[-3000:]}"
     summary = json.loads((trial_dir / "summary.json").read_text())
     assert int(summary["requests_ok"]) > 0
     assert (trial_dir / "records.csv").stat().st_size > 0

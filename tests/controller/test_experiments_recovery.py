@@ -16,6 +16,7 @@ from etude.services.controller.experiments import ExperimentManager
 from etude.services.controller.runner import new_experiment
 from etude.services.controller.server import ControllerServicer
 from etude.services.controller.validation import resolve
+from etude.services.results.started import StartedProcess, started_text
 from etude.services.results.store import LocalResultStore, ResultStore, open_store, write_json
 from gcs_emulator import fake_gcs_server, new_bucket
 
@@ -280,3 +281,37 @@ async def test_recovered_experiments_are_served_by_get_and_list(tmp_path: Path) 
     finally:
         await manager.stop()
         await host.stop(0)
+
+
+class CannotCleanUp(FakeDriver):
+    """A driver whose clean-up fails (an API that refuses, say); remembers what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, list[object]]] = []
+
+    async def stop_leftovers(self, experiment_id: str, started: list[object]) -> list[str]:
+        self.asked.append((experiment_id, started))
+        raise RuntimeError("the API refused the list call")
+
+
+async def test_a_cut_off_experiment_is_interrupted_and_reported_even_when_its_clean_up_fails(
+    tmp_path: Path,
+) -> None:
+    store = LocalResultStore(tmp_path)
+    store_experiment(
+        store,
+        "crashed",
+        controller_pb2.EXPERIMENT_STATE_RUNNING,
+        [experiment_pb2.TRIAL_STATE_SUCCEEDED, experiment_pb2.TRIAL_STATE_RUNNING],
+        1,
+    )
+    recorded = StartedProcess("loadgen", 4_000_000, "boot", 42)
+    store.write_text("crashed/started.json", started_text([recorded]))
+    driver = CannotCleanUp()
+    manager = ExperimentManager(driver, store=store)
+    await manager.start()
+    await manager.stop()
+    assert driver.asked == [("crashed", [recorded])]
+    assert manager.get("crashed").state == controller_pb2.EXPERIMENT_STATE_INTERRUPTED
+    assert store.exists("crashed/report.md")

@@ -461,3 +461,45 @@ async def test_paced_by_the_log_a_sessions_overdue_clicks_follow_each_answer_wit
     summary = await generator.run()
     assert summary.requests_sent == 10 and summary.ticks == 1
     assert client.violations == []
+
+
+class DeafClient:
+    """Answers nothing and does not report a cancelled call until released (a transport that
+    lost its server): what makes a cancelled run wait for its last answers."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+
+    async def recommend(self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float) -> Outcome:
+        while not self.released.is_set():
+            try:
+                await self.released.wait()
+            except asyncio.CancelledError:
+                continue
+        return Outcome(CANCELLED)
+
+
+async def test_a_run_cancelled_again_while_it_winds_down_still_writes_the_summary(tmp_path: Path) -> None:
+    client = DeafClient()
+    first_tick = asyncio.Event()
+    generator = LoadGenerator(
+        client,
+        endless_sessions(),
+        profile(20.0, hold_s=5, timeout_ms=10_000),
+        records_dir=tmp_path,
+        on_progress=lambda _: first_tick.set(),
+    )
+    run = asyncio.create_task(generator.run())
+    await first_tick.wait()
+    run.cancel()
+    await asyncio.sleep(0.5)  # now waiting for answers that do not come
+    assert not run.done() and not (tmp_path / SUMMARY_FILE).exists()
+    run.cancel()  # as a server stopping at the end of its grace cancels its calls again
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run, 5)
+        written = json.loads((tmp_path / SUMMARY_FILE).read_text())
+        assert int(written["requests_sent"]) >= 20
+    finally:
+        client.released.set()
+        await asyncio.sleep(0)

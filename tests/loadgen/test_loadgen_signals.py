@@ -49,10 +49,12 @@ async def backend() -> AsyncIterator[str]:
     await host.stop(0)
 
 
+@pytest.mark.parametrize("caller_cancels", [False, True], ids=["caller-waits", "caller-cancels"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_a_signalled_loadgen_writes_the_summary_of_what_ran(
-    backend: str, tmp_path: Path, sig: signal.Signals
+    backend: str, tmp_path: Path, sig: signal.Signals, caller_cancels: bool
 ) -> None:
+    """`caller-cancels`: the caller gets the signal too and cancels its call (Ctrl-C of a group)."""
     loadgen = ChildService("loadgen", ["--grace-s", "1"], tmp_path / "loadgen.log")
     records = tmp_path / "run"
     spec = loadgen_pb2.LoadSpec(
@@ -73,6 +75,8 @@ async def test_a_signalled_loadgen_writes_the_summary_of_what_ran(
                 pass
             assert loadgen.pid is not None
             os.kill(loadgen.pid, sig)
+            if caller_cancels:
+                call.cancel()
             ended = await asyncio.wait_for(loadgen.wait_exited(), 60)
     finally:
         await loadgen.stop(grace_s=1)

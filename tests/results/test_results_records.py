@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +127,21 @@ def test_records_written_before_the_shard_columns_read_them_as_zeros() -> None:
     columns = parse_records(text)
     assert columns.server_total_us.tolist() == [5]
     assert columns.shard_fanout_us.tolist() == [0] and columns.shard_wire_bytes.tolist() == [0]
+
+
+async def test_a_run_closed_while_being_cancelled_still_gets_its_summary(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path / "run")
+    await writer.open({"run_id": "r"})
+    # The writer thread is busy, so the close waits in its queue when the caller is cancelled:
+    # it must not be withdrawn from there.
+    busy = threading.Event()
+    writer._executor.submit(busy.wait, 10)
+    closing = asyncio.ensure_future(writer.close(loadgen_pb2.LoadSummary(run_id="r", requests_sent=3)))
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    await asyncio.sleep(0.05)
+    busy.set()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    summary = parse_summary((tmp_path / "run" / SUMMARY_FILE).read_text())
+    assert (summary.run_id, summary.requests_sent) == ("r", 3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -25,10 +25,16 @@ class LocalDriver:
     name = "local"
 
     def __init__(
-        self, startup_timeout_s: float = defaults.STARTUP_TIMEOUT_S, grace_s: float = defaults.GRACE_S
+        self,
+        startup_timeout_s: float = defaults.STARTUP_TIMEOUT_S,
+        grace_s: float = defaults.GRACE_S,
+        security_flags: Sequence[str] = (),
     ) -> None:
         self.startup_timeout_s = startup_timeout_s
         self.grace_s = grace_s
+        # Given to every child (etude.security.child_tls_flags): the controller's TLS, so that
+        # the trial's channels (controller -> loadgen -> inference) are TLS when its API is.
+        self.security_flags = list(security_flags)
         # Every child started and not yet stopped by its context: what service_lost() watches.
         self._running: set[ChildService] = set()
         self._inference: ChildService | None = None
@@ -45,7 +51,7 @@ class LocalDriver:
                 children = [
                     ChildService(
                         "shard",
-                        as_flags(shard_options(trial, spec, index)),
+                        [*as_flags(shard_options(trial, spec, index)), *self.security_flags],
                         log_dir / service_log_file("shard", index),
                     )
                     for index in range(trial.hardware.catalog_shards)
@@ -61,7 +67,7 @@ class LocalDriver:
             # Sampled traces go next to the trial's records (OTLP JSON lines; see report/traces.py).
             child = ChildService(
                 "inference",
-                as_flags(options),
+                [*as_flags(options), *self.security_flags],
                 log_dir / service_log_file("inference"),
                 env={TRACE_FILE_ENV: str(log_dir / INFERENCE_TRACE_FILE)},
             )
@@ -79,7 +85,7 @@ class LocalDriver:
     @asynccontextmanager
     async def workload_service(self, log_dir: Path) -> AsyncIterator[str]:
         """Yields the host:port of a healthy workload service (logs/workload.log)."""
-        child = ChildService("workload", [], log_dir / service_log_file("workload"))
+        child = ChildService("workload", list(self.security_flags), log_dir / service_log_file("workload"))
         async with self._running_child(child) as endpoint:
             yield endpoint
 
@@ -89,7 +95,7 @@ class LocalDriver:
         and trace files; instance 0 keeps the names of the only one)."""
         child = ChildService(
             "loadgen",
-            [],
+            self.security_flags,
             log_dir / service_log_file("loadgen", instance),
             env={TRACE_FILE_ENV: str(log_dir / loadgen_trace_file(instance))},
         )
@@ -134,6 +140,10 @@ class LocalDriver:
     def running(self) -> list[tuple[str, int]]:
         """(service, pid) of every child serving now."""
         return [(child.service, child.pid) for child in self._running if child.pid is not None]
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        """(service, host:port) of every child serving now."""
+        return [(child.service, child.endpoint) for child in self._running if child.endpoint]
 
     async def stop_leftovers(self, experiment_id: str, started: list[StartedProcess]) -> list[str]:
         """Stops the processes an earlier controller recorded for `experiment_id` that still run

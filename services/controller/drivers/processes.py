@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from etude import defaults
 from etude.lifetime import child_environment
+from etude.security import SECURITY_ENV, open_channel
 
 _log = structlog.get_logger()
 
@@ -74,7 +75,7 @@ class ChildService:
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **child_environment(), **self.env},
+                env={**inherited_environment(), "PYTHONUNBUFFERED": "1", **child_environment(), **self.env},
             )  # fmt: skip
         _log.info("child_started", child_service=self.service, pid=self._process.pid, log=str(self.log_path))
         if on_spawned is not None:
@@ -94,18 +95,22 @@ class ChildService:
         return int(await asyncio.to_thread(port_file.read_text))
 
     async def _wait_until_serving(self, deadline: float) -> None:
-        async with grpc.aio.insecure_channel(self.endpoint) as channel:
+        # With this process's TLS, when it has some: its children serve with the same (flags).
+        async with open_channel(self.endpoint) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
+            last_error = ""
             while True:
                 self._raise_if_exited()
                 try:
                     reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
-                except grpc.aio.AioRpcError:
-                    pass
+                except grpc.aio.AioRpcError as error:
+                    # Kept for the timeout's message: a TLS handshake refused says why here.
+                    last_error = f"{error.code().name}: {error.details()}"
                 if time.monotonic() > deadline:
-                    raise ServiceStartError(self._explain("did not report SERVING in time"))
+                    said = f" (its health check answered {last_error})" if last_error else ""
+                    raise ServiceStartError(self._explain(f"did not report SERVING in time{said}"))
                 await asyncio.sleep(0.1)
 
     @property
@@ -146,6 +151,11 @@ class ChildService:
             process.kill()
             await process.wait()
         _log.info("child_stopped", child_service=self.service, returncode=process.returncode)
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's environment less its security settings (a child gets its TLS as flags)."""
+    return {name: value for name, value in os.environ.items() if name not in SECURITY_ENV}
 
 
 def _how_it_ended(returncode: int) -> str:
