@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from etude import defaults
+from etude import defaults, security
 from etude.serving import MAX_MESSAGE_BYTES
 from etude.v1 import workload_pb2, workload_pb2_grpc
 
@@ -36,8 +36,9 @@ WORKLOAD_CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 
 
 def open_workload_channel(endpoint: str) -> grpc.aio.Channel:
-    """A channel to the WorkloadService at `endpoint` (host:port), with that flow control."""
-    return grpc.aio.insecure_channel(endpoint, options=WORKLOAD_CHANNEL_OPTIONS)
+    """A channel to the WorkloadService at `endpoint` (host:port), with that flow control and the
+    process's client security (TLS when a CA is configured)."""
+    return security.open_channel(endpoint, options=WORKLOAD_CHANNEL_OPTIONS)
 
 
 class WorkloadSourceError(RuntimeError):

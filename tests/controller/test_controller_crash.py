@@ -94,7 +94,7 @@ async def test_a_restarted_controller_stops_what_the_killed_one_left_and_reports
             )
         started_file = results / experiment_id / "started.json"
         started = parse_started(started_file.read_text(), str(started_file))
-        assert sorted(p.service for p in started) == ["inference", "loadgen"]
+        assert sorted(p.service for p in started) == ["inference", "loadgen", "workload"]
         assert all(is_still_running(p) for p in started)
         # One recorded process that survives the controller (no parent-death signal armed).
         recorded = started_process("inference", survivor.pid)
