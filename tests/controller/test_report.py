@@ -280,10 +280,27 @@ def test_the_percentile_distribution_and_the_batch_sizes_come_from_the_ok_answer
     # Eight OK answers from batches of 1, 1, 2 and 4 (a batch of b answers b requests), one failure.
     sizes_and_latencies_ms = [(1, 1), (1, 2), (2, 3), (2, 4), (4, 5), (4, 6), (4, 7), (4, 100)]
     rows: list[list[object]] = [
-        [0, index, 0, 0, 0, 0, "OK", latency_ms * 1000, latency_ms * 1000, 0, 0, size, latency_ms * 1000]
+        [
+            0,
+            index,
+            0,
+            0,
+            0,
+            0,
+            "OK",
+            latency_ms * 1000,
+            latency_ms * 1000,
+            0,
+            0,
+            size,
+            latency_ms * 1000,
+            0,
+            0,
+            0,
+        ]
         for index, (size, latency_ms) in enumerate(sizes_and_latencies_ms)
     ]
-    rows.append([0, 99, 0, 0, 0, 0, "DEADLINE_EXCEEDED", 999_000, 999_000, 0, 0, 0, 0])
+    rows.append([0, 99, 0, 0, 0, 0, "DEADLINE_EXCEEDED", 999_000, 999_000, 0, 0, 0, 0, 0, 0, 0])
     records = parse_records(_csv(RECORD_FIELDS, rows))
     batches = batch_sizes(records)
     assert batches is not None
