@@ -365,7 +365,7 @@ def start_server(
     deadline = time.monotonic() + 30
     while not port_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return server, f"127.0.0.1:{port_file.read_text()}"
+    return server, f"127.0.0.1:{port_file.read_text().strip()}"
 
 
 def main(args: argparse.Namespace) -> None:

@@ -46,6 +46,7 @@ from . import spec as load_spec
 from .candidates import CandidateSampler
 from .footprint import loadgen_footprint
 from .metrics import RunTotals
+from .precise_sleep import PreciseSleeper
 from .ramp import Tick, ramp_ticks
 from .stats import LatencyHistogram
 
@@ -173,6 +174,8 @@ class _TaskPerRequest:
 
 
 _CANCELLED = Outcome(CANCELLED)
+# What a generator that has not run holds instead of a timer: asyncio.sleep, nothing to close.
+_NO_SLEEPER = PreciseSleeper.fallback()
 _CLIENT_ERROR = Outcome(CLIENT_ERROR)
 
 
@@ -275,6 +278,8 @@ class LoadGenerator:
         self._all_answered: asyncio.Event | None = None
         self._in_hold = False
         self._start_ns = 0
+        # Made by run() (a timerfd, closed when the run ends).
+        self._sleeper = _NO_SLEEPER
         self._cpu_start_s = 0.0
         self._rows: list[Record] = []
         self._open_tick: Tick | None = None
@@ -326,6 +331,7 @@ class LoadGenerator:
         self._start_ns = time.perf_counter_ns()
         self._cpu_start_s = time.process_time()
         cancelled = False
+        self._sleeper = PreciseSleeper()
         try:
             try:
                 if self._log_speedup:
@@ -339,6 +345,7 @@ class LoadGenerator:
             # Also on errors: the summary of what ran is written before the error propagates.
             # Also when cancelled again meanwhile (a stopping server cancels its calls once more
             # at the end of its grace): the wait for the last answers is then cut short.
+            self._sleeper.close()
             self._abort_open_tick()
             try:
                 await self._cancel_in_flight()
@@ -430,7 +437,10 @@ class LoadGenerator:
             if now_ns < intended_ns:
                 # An answer may make an earlier click due meanwhile: wake in small steps then.
                 delay_s = (intended_ns - now_ns) / 1e9
-                await asyncio.sleep(min(delay_s, WAIT_STEP_S) if self._in_flight else delay_s)
+                if self._in_flight and delay_s > WAIT_STEP_S:
+                    await asyncio.sleep(WAIT_STEP_S)
+                else:
+                    await self._sleeper.sleep_until(intended_ns)
                 continue
             _, _, session = heapq.heappop(self._due)
             self._send(session, tick, intended_ns)
@@ -485,7 +495,9 @@ class LoadGenerator:
             intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
             now_ns = time.perf_counter_ns()
             if now_ns < intended_ns:
-                await asyncio.sleep((intended_ns - now_ns) / 1e9)
+                # To the microsecond: asyncio's own timers wake on the next millisecond, and
+                # requests due apart would leave together, a burst the schedule never asked for.
+                await self._sleeper.sleep_until(intended_ns)
                 continue
             # Only waiting ends at the tick's end: a request that is merely overdue (the loop
             # woke late) is still sent, with its lateness in its latency from intended.
