@@ -31,7 +31,7 @@ from ..inference.sizing import estimated_catalog_bytes
 from ..loadgen.footprint import instances_needed
 from ..loadgen.spec import TRANSPORTS
 from ..shard.mapping import STRATEGIES
-from ..shard.shardable import ROUTER_CANDIDATES_REFUSED, ModelNotShardable, require_shardable
+from ..shard.shardable import ModelNotShardable, require_shardable
 from ..workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
 
 DEVICES = ("cpu", "cuda")
@@ -363,13 +363,6 @@ def _validate_candidates(spec: experiment_pb2.ExperimentSpec) -> None:
             "load.candidates_per_request",
             f"{count} must be in 1..{smallest_catalog} (the smallest catalog), or 0 for the full catalog",
         )
-    for index, option in enumerate(spec.hardware):
-        if option.catalog_shards >= 2:
-            raise SpecError(
-                "load.candidates_per_request",
-                f"hardware[{index}] has catalog_shards = {option.catalog_shards}: "
-                f"{ROUTER_CANDIDATES_REFUSED}",
-            )
     for index, model in enumerate(spec.models):
         refused = None if model.model_path else MODELS[model.name].candidates_refused
         if refused is not None:

@@ -178,6 +178,38 @@ def validate_query(
     return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or default_k)
 
 
+def validate_candidate_ids(candidate_ids: Sequence[int], catalog_size: int, limit: int) -> np.ndarray:
+    """The candidate ids as int64, or InvalidCandidates naming what is wrong and where."""
+    if len(candidate_ids) > limit:
+        raise InvalidCandidates(
+            f"candidate_ids has {len(candidate_ids):,} ids, more than max_candidates = {limit:,}"
+        )
+    try:
+        ids = np.fromiter(candidate_ids, dtype=np.int64, count=len(candidate_ids))
+    except (OverflowError, ValueError, TypeError) as error:
+        raise InvalidCandidates(f"candidate_ids must be integers in 1..{catalog_size}: {error}") from error
+    bad = (ids < 1) | (ids > catalog_size)
+    if bad.any():
+        position = int(bad.argmax())
+        raise InvalidCandidates(
+            f"candidate_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}"
+        )
+    # Refused, not merged: an answer never holds an item twice, and a silently shorter list
+    # would hide a bug in the caller's retrieval stage.
+    order = np.argsort(ids, kind="stable")
+    repeats = np.flatnonzero(ids[order[1:]] == ids[order[:-1]])
+    if repeats.size:
+        # The earliest position that repeats an id, and that id's first position.
+        later = order[repeats + 1]
+        position = int(later.min())
+        first = int(np.flatnonzero(ids == ids[position])[0])
+        raise InvalidCandidates(
+            f"candidate_ids[{position}] = {int(ids[position])} repeats candidate_ids[{first}]: "
+            "each candidate may appear once"
+        )
+    return ids
+
+
 def padded_sessions(queries: Sequence[SessionQuery]) -> tuple[np.ndarray, np.ndarray]:
     """(item_seq [B, L] right-padded with 0, lengths [B]) of a batch of validated queries."""
     lengths = np.fromiter((len(q.item_ids) for q in queries), np.int64, count=len(queries))
@@ -320,41 +352,11 @@ class Recommender:
 
     def _validate_candidates(self, candidate_ids: Sequence[int]) -> np.ndarray:
         """The candidate ids as int64, or InvalidCandidates naming what is wrong and where."""
-        catalog_size, limit = self.config.catalog_size, self.config.max_candidates
         if self.candidates_refused is not None:
             raise InvalidCandidates(
                 f"candidate_ids refused by model {self.config.model}: {self.candidates_refused}"
             )
-        if len(candidate_ids) > limit:
-            raise InvalidCandidates(
-                f"candidate_ids has {len(candidate_ids):,} ids, more than max_candidates = {limit:,}"
-            )
-        try:
-            ids = np.fromiter(candidate_ids, dtype=np.int64, count=len(candidate_ids))
-        except (OverflowError, ValueError, TypeError) as error:
-            raise InvalidCandidates(
-                f"candidate_ids must be integers in 1..{catalog_size}: {error}"
-            ) from error
-        bad = (ids < 1) | (ids > catalog_size)
-        if bad.any():
-            position = int(bad.argmax())
-            raise InvalidCandidates(
-                f"candidate_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}"
-            )
-        # Refused, not merged: an answer never holds an item twice, and a silently shorter list
-        # would hide a bug in the caller's retrieval stage.
-        order = np.argsort(ids, kind="stable")
-        repeats = np.flatnonzero(ids[order[1:]] == ids[order[:-1]])
-        if repeats.size:
-            # The earliest position that repeats an id, and that id's first position.
-            later = order[repeats + 1]
-            position = int(later.min())
-            first = int(np.flatnonzero(ids == ids[position])[0])
-            raise InvalidCandidates(
-                f"candidate_ids[{position}] = {int(ids[position])} repeats candidate_ids[{first}]: "
-                "each candidate may appear once"
-            )
-        return ids
+        return validate_candidate_ids(candidate_ids, self.config.catalog_size, self.config.max_candidates)
 
     def recommend_batch(self, queries: Sequence[SessionQuery]) -> list[Recommendation]:
         """Answers validated queries with one encoder call over all of them, then one scorer

@@ -21,19 +21,19 @@ import structlog
 import torch
 from torch import Tensor, nn
 
-from ..shard.shardable import ROUTER_CANDIDATES_REFUSED
 from .models import build_model
 from .models.base import SessionEncoder, resolve_embedding_dim
 from .recommender import (
     WARMUP_BATCH_SIZES,
-    InvalidCandidates,
     Recommendation,
     RecommenderConfig,
     SessionQuery,
     padded_sessions,
+    validate_candidate_ids,
     validate_query,
 )
 from .runtime import prepare_encoder
+from .scoring import top_k_of_candidates
 from .shard_client import FanOutStats, ShardedCatalog, ShardSetMismatch
 
 _log = structlog.get_logger()
@@ -57,6 +57,17 @@ class RoutedRecommendation(Recommendation):
     """A recommendation and what its batch cost in calls to the catalog shards."""
 
     fanout: FanOutStats | None = None
+
+
+def _padded(lists: Sequence[np.ndarray | None]) -> np.ndarray:
+    """[len(lists), longest] int64, each row its list then zeros ([0, 0] for no lists)."""
+    present = [ids for ids in lists if ids is not None]
+    if not present:
+        return np.zeros((0, 0), dtype=np.int64)
+    counts = np.fromiter((ids.size for ids in present), np.int64, count=len(present))
+    padded = np.zeros((len(present), int(counts.max())), dtype=np.int64)
+    padded[np.arange(padded.shape[1]) < counts[:, None]] = np.concatenate(present)
+    return padded
 
 
 class RoutedRecommender:
@@ -123,15 +134,24 @@ class RoutedRecommender:
             )
         return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
-    candidates_refused = ROUTER_CANDIDATES_REFUSED
-    max_candidates = 0
+    # Candidates re-rank against the rows the shards look up: the very rows their Score ranks by
+    # (one fp32 table per shard, its own re-scoring table), so a candidate keeps its full score.
+    candidates_refused: str | None = None
+
+    @property
+    def max_candidates(self) -> int:
+        return self.config.max_candidates
 
     def validate(self, item_ids: Sequence[int], k: int, candidate_ids: Sequence[int] = ()) -> SessionQuery:
-        if len(candidate_ids) > 0:
-            raise InvalidCandidates(f"candidate_ids refused: {ROUTER_CANDIDATES_REFUSED}")
-        return validate_query(
+        query = validate_query(
             item_ids, k, self.config.catalog_size, self.config.max_request_items, self.default_k
         )
+        if len(candidate_ids) == 0:
+            return query
+        candidates = validate_candidate_ids(
+            candidate_ids, self.config.catalog_size, self.config.max_candidates
+        )
+        return SessionQuery(query.item_ids, min(query.k, candidates.size), candidates)
 
     def warm_up(self, batch_sizes: Sequence[int] = WARMUP_BATCH_SIZES) -> None:
         """A few batches through shards and encoder (jit specialises on its first calls)."""
@@ -157,31 +177,49 @@ class RoutedRecommender:
         if not queries:
             return []
         item_seq, lengths = padded_sessions(queries)
-        # Distinct items of the batch; `inverse` rebuilds [B, L] from the rows looked up.
-        distinct, inverse = np.unique(item_seq, return_inverse=True)
+        catalog_rows = [row for row, q in enumerate(queries) if q.candidate_ids is None]
+        candidate_rows = [row for row, q in enumerate(queries) if q.candidate_ids is not None]
+        # Candidates [b, m], right-padded with 0: their rows come with the sessions' in one lookup.
+        candidates = _padded([queries[row].candidate_ids for row in candidate_rows])
+        # Distinct items of the batch; `inverse` rebuilds [B, L] (and the candidates) from the rows.
+        distinct, inverse = np.unique(
+            np.concatenate([item_seq.ravel(), candidates.ravel()]), return_inverse=True
+        )
         first_item = 1 if distinct[0] == 0 else 0
         started_ns = time.monotonic_ns()
         rows, lookup_bytes, lookup_calls = self._on_loop(self.catalog.lookup(distinct[first_item:]))
         lookup_ns = time.monotonic_ns() - started_ns
         table = np.zeros((distinct.size, self.embedding_dim), dtype=np.float32)
         table[first_item:] = rows
-        embedded = torch.from_numpy(table[inverse.reshape(item_seq.shape)])
+        embedded = torch.from_numpy(table[inverse[: item_seq.size].reshape(item_seq.shape)])
         with torch.inference_mode():
             seq = torch.from_numpy(item_seq).to(self.device)
             seq_len = torch.from_numpy(lengths).to(self.device)
-            session_repr = self.served_encoder(embedded.to(self.device), seq, seq_len).float().cpu().numpy()
-        max_k = max(q.k for q in queries)
-        scored_ns = time.monotonic_ns()
-        scores, ids, compute_us, score_bytes = self._on_loop(self.catalog.top_k(session_repr, max_k))
+            session_repr = self.served_encoder(embedded.to(self.device), seq, seq_len).float().cpu()
+        ranked: dict[int, tuple[list[int], list[float]]] = {}
+        score_bytes, compute_us, scored_ns = 0, 0, time.monotonic_ns()
+        if catalog_rows:
+            max_k = max(queries[row].k for row in catalog_rows)
+            scores, ids, compute_us, score_bytes = self._on_loop(
+                self.catalog.top_k(session_repr[catalog_rows].numpy(), max_k)
+            )
+            ranked.update(zip(catalog_rows, zip(ids.tolist(), scores.tolist(), strict=True), strict=True))
+        fanout_ns = lookup_ns + time.monotonic_ns() - scored_ns
+        if candidate_rows:
+            candidate_table = torch.from_numpy(table[inverse[item_seq.size :].reshape(candidates.shape)])
+            with torch.inference_mode():
+                scores_t = torch.bmm(candidate_table, session_repr[candidate_rows].unsqueeze(2)).squeeze(2)
+                max_k = max(queries[row].k for row in candidate_rows)
+                top, top_ids = top_k_of_candidates(scores_t, torch.from_numpy(candidates), max_k)
+            ranked.update(zip(candidate_rows, zip(top_ids.tolist(), top.tolist(), strict=True), strict=True))
         stats = FanOutStats(
-            fanout_ns=lookup_ns + time.monotonic_ns() - scored_ns,
+            fanout_ns=fanout_ns,
             shard_compute_us=compute_us,
             wire_bytes=(lookup_bytes + score_bytes) // len(queries),
             lookup_calls=lookup_calls,
         )
-        all_ids, all_scores = ids.tolist(), scores.tolist()
         return [
-            RoutedRecommendation(all_ids[row][: q.k], all_scores[row][: q.k], stats)
+            RoutedRecommendation(ranked[row][0][: q.k], ranked[row][1][: q.k], stats)
             for row, q in enumerate(queries)
         ]
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from ..inference.models import MODELS
 
-__all__ = ["ROUTER_CANDIDATES_REFUSED", "SHARED_SCORER", "ModelNotShardable", "require_shardable"]
-
-# Re-ranking through a router would look the candidates' rows up from their shards and score
-# them there; not built, so a router refuses candidate lists, and so does the spec.
-ROUTER_CANDIDATES_REFUSED = "a router over catalog shards does not re-rank candidate lists yet"
+__all__ = ["SHARED_SCORER", "ModelNotShardable", "require_shardable"]
 
 # Heads that score the rows a shard can hold (s . E_i): the shared scorer. CORE (cosine over a
 # normalised copy) and RepeatNet (a second catalog-sized matrix, scores that depend on the

@@ -133,14 +133,6 @@ def _with(change: dict) -> str:
             {"models": [{"name": "gru4rec"}, {"name": "repeatnet"}], "load.candidates_per_request": 10},
             "load.candidates_per_request",
         ),
-        (
-            {
-                "models": [{"name": "gru4rec"}],
-                "hardware": [{"name": "x", "device": "cpu", "catalog_shards": 2}],
-                "load.candidates_per_request": 10,
-            },
-            "load.candidates_per_request",
-        ),
         ({"slo.percentile": 100}, "slo.percentile"),
         ({"repetitions": -2}, "repetitions"),
         ({"target": "mars"}, "target"),

@@ -62,7 +62,7 @@ async def _shards_and_router(
 
 
 async def _answers(
-    endpoint: str, sessions: list[list[int]], k: int = 21
+    endpoint: str, sessions: list[list[int]], k: int = 21, candidates: list[list[int]] | None = None
 ) -> list[recommender_pb2.RecommendResponse]:
     async with grpc.aio.insecure_channel(endpoint) as channel:
         stub = recommender_pb2_grpc.RecommenderServiceStub(channel)
@@ -70,8 +70,13 @@ async def _answers(
         return list(
             await asyncio.gather(
                 *(
-                    stub.Recommend(recommender_pb2.RecommendRequest(item_ids=s, k=k), timeout=30)
-                    for s in sessions
+                    stub.Recommend(
+                        recommender_pb2.RecommendRequest(
+                            item_ids=s, k=k, candidate_ids=candidates[index] if candidates else ()
+                        ),
+                        timeout=30,
+                    )
+                    for index, s in enumerate(sessions)
                 )
             )
         )
@@ -118,6 +123,30 @@ async def test_sharded_router_answers_what_one_unsharded_server_answers(
     table_values = (CATALOG_SIZE + 1) * unsharded_info.embedding_dim
     assert unsharded_info.parameter_count - router_info.parameter_count == table_values
     assert router_info.details["shard_strategy"] == strategy
+
+
+async def test_a_router_re_ranks_candidates_as_one_unsharded_server_does(
+    tmp_path: Path, child_service: Callable[..., object]
+) -> None:
+    rng = np.random.default_rng(3)
+    # Candidates spread over every shard, a list shorter than k among them; requests of both kinds.
+    candidates = [
+        rng.choice(np.arange(1, CATALOG_SIZE + 1), size, replace=False).tolist() for size in (50, 7, 300)
+    ]
+    sessions = SESSIONS[:3]
+    async with _shards_and_router(tmp_path, "gru4rec", "hash", 3) as (router, _):
+        # At once: re-ranking and full-catalog requests share the router's batches.
+        reranked, mixed = await asyncio.gather(
+            _answers(router, sessions, k=10, candidates=candidates), _answers(router, SESSIONS[3:], k=10)
+        )
+        async with child_service("inference", _model_flags("gru4rec")) as unsharded_endpoint:  # type: ignore[attr-defined]
+            expected = await _answers(unsharded_endpoint, sessions, k=10, candidates=candidates)
+            expected_mixed = await _answers(unsharded_endpoint, SESSIONS[3:], k=10)
+    _assert_same_answers(reranked, expected)
+    _assert_same_answers(mixed, expected_mixed)
+    assert [len(answer.item_ids) for answer in reranked] == [10, 7, 10]
+    for answer, allowed in zip(reranked, candidates, strict=True):
+        assert set(answer.item_ids) <= set(allowed)
 
 
 async def test_a_dead_shard_gives_unavailable_naming_it_and_the_router_recovers_when_it_returns(
