@@ -27,11 +27,11 @@ from etude.v1 import experiment_pb2, workload_pb2
 
 from ..inference.models import MODELS
 from ..inference.options import EMBEDDING_POLICIES, PRECISION_NAMES, RUNTIMES, resolve_embedding_dim
+from ..inference.shard_mapping import STRATEGIES
+from ..inference.shardable import ModelNotShardable, require_shardable
 from ..inference.sizing import estimated_catalog_bytes
 from ..loadgen.footprint import instances_needed
 from ..loadgen.spec import TRANSPORTS
-from ..shard.mapping import STRATEGIES
-from ..shard.shardable import ModelNotShardable, require_shardable
 from ..workload.generator import PRESETS, InvalidWorkloadSpec, ScipyPowerLaw
 
 DEVICES = ("cpu", "cuda")

@@ -228,7 +228,6 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.serving import ServiceHost, run_until_signalled, service_full_name
     from etude.v1 import recommender_pb2, recommender_pb2_grpc
 
-    from ..shard.shardable import ModelNotShardable
     from . import metrics
     from .accuracy import AccuracySettings
     from .batcher import DynamicBatcher
@@ -239,6 +238,7 @@ async def serve(args: argparse.Namespace) -> None:
     from .router import RoutedRecommender
     from .server import RecommenderServicer, batch_span_attributes
     from .shard_client import ShardError, ShardSetMismatch
+    from .shardable import ModelNotShardable
 
     if args.executors < 1:
         raise SystemExit(f"etude serve inference: --executors must be >= 1, got {args.executors}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from .models import MODELS, build_model
+from .models import MODELS, SHARED_SCORER, build_model
 from .models.base import MAX_SESSION_LENGTH, SessionEncoder
 from .options import DEFAULT_EMBEDDING_POLICY, resolve_embedding_dim
 from .runtime import EncoderFn
@@ -36,7 +36,6 @@ MODEL_FILE_RUNTIMES = ("eager", "jit")
 # Lengths of the two probe sessions run at load: one full, one short (the padding must not
 # change the output's shape).
 PROBE_SESSION_LENGTHS = (MAX_SESSION_LENGTH, 3)
-_SHARED_SCORER = "etude.services.inference.scoring:catalog_scorer"
 
 
 class ModelFileError(ValueError):
@@ -318,7 +317,7 @@ def export_model(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {model!r}")
-    if MODELS[model].scorer != _SHARED_SCORER:
+    if MODELS[model].scorer != SHARED_SCORER:
         raise ValueError(
             f"model {model!r} scores with its own head ({MODELS[model].scorer}), which a model file "
             "cannot carry: the file contract is the shared inner-product scorer over item_embeddings()"

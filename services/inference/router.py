@@ -75,7 +75,7 @@ class RoutedRecommender:
     ShardedCatalog. `bind(loop)` before the first batch: the fan-outs run on that loop."""
 
     def __init__(self, config: RecommenderConfig, catalog: ShardedCatalog) -> None:
-        from ..shard.shardable import require_shardable
+        from .shardable import require_shardable
 
         if config.model_path:
             raise ShardSetMismatch(

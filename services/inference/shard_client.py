@@ -20,7 +20,7 @@ from etude import security
 from etude.serving import MAX_MESSAGE_BYTES
 from etude.v1 import shard_pb2, shard_pb2_grpc
 
-from ..shard.mapping import ShardMap
+from .shard_mapping import ShardMap
 
 _log = structlog.get_logger()
 

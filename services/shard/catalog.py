@@ -16,8 +16,8 @@ from ..inference.models.item_rows import item_range_rows, item_rows
 from ..inference.options import DEFAULT_EMBEDDING_POLICY
 from ..inference.precision import PRECISIONS, require_supported
 from ..inference.scoring import DEFAULT_MAX_SCORE_ELEMENTS, CatalogScorer
-from .mapping import ShardMap
-from .shardable import require_shardable
+from ..inference.shard_mapping import ShardMap
+from ..inference.shardable import require_shardable
 
 # Most ids one Lookup may ask for, and most sessions one Score may carry (shard.proto).
 MAX_LOOKUP_ITEMS = 65_536

@@ -13,7 +13,7 @@ from etude import defaults
 
 from ..inference.models import MODEL_NAMES
 from ..inference.options import DEFAULT_EMBEDDING_POLICY, EMBEDDING_POLICIES, PRECISION_NAMES
-from .mapping import DEFAULT_STRATEGY, STRATEGIES
+from ..inference.shard_mapping import DEFAULT_STRATEGY, STRATEGIES
 
 DEFAULT_PORT = defaults.SHARD_PORT
 # The popularity a "popular" layout replicates by default: the synthetic workload's defaults.
@@ -70,10 +70,10 @@ async def serve(args: argparse.Namespace) -> None:
 
     from ..inference.executors import threads_per_executor
     from ..inference.precision import PrecisionUnsupported
+    from ..inference.shard_mapping import InvalidShardMap, ShardMap, hot_items_of_workload, parse_shard
+    from ..inference.shardable import ModelNotShardable
     from .catalog import ShardCatalog, ShardConfig
-    from .mapping import InvalidShardMap, ShardMap, hot_items_of_workload, parse_shard
     from .server import ShardServicer
-    from .shardable import ModelNotShardable
 
     threads = threads_per_executor(1, args.threads)
     torch.set_num_threads(threads)

@@ -9,9 +9,14 @@ import pytest
 import torch
 from etude.services.inference.models import build_model
 from etude.services.inference.scoring import CatalogScorer
+from etude.services.inference.shard_mapping import (
+    InvalidShardMap,
+    ShardMap,
+    hot_items_of_workload,
+    parse_shard,
+)
+from etude.services.inference.shardable import ModelNotShardable, require_shardable
 from etude.services.shard.catalog import ShardCatalog, ShardConfig, ShardRequestError
-from etude.services.shard.mapping import InvalidShardMap, ShardMap, hot_items_of_workload, parse_shard
-from etude.services.shard.shardable import ModelNotShardable, require_shardable
 
 CATALOG_SIZE = 20_011
 

@@ -24,6 +24,11 @@ REPEATNET_CANDIDATES_REFUSED = (
 )
 
 
+# The shared exact MIPS head over item_embeddings(): what a model file carries and a catalog
+# shard serves; models with heads of their own name another scorer.
+SHARED_SCORER = "etude.services.inference.scoring:catalog_scorer"
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One servable model: how to build it and how to score with it."""
@@ -33,7 +38,7 @@ class ModelEntry:
     builder: str
     # "module:function" returning a Scorer from (encoder, compute_dtype=, max_score_elements=):
     # the shared exact MIPS head unless the model scores differently.
-    scorer: str = "etude.services.inference.scoring:catalog_scorer"
+    scorer: str = SHARED_SCORER
     # Why the model's head cannot re-rank candidate lists (RecommendRequest.candidate_ids);
     # None when it can. Its scorer says the same at run time; this is for the spec's checks.
     candidates_refused: str | None = None

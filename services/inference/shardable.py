@@ -1,16 +1,15 @@
 """Which models a catalog shard can serve: those scored by the shared inner product over their
-item rows. Imports no torch (the spec validator asks too)."""
+item rows. Here, beside the models, because the router, the shards and the spec validator all ask."""
 
 from __future__ import annotations
 
-from ..inference.models import MODELS
+from .models import MODELS, SHARED_SCORER
 
-__all__ = ["SHARED_SCORER", "ModelNotShardable", "require_shardable"]
+__all__ = ["ModelNotShardable", "require_shardable"]
 
-# Heads that score the rows a shard can hold (s . E_i): the shared scorer. CORE (cosine over a
-# normalised copy) and RepeatNet (a second catalog-sized matrix, scores that depend on the
-# session's items) have heads of their own, which a shard does not serve.
-SHARED_SCORER = "etude.services.inference.scoring:catalog_scorer"
+# A shard holds rows scored by SHARED_SCORER (s . E_i). CORE (cosine over a normalised copy) and
+# RepeatNet (a second catalog-sized matrix, scores that depend on the session's items) have heads
+# of their own, which a shard does not serve.
 
 
 class ModelNotShardable(ValueError):
