@@ -6,7 +6,7 @@ request's own candidate list).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -167,15 +167,23 @@ def validate_query(
         )
     if k < 0 or k > catalog_size:
         raise InvalidK(f"k = {k} is outside 1..{catalog_size} (0 means the default, {default_k})")
+    ids = _ids_in_catalog(item_ids, "item_ids", catalog_size, InvalidSession)
+    return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or default_k)
+
+
+def _ids_in_catalog(
+    values: Sequence[int], field: str, catalog_size: int, invalid: Callable[[str], InvalidRequest]
+) -> np.ndarray:
+    """`values` as int64, each in 1..catalog_size, or `invalid` naming the first that is not."""
     try:
-        ids = np.fromiter(item_ids, dtype=np.int64, count=len(item_ids))
+        ids = np.fromiter(values, dtype=np.int64, count=len(values))
     except (OverflowError, ValueError, TypeError) as error:
-        raise InvalidSession(f"item_ids must be integers in 1..{catalog_size}: {error}") from error
+        raise invalid(f"{field} must be integers in 1..{catalog_size}: {error}") from error
     bad = (ids < 1) | (ids > catalog_size)
     if bad.any():
         position = int(bad.argmax())
-        raise InvalidSession(f"item_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}")
-    return SessionQuery(ids[-MAX_SESSION_LENGTH:], k or default_k)
+        raise invalid(f"{field}[{position}] = {int(ids[position])} is outside 1..{catalog_size}")
+    return ids
 
 
 def validate_candidate_ids(candidate_ids: Sequence[int], catalog_size: int, limit: int) -> np.ndarray:
@@ -184,16 +192,7 @@ def validate_candidate_ids(candidate_ids: Sequence[int], catalog_size: int, limi
         raise InvalidCandidates(
             f"candidate_ids has {len(candidate_ids):,} ids, more than max_candidates = {limit:,}"
         )
-    try:
-        ids = np.fromiter(candidate_ids, dtype=np.int64, count=len(candidate_ids))
-    except (OverflowError, ValueError, TypeError) as error:
-        raise InvalidCandidates(f"candidate_ids must be integers in 1..{catalog_size}: {error}") from error
-    bad = (ids < 1) | (ids > catalog_size)
-    if bad.any():
-        position = int(bad.argmax())
-        raise InvalidCandidates(
-            f"candidate_ids[{position}] = {int(ids[position])} is outside 1..{catalog_size}"
-        )
+    ids = _ids_in_catalog(candidate_ids, "candidate_ids", catalog_size, InvalidCandidates)
     # Refused, not merged: an answer never holds an item twice, and a silently shorter list
     # would hide a bug in the caller's retrieval stage.
     order = np.argsort(ids, kind="stable")
