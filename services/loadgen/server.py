@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -66,6 +67,27 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
         # Sessions when the spec names no workload_endpoint (replaceable for tests).
         self._in_process_source = in_process_source
 
+    async def _client(
+        self, request: loadgen_pb2.LoadSpec, stack: contextlib.AsyncExitStack
+    ) -> tuple[CallbackRecommendClient, Callable[[], Awaitable[None]]]:
+        """The spec's transport to the target, closed by `stack`, and how to connect it (which
+        raises TargetUnavailable when the target does not answer in time)."""
+        if transport(request) == TRANSPORT_H2:
+            h2_client = H2RecommendClient(
+                request.target, security=client_security(), request_spans=self._request_spans
+            )
+            # Cancels what is in flight and closes its connections.
+            stack.push_async_callback(h2_client.aclose)
+            return h2_client, partial(h2_client.connect, self._connect_timeout_s)
+        channel = await stack.enter_async_context(open_channel(request.target))
+        ready = partial(wait_until_ready, channel, request.target, self._connect_timeout_s)
+        if transport(request) == TRANSPORT_STREAM:
+            stream_client = GrpcStreamRecommendClient(channel, request_spans=self._request_spans)
+            # Closed before the channel: ends the stream and its reader and writer.
+            stack.push_async_callback(stream_client.aclose)
+            return stream_client, ready
+        return GrpcRecommendClient(channel, request_spans=self._request_spans), ready
+
     async def Run(
         self, request: loadgen_pb2.LoadSpec, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[loadgen_pb2.RunUpdate]:
@@ -75,7 +97,7 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
             await context.abort(*_status_of(error))
         log = _log.bind(run_id=request.run_id, target=request.target)
         async with contextlib.AsyncExitStack() as stack:
-            target_channel = await stack.enter_async_context(open_channel(request.target))
+            client, connect = await self._client(request, stack)
             sessions: AsyncGenerator[Session, None]
             if request.workload_endpoint:
                 workload_channel = await stack.enter_async_context(
@@ -86,21 +108,6 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 sessions = self._in_process_source(request.workload)
             # Closed before the channels (exit stack order): ends the workload stream cleanly.
             stack.push_async_callback(sessions.aclose)
-            client: CallbackRecommendClient
-            if transport(request) == TRANSPORT_H2:
-                h2_client = H2RecommendClient(
-                    request.target, security=client_security(), request_spans=self._request_spans
-                )
-                # Closed before the channel: cancels what is in flight, closes its connections.
-                stack.push_async_callback(h2_client.aclose)
-                client = h2_client
-            elif transport(request) == TRANSPORT_STREAM:
-                stream_client = GrpcStreamRecommendClient(target_channel, request_spans=self._request_spans)
-                # Closed before the channel: ends the stream and its reader and writer.
-                stack.push_async_callback(stream_client.aclose)
-                client = stream_client
-            else:
-                client = GrpcRecommendClient(target_channel, request_spans=self._request_spans)
             try:
                 candidates = await candidate_sampler_for(request)
             except InvalidLoadSpec as error:
@@ -117,10 +124,7 @@ class LoadGeneratorServicer(loadgen_pb2_grpc.LoadGeneratorServiceServicer):
                 log_speedup=request.log_speedup,
             )
             try:
-                if isinstance(client, H2RecommendClient):
-                    await client.connect(self._connect_timeout_s)
-                else:
-                    await wait_until_ready(target_channel, request.target, self._connect_timeout_s)
+                await connect()
             except TargetUnavailable as error:
                 await context.abort(*_status_of(error))
             log.info("load_run_started", ticks=len(generator.ticks))
