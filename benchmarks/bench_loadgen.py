@@ -44,6 +44,7 @@ from etude.services.loadgen.h2_client import TRANSPORT_H2, H2RecommendClient
 from etude.services.loadgen.stream_client import GrpcStreamRecommendClient
 from google.protobuf import json_format
 
+from etude import event_loop
 from etude.v1 import loadgen_pb2, recommender_pb2, recommender_pb2_grpc
 
 # Falling behind: a send later than this at p99 (or any request left unsent).
@@ -413,8 +414,10 @@ if __name__ == "__main__":
     if arguments.serve_noop is not None:
         asyncio.run(serve_noop(arguments.serve_noop))
     elif arguments.drive is not None:
-        summary = asyncio.run(
-            drive(arguments.drive, arguments.rate, arguments.transport, arguments.ramp_s, arguments.hold_s)
+        # On the loop `etude serve loadgen` runs (uvloop where installed).
+        summary = event_loop.run(
+            drive(arguments.drive, arguments.rate, arguments.transport, arguments.ramp_s, arguments.hold_s),
+            fast=True,
         )
         print(json_format.MessageToJson(summary, indent=None))
     else:

@@ -4,7 +4,6 @@ click log, export and micro-benchmark models."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -148,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             start_metrics_server(args.service, args.metrics_port, args.host, args.metrics_port_file)
         try:
-            asyncio.run(args.service_module.serve(args))
+            from etude.event_loop import run
+
+            run(args.service_module.serve(args), fast=getattr(args.service_module, "FAST_EVENT_LOOP", False))
         except KeyboardInterrupt:
             return 130
         return 0

@@ -48,6 +48,7 @@ from .footprint import loadgen_footprint
 from .metrics import RunTotals
 from .precise_sleep import PreciseSleeper
 from .ramp import Tick, ramp_ticks
+from .session_buffer import SessionBuffer
 from .stats import LatencyHistogram
 
 _log = structlog.get_logger()
@@ -258,7 +259,7 @@ class LoadGenerator:
         self._client: CallbackRecommendClient = (
             client if isinstance(client, CallbackRecommendClient) else _TaskPerRequest(client)
         )
-        self._sessions = sessions
+        self._sessions = SessionBuffer(sessions)
         self._profile = profile
         self._ticks: list[Tick] = ramp_ticks(
             profile.target_rate_per_s, profile.ramp_duration_s, profile.hold_duration_s
@@ -272,7 +273,6 @@ class LoadGenerator:
         self.summary: loadgen_pb2.LoadSummary | None = None
 
         self._ready: deque[_ActiveSession] = deque()
-        self._source_exhausted = False
         self._in_flight = 0
         # Set when the last request in flight ends, while the run waits for that.
         self._all_answered: asyncio.Event | None = None
@@ -346,6 +346,7 @@ class LoadGenerator:
             # Also when cancelled again meanwhile (a stopping server cancels its calls once more
             # at the end of its grace): the wait for the last answers is then cut short.
             self._sleeper.close()
+            await self._sessions.aclose()
             self._abort_open_tick()
             try:
                 await self._cancel_in_flight()
@@ -385,9 +386,7 @@ class LoadGenerator:
             self._open_tick = tick
             self._tick_sent = 0
             await self._send_tick(tick, tick_start_ns, tick_end_ns)
-            delay_s = (tick_end_ns - time.perf_counter_ns()) / 1e9
-            if delay_s > 0:
-                await asyncio.sleep(delay_s)
+            await self._sleeper.sleep_until(tick_end_ns)
             self._open_tick = None
             not_sent = tick.requests - self._tick_sent
             self._offered += tick.requests
@@ -411,9 +410,7 @@ class LoadGenerator:
             self._open_tick = profile_tick
             self._tick_sent = 0
             await self._send_due(profile_tick.index, tick_end_ns)
-            delay_s = (tick_end_ns - time.perf_counter_ns()) / 1e9
-            if delay_s > 0:
-                await asyncio.sleep(delay_s)
+            await self._sleeper.sleep_until(tick_end_ns)
             self._open_tick = None
             sent = self._tick_sent
             self._offered += sent
@@ -451,14 +448,9 @@ class LoadGenerator:
         (the log's sessions come in the order of their first click)."""
         while True:
             if self._not_yet_due is None:
-                if self._source_exhausted:
-                    return
-                session = await anext(self._sessions, None)
+                session = await self._sessions.take()
                 if session is None:
-                    self._source_exhausted = True
                     return
-                if len(session.item_ids) == 0:
-                    continue
                 self._not_yet_due = _ActiveSession(session)
             if self._intended_ns(self._not_yet_due) >= until_ns:
                 return
@@ -491,13 +483,16 @@ class LoadGenerator:
         # Backpressure bound of Algorithm 2: no more requests in flight than the tick's rate.
         max_in_flight = max(1, math.ceil(tick.rate_per_s))
         spacing_ns = TICK_NS / requests if requests else 0.0
+        send_paced = partial(self._send_paced, tick, tick_start_ns, spacing_ns, max_in_flight)
         while self._tick_sent < requests:
             intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
             now_ns = time.perf_counter_ns()
             if now_ns < intended_ns:
                 # To the microsecond: asyncio's own timers wake on the next millisecond, and
                 # requests due apart would leave together, a burst the schedule never asked for.
-                await self._sleeper.sleep_until(intended_ns)
+                # The timer's own wake-up sends while it can; what it cannot do (wait for an
+                # answer or a session, end the tick) comes back here.
+                await self._sleeper.pace(intended_ns, spacing_ns, send_paced)
                 continue
             # Only waiting ends at the tick's end: a request that is merely overdue (the loop
             # woke late) is still sent, with its lateness in its latency from intended.
@@ -517,6 +512,25 @@ class LoadGenerator:
             session = self._ready.popleft()
             self._send(session, tick.index, intended_ns)
             self._tick_sent += 1
+
+    def _send_paced(self, tick: Tick, tick_start_ns: int, spacing_ns: float, max_in_flight: int) -> bool:
+        """Sends what is due now, from the timer's wake-up: False when the tick is done or a
+        request due cannot go out without waiting (backpressure, no session ready)."""
+        now_ns = time.perf_counter_ns()
+        while self._tick_sent < tick.requests:
+            intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
+            if now_ns < intended_ns:
+                return True
+            if self._in_flight >= max_in_flight:
+                return False
+            if not self._ready:
+                session = self._sessions.take_nowait()
+                if session is None:
+                    return False
+                self._ready.append(_ActiveSession(session))
+            self._send(self._ready.popleft(), tick.index, intended_ns)
+            self._tick_sent += 1
+        return False
 
     def _send(self, session: _ActiveSession, tick: int, intended_ns: int) -> None:
         click_index = session.next_click
@@ -628,17 +642,13 @@ class LoadGenerator:
 
     async def _refill(self) -> None:
         """Pulls one new session into the ready pool, unless the source is exhausted."""
-        while not self._source_exhausted:
-            session = await anext(self._sessions, None)
-            if session is None:
-                self._source_exhausted = True
-            elif len(session.item_ids) > 0:
-                self._ready.append(_ActiveSession(session))
-                return
+        session = await self._sessions.take()
+        if session is not None:
+            self._ready.append(_ActiveSession(session))
 
     def _workload_exhausted(self) -> bool:
         return (
-            self._source_exhausted
+            self._sessions.exhausted
             and not self._ready
             and not self._due
             and self._not_yet_due is None

@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hpack
 import structlog
@@ -96,6 +96,8 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: H2RecommendClient, header_block: bytes) -> None:
         self._client = client
         self._header_block = header_block
+        # The request's header block for each timeout (one per run in practice): built once.
+        self._header_blocks: dict[float, bytes] = {}
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._calls: dict[int, _Call] = {}
@@ -119,8 +121,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: a cast, not an isinstance check.
+        self._transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -128,22 +130,25 @@ class _Connection(asyncio.Protocol):
             h2.SETTINGS_ENABLE_PUSH: 0,
             h2.SETTINGS_INITIAL_WINDOW_SIZE: h2.MAX_WINDOW_BYTES,
         }
-        transport.write(
+        self._transport.write(
             h2.PREFACE
             + h2.settings_frame(settings)
             + h2.window_update_frame(0, RECEIVE_WINDOW_BYTES - h2.DEFAULT_WINDOW_BYTES)
         )
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
+        buffer: bytes | bytearray = self._buffer
+        if buffer or not isinstance(data, bytes):
+            self._buffer += data
+        else:
+            buffer = data  # the common case: whole frames, parsed without a copy into the buffer
         offset, size = 0, len(buffer)
         while size - offset >= h2.FRAME_HEADER_BYTES:
             length, frame_type, flags, stream_id = h2.parse_frame_header(buffer, offset)
             end = offset + h2.FRAME_HEADER_BYTES + length
             if end > size:
                 break
-            payload = bytes(buffer[offset + h2.FRAME_HEADER_BYTES : end])
+            payload = bytes(buffer[offset + h2.FRAME_HEADER_BYTES : end])  # no copy when `buffer` is bytes
             offset = end
             if self._continued is not None and frame_type != h2.CONTINUATION:
                 self._fail_connection("HEADERS not followed by CONTINUATION")
@@ -151,7 +156,10 @@ class _Connection(asyncio.Protocol):
             handler = self._handlers.get(frame_type)
             if handler is not None:
                 handler(self, flags, stream_id, payload)
-        del buffer[:offset]
+        if isinstance(buffer, bytearray):
+            del buffer[:offset]
+        else:
+            self._buffer += buffer[offset:]  # a frame's start, kept for the next read
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
@@ -189,7 +197,10 @@ class _Connection(asyncio.Protocol):
             self.usable = False  # no ids left: the client opens a fresh connection
         call.stream_id = stream_id
         self._calls[stream_id] = call
-        headers = self._header_block + h2.literal_header(b"grpc-timeout", h2.grpc_timeout(call.timeout_s))
+        headers = self._header_blocks.get(call.timeout_s)
+        if headers is None:
+            headers = self._header_block + h2.literal_header(b"grpc-timeout", h2.grpc_timeout(call.timeout_s))
+            self._header_blocks[call.timeout_s] = headers
         if call.traceparent is not None:
             headers += h2.literal_header(TRACEPARENT.encode(), call.traceparent.encode())
         payload = call.payload

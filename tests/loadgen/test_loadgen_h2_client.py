@@ -25,6 +25,9 @@ from etude.security import ClientSecurity
 from etude.v1 import recommender_pb2
 
 _SERVICE, _METHOD = RECOMMEND_PATH.strip("/").split("/")
+# Every test here runs on asyncio's loop and on uvloop's, the one `etude serve loadgen` uses
+# (tests/loadgen/conftest.py).
+ON_EVERY_EVENT_LOOP = True
 SERVER_SPAN = RECOMMEND_PATH.strip("/")
 
 
