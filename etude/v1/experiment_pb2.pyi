@@ -180,7 +180,7 @@ class Trial(_message.Message):
     def __init__(self, trial_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hardware: _Optional[_Union[HardwareOption, _Mapping]] = ..., runtime: _Optional[str] = ..., repetition: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class TrialResult(_message.Message):
-    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s", "recall_at_k", "recall_k", "recall_sessions", "inference_environment")
+    __slots__ = ("trial", "state", "summary", "slo_met", "slo_verdict", "error", "results_uri", "probes", "max_sustained_rate_per_s", "recall_at_k", "recall_k", "recall_sessions", "inference_environment", "server_memory")
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +194,7 @@ class TrialResult(_message.Message):
     RECALL_K_FIELD_NUMBER: _ClassVar[int]
     RECALL_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_MEMORY_FIELD_NUMBER: _ClassVar[int]
     trial: Trial
     state: TrialState
     summary: _loadgen_pb2.LoadSummary
@@ -207,7 +208,8 @@ class TrialResult(_message.Message):
     recall_k: int
     recall_sessions: int
     inference_environment: _environment_pb2.Environment
-    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ..., recall_at_k: _Optional[float] = ..., recall_k: _Optional[int] = ..., recall_sessions: _Optional[int] = ..., inference_environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ...) -> None: ...
+    server_memory: _containers.RepeatedCompositeFieldContainer[_environment_pb2.ServerMemory]
+    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., state: _Optional[_Union[TrialState, str]] = ..., summary: _Optional[_Union[_loadgen_pb2.LoadSummary, _Mapping]] = ..., slo_met: _Optional[bool] = ..., slo_verdict: _Optional[str] = ..., error: _Optional[str] = ..., results_uri: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[SearchProbe, _Mapping]]] = ..., max_sustained_rate_per_s: _Optional[float] = ..., recall_at_k: _Optional[float] = ..., recall_k: _Optional[int] = ..., recall_sessions: _Optional[int] = ..., inference_environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ..., server_memory: _Optional[_Iterable[_Union[_environment_pb2.ServerMemory, _Mapping]]] = ...) -> None: ...
 
 class SearchProbe(_message.Message):
     __slots__ = ("rate_per_s", "slo_met", "verdict", "summary")

@@ -78,7 +78,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "catalog_size", "embedding_dim", "device", "runtime", "max_session_length", "max_request_items", "max_batch_size", "max_batch_delay_ms", "max_queue_size", "parameter_count", "details", "precision", "accuracy", "environment", "max_candidates")
+    __slots__ = ("model", "catalog_size", "embedding_dim", "device", "runtime", "max_session_length", "max_request_items", "max_batch_size", "max_batch_delay_ms", "max_queue_size", "parameter_count", "details", "precision", "accuracy", "environment", "max_candidates", "memory", "shard_memory")
     class DetailsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,8 @@ class ModelInfo(_message.Message):
     ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    SHARD_MEMORY_FIELD_NUMBER: _ClassVar[int]
     model: str
     catalog_size: int
     embedding_dim: int
@@ -118,7 +120,9 @@ class ModelInfo(_message.Message):
     accuracy: ScoringAccuracy
     environment: _environment_pb2.Environment
     max_candidates: int
-    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., max_session_length: _Optional[int] = ..., max_request_items: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., parameter_count: _Optional[int] = ..., details: _Optional[_Mapping[str, str]] = ..., precision: _Optional[str] = ..., accuracy: _Optional[_Union[ScoringAccuracy, _Mapping]] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+    memory: _environment_pb2.ServerMemory
+    shard_memory: _containers.RepeatedCompositeFieldContainer[_environment_pb2.ServerMemory]
+    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., max_session_length: _Optional[int] = ..., max_request_items: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., parameter_count: _Optional[int] = ..., details: _Optional[_Mapping[str, str]] = ..., precision: _Optional[str] = ..., accuracy: _Optional[_Union[ScoringAccuracy, _Mapping]] = ..., environment: _Optional[_Union[_environment_pb2.Environment, _Mapping]] = ..., max_candidates: _Optional[int] = ..., memory: _Optional[_Union[_environment_pb2.ServerMemory, _Mapping]] = ..., shard_memory: _Optional[_Iterable[_Union[_environment_pb2.ServerMemory, _Mapping]]] = ...) -> None: ...
 
 class ScoringAccuracy(_message.Message):
     __slots__ = ("recall_at_k", "k", "sessions", "reference")

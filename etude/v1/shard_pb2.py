@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from etude.v1 import environment_pb2 as etude_dot_v1_dot_environment__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x65tude/v1/shard.proto\x12\x08\x65tude.v1\"!\n\rLookupRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\"5\n\x0eLookupResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x0c\x12\x15\n\rembedding_dim\x18\x02 \x01(\x05\"L\n\x0cScoreRequest\x12\x1f\n\x17session_representations\x18\x01 \x01(\x0c\x12\x10\n\x08sessions\x18\x02 \x01(\x05\x12\t\n\x01k\x18\x03 \x01(\x05\"P\n\rScoreResponse\x12\x10\n\x08item_ids\x18\x01 \x01(\x0c\x12\x0e\n\x06scores\x18\x02 \x01(\x0c\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x12\n\ncompute_us\x18\x04 \x01(\x03\"\x15\n\x13GetShardInfoRequest\"\x8a\x02\n\tShardInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61talog_size\x18\x02 \x01(\x03\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x13\n\x0bshard_index\x18\x05 \x01(\x05\x12\x13\n\x0bshard_count\x18\x06 \x01(\x05\x12\x10\n\x08strategy\x18\x07 \x01(\t\x12\x13\n\x0bitems_owned\x18\x08 \x01(\x03\x12\x11\n\trows_held\x18\t \x01(\x03\x12\x14\n\x0chot_item_ids\x18\n \x03(\x03\x12\x13\n\x0btable_bytes\x18\x0b \x01(\x03\x12\x11\n\titem_init\x18\x0c \x01(\t\x12\x11\n\tprecision\x18\r \x01(\t2\xc9\x01\n\x0cShardService\x12;\n\x06Lookup\x12\x17.etude.v1.LookupRequest\x1a\x18.etude.v1.LookupResponse\x12\x38\n\x05Score\x12\x16.etude.v1.ScoreRequest\x1a\x17.etude.v1.ScoreResponse\x12\x42\n\x0cGetShardInfo\x12\x1d.etude.v1.GetShardInfoRequest\x1a\x13.etude.v1.ShardInfoB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x65tude/v1/shard.proto\x12\x08\x65tude.v1\x1a\x1a\x65tude/v1/environment.proto\"!\n\rLookupRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\x03\"5\n\x0eLookupResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x0c\x12\x15\n\rembedding_dim\x18\x02 \x01(\x05\"L\n\x0cScoreRequest\x12\x1f\n\x17session_representations\x18\x01 \x01(\x0c\x12\x10\n\x08sessions\x18\x02 \x01(\x05\x12\t\n\x01k\x18\x03 \x01(\x05\"P\n\rScoreResponse\x12\x10\n\x08item_ids\x18\x01 \x01(\x0c\x12\x0e\n\x06scores\x18\x02 \x01(\x0c\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x12\n\ncompute_us\x18\x04 \x01(\x03\"\x15\n\x13GetShardInfoRequest\"\xb3\x02\n\tShardInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61talog_size\x18\x02 \x01(\x03\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x13\n\x0bshard_index\x18\x05 \x01(\x05\x12\x13\n\x0bshard_count\x18\x06 \x01(\x05\x12\x10\n\x08strategy\x18\x07 \x01(\t\x12\x13\n\x0bitems_owned\x18\x08 \x01(\x03\x12\x11\n\trows_held\x18\t \x01(\x03\x12\x14\n\x0chot_item_ids\x18\n \x03(\x03\x12\x13\n\x0btable_bytes\x18\x0b \x01(\x03\x12\x11\n\titem_init\x18\x0c \x01(\t\x12\x11\n\tprecision\x18\r \x01(\t\x12\'\n\x06memory\x18\xa0\x01 \x01(\x0b\x32\x16.etude.v1.ServerMemory2\xc9\x01\n\x0cShardService\x12;\n\x06Lookup\x12\x17.etude.v1.LookupRequest\x1a\x18.etude.v1.LookupResponse\x12\x38\n\x05Score\x12\x16.etude.v1.ScoreRequest\x1a\x17.etude.v1.ScoreResponse\x12\x42\n\x0cGetShardInfo\x12\x1d.etude.v1.GetShardInfoRequest\x1a\x13.etude.v1.ShardInfoB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,18 +33,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'etude.v1.shard_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_LOOKUPREQUEST']._serialized_start=34
-  _globals['_LOOKUPREQUEST']._serialized_end=67
-  _globals['_LOOKUPRESPONSE']._serialized_start=69
-  _globals['_LOOKUPRESPONSE']._serialized_end=122
-  _globals['_SCOREREQUEST']._serialized_start=124
-  _globals['_SCOREREQUEST']._serialized_end=200
-  _globals['_SCORERESPONSE']._serialized_start=202
-  _globals['_SCORERESPONSE']._serialized_end=282
-  _globals['_GETSHARDINFOREQUEST']._serialized_start=284
-  _globals['_GETSHARDINFOREQUEST']._serialized_end=305
-  _globals['_SHARDINFO']._serialized_start=308
-  _globals['_SHARDINFO']._serialized_end=574
-  _globals['_SHARDSERVICE']._serialized_start=577
-  _globals['_SHARDSERVICE']._serialized_end=778
+  _globals['_LOOKUPREQUEST']._serialized_start=62
+  _globals['_LOOKUPREQUEST']._serialized_end=95
+  _globals['_LOOKUPRESPONSE']._serialized_start=97
+  _globals['_LOOKUPRESPONSE']._serialized_end=150
+  _globals['_SCOREREQUEST']._serialized_start=152
+  _globals['_SCOREREQUEST']._serialized_end=228
+  _globals['_SCORERESPONSE']._serialized_start=230
+  _globals['_SCORERESPONSE']._serialized_end=310
+  _globals['_GETSHARDINFOREQUEST']._serialized_start=312
+  _globals['_GETSHARDINFOREQUEST']._serialized_end=333
+  _globals['_SHARDINFO']._serialized_start=336
+  _globals['_SHARDINFO']._serialized_end=643
+  _globals['_SHARDSERVICE']._serialized_start=646
+  _globals['_SHARDSERVICE']._serialized_end=847
 # @@protoc_insertion_point(module_scope)

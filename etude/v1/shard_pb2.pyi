@@ -1,8 +1,9 @@
+from etude.v1 import environment_pb2 as _environment_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -47,7 +48,7 @@ class GetShardInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardInfo(_message.Message):
-    __slots__ = ("model", "catalog_size", "embedding_dim", "seed", "shard_index", "shard_count", "strategy", "items_owned", "rows_held", "hot_item_ids", "table_bytes", "item_init", "precision")
+    __slots__ = ("model", "catalog_size", "embedding_dim", "seed", "shard_index", "shard_count", "strategy", "items_owned", "rows_held", "hot_item_ids", "table_bytes", "item_init", "precision", "memory")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +62,7 @@ class ShardInfo(_message.Message):
     TABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ITEM_INIT_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
     model: str
     catalog_size: int
     embedding_dim: int
@@ -74,4 +76,5 @@ class ShardInfo(_message.Message):
     table_bytes: int
     item_init: str
     precision: str
-    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., seed: _Optional[int] = ..., shard_index: _Optional[int] = ..., shard_count: _Optional[int] = ..., strategy: _Optional[str] = ..., items_owned: _Optional[int] = ..., rows_held: _Optional[int] = ..., hot_item_ids: _Optional[_Iterable[int]] = ..., table_bytes: _Optional[int] = ..., item_init: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
+    memory: _environment_pb2.ServerMemory
+    def __init__(self, model: _Optional[str] = ..., catalog_size: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., seed: _Optional[int] = ..., shard_index: _Optional[int] = ..., shard_count: _Optional[int] = ..., strategy: _Optional[str] = ..., items_owned: _Optional[int] = ..., rows_held: _Optional[int] = ..., hot_item_ids: _Optional[_Iterable[int]] = ..., table_bytes: _Optional[int] = ..., item_init: _Optional[str] = ..., precision: _Optional[str] = ..., memory: _Optional[_Union[_environment_pb2.ServerMemory, _Mapping]] = ...) -> None: ...

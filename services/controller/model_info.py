@@ -1,6 +1,6 @@
 """What the controller asks a deployed inference service about itself: its GetModelInfo, for the
 accuracy of a reduced precision and the service's own environment (what a trial records of the
-served model)."""
+served model), and once the load has run, the memory of each server (a router's shards too)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,13 @@ def record_model_info(result: experiment_pb2.TrialResult, info: recommender_pb2.
         result.recall_at_k = info.accuracy.recall_at_k
         result.recall_k = info.accuracy.k
         result.recall_sessions = info.accuracy.sessions
+
+
+def record_server_memory(result: experiment_pb2.TrialResult, info: recommender_pb2.ModelInfo | None) -> None:
+    """Replaces the trial's measured memory with what `info` reports: the service (or router)
+    first, then a router's shards; nothing when the service did not answer."""
+    if info is None or not info.HasField("memory"):
+        return
+    del result.server_memory[:]
+    result.server_memory.append(info.memory)
+    result.server_memory.extend(info.shard_memory)

@@ -31,7 +31,7 @@ from .drivers.processes import ServiceStartError
 from .loadgen_client import LoadGeneratorClient, LoadRunError, connect_loadgen
 from .matrix import estimated_load_s, expand_trials
 from .merge import ProgressMerger, instance_dir, instance_run_id, merge_runs
-from .model_info import model_info, record_model_info
+from .model_info import model_info, record_model_info, record_server_memory
 from .resources import ResourceSampler, attach_to_series
 from .search import SearchSettings, search_max_rate
 
@@ -184,6 +184,8 @@ class ExperimentRunner:
                     )
                 else:
                     await self._search(self.search, result, endpoint, loadgens)
+                # Once the load has run: each server's peak covers building and serving.
+                record_server_memory(result, await model_info(endpoint))
             result.state = State.TRIAL_STATE_SUCCEEDED
         except asyncio.CancelledError:
             if self.interrupted:

@@ -467,7 +467,7 @@ def _validate_catalog_shards(
     spec: experiment_pb2.ExperimentSpec, option: experiment_pb2.HardwareOption, path: str
 ) -> None:
     """A sharded option: a strategy the shards know, models the shards can score, no more shards
-    than items, and a target that runs shards."""
+    than items."""
     _check_choice(f"{path}.shard_strategy", option.shard_strategy, STRATEGIES)
     if option.catalog_shards < 0:
         raise SpecError(f"{path}.catalog_shards", "must be >= 0 (0 and 1: one server holds the catalog)")
@@ -475,8 +475,6 @@ def _validate_catalog_shards(
         if option.shard_strategy:
             raise SpecError(f"{path}.shard_strategy", "applies only with catalog_shards >= 2")
         return
-    if spec.target == "kubernetes":
-        raise SpecError(f"{path}.catalog_shards", "the kubernetes target does not deploy catalog shards yet")
     for index, model in enumerate(spec.models):
         if model.model_path:
             raise SpecError(

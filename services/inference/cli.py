@@ -232,6 +232,7 @@ async def serve(args: argparse.Namespace) -> None:
     from .accuracy import AccuracySettings
     from .batcher import DynamicBatcher
     from .executors import executor_initializer, threads_per_executor
+    from .memory import memory_before_tables
     from .model_file import ModelFileError
     from .precision import PrecisionUnsupported
     from .recommender import Recommender, RecommenderConfig
@@ -245,6 +246,8 @@ async def serve(args: argparse.Namespace) -> None:
     threads = threads_per_executor(args.executors, args.threads)
     # Also here: the warm-up runs in this thread, and GetModelInfo reports this thread's count.
     torch.set_num_threads(threads)
+    # Before the model's tables: what the process costs whatever the catalog.
+    startup_memory = memory_before_tables(None if args.model_path else args.model)
     try:
         config = RecommenderConfig(
             model=args.model,
@@ -297,7 +300,12 @@ async def serve(args: argparse.Namespace) -> None:
         on_batch=metrics.batch_ran,
     )
     metrics.watch_queue_depth(lambda: batcher.queue_size)
-    servicer = RecommenderServicer(recommender, batcher, max_stream_in_flight=args.max_stream_in_flight)
+    servicer = RecommenderServicer(
+        recommender,
+        batcher,
+        max_stream_in_flight=args.max_stream_in_flight,
+        startup_memory=startup_memory,
+    )
     host = ServiceHost(
         service_names=[service_full_name(recommender_pb2, "RecommenderService")],
         register=lambda server: recommender_pb2_grpc.add_RecommenderServiceServicer_to_server(

@@ -18,6 +18,7 @@ from torch import nn
 from etude.limits import MAX_CANDIDATES
 
 from .accuracy import AccuracyReport, AccuracySettings, measure_recall, workload_sessions
+from .memory import item_table_bytes, own_memory
 from .model_file import (
     MODEL_FILE_RUNTIMES,
     LoadedModelFile,
@@ -248,9 +249,18 @@ class Recommender:
             ).to(self.device)
             self.scorer = self._make_scorer(config.precision)
             self.served_encoder = prepare_encoder(self.encoder, config.runtime)
+        # The tables are built and nothing has run yet: the memory building them took.
+        self.built_memory = own_memory()
         # The default is a server setting, not a request value: a tiny catalog shrinks it.
         self.default_k = min(self.config.default_k, self.config.catalog_size)
         self.parameter_count = sum(p.numel() for p in self.encoder.parameters())
+        # Item rows with the padding row, and the bytes of every copy of them (the model's table,
+        # a reduced-precision scoring copy): what the measured memory per server is set against.
+        self.rows_held = self.config.catalog_size + 1
+        holders: list[object] = [self.encoder, self.scorer]
+        if isinstance(self.served_encoder, nn.Module) and self.served_encoder is not self.encoder:
+            holders.append(self.served_encoder)
+        self.table_bytes = item_table_bytes(holders, self.rows_held)
         self._computes_nothing = not config.model_path and config.model == "noop"
         if config.warmup:
             self.warm_up()

@@ -21,6 +21,7 @@ import structlog
 import torch
 from torch import Tensor, nn
 
+from .memory import own_memory
 from .models import build_model
 from .models.base import SessionEncoder, resolve_embedding_dim
 from .recommender import (
@@ -74,6 +75,10 @@ class RoutedRecommender:
     """The Recommender's surface (validate, recommend_batch, GetModelInfo's facts) over a
     ShardedCatalog. `bind(loop)` before the first batch: the fan-outs run on that loop."""
 
+    # The item rows are on the shards: a router holds none (its memory does not grow with C).
+    rows_held = 0
+    table_bytes = 0
+
     def __init__(self, config: RecommenderConfig, catalog: ShardedCatalog) -> None:
         from .shardable import require_shardable
 
@@ -111,6 +116,8 @@ class RoutedRecommender:
         self.encoder = EmbeddedEncoder(encoder).to(self.device).eval()
         self.served_encoder: Any = prepare_encoder(self.encoder, config.runtime)
         self.parameter_count = sum(p.numel() for p in encoder.parameters()) - self.embedding_dim
+        # The encoder is built (no item tables here) and nothing has run yet.
+        self.built_memory = own_memory()
         self.default_k = min(config.default_k, config.catalog_size)
         self.accuracy = None
         self.model_file = None

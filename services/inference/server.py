@@ -41,6 +41,7 @@ from .batcher import (
     QueueWaitTooLong,
     WouldMissDeadline,
 )
+from .memory import MemoryReading, own_memory, server_memory
 from .models.base import MAX_SESSION_LENGTH
 from .recommender import (
     InvalidRequest,
@@ -145,8 +146,11 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
         batcher: InferenceBatcher,
         tracing: RequestTracing | None = None,
         max_stream_in_flight: int = 0,
+        startup_memory: MemoryReading | None = None,
     ) -> None:
         self._recommender = recommender
+        # The process's memory before the model's tables were built (None: as it is now).
+        self._startup_memory = startup_memory or own_memory()
         self._batcher = batcher
         # 0: what the batcher can hold at once (its queue and a batch per executor), so that a
         # stream whose answers are read meets the queue's refusals, never this bound.
@@ -254,7 +258,27 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServiceServicer):
             accuracy=_accuracy_message(recommender.accuracy),
             environment=self._environment,
             max_candidates=recommender.max_candidates,
+            memory=server_memory(
+                "router" if isinstance(recommender, RoutedRecommender) else "inference",
+                self._startup_memory,
+                recommender.built_memory,
+                recommender.table_bytes,
+                recommender.rows_held,
+            ),
+            shard_memory=await self._shard_memory(),
         )
+
+    async def _shard_memory(self) -> list[environment_pb2.ServerMemory]:
+        """A router's shards' memory as they report it now; none from a shard that does not answer
+        (GetModelInfo still answers: the shard's loss is the trial's to report, not this call's)."""
+        if not isinstance(self._recommender, RoutedRecommender):
+            return []
+        try:
+            infos = await self._recommender.catalog.current_infos()
+        except ShardError as error:
+            _log.warning("shard_memory_unavailable", reason=str(error))
+            return []
+        return [info.memory for info in infos]
 
     def _trace_parent(self, context: grpc.aio.ServicerContext | None) -> otel_context.Context | None:
         """The context a traced request's server span starts in; None: this request is not traced.

@@ -206,6 +206,11 @@ class ShardedCatalog:
                     f"the catalog shards hold {name} = {getattr(first, name)!r}, the router serves {value!r}"
                 )
 
+    async def current_infos(self) -> list[shard_pb2.ShardInfo]:
+        """Every shard's ShardInfo as it answers now (its memory in particular), in shard order;
+        raises ShardError naming a shard that does not answer."""
+        return await _gather([client.info() for client in self._clients])
+
     async def lookup(self, item_ids: np.ndarray) -> tuple[np.ndarray, int, int]:
         """fp32 rows [len(item_ids), d] of unique ids, the bytes on the wire and the shards asked;
         asks each id's holder, every shard concurrently."""

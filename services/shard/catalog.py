@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..inference.memory import tensor_bytes
 from ..inference.models import build_model
 from ..inference.models.base import SessionEncoder, resolve_embedding_dim
 from ..inference.models.item_rows import item_range_rows, item_rows
@@ -105,7 +106,14 @@ class ShardCatalog:
 
     @property
     def table_bytes(self) -> int:
+        """Bytes of the fp32 rows held."""
         return self._table.numel() * self._table.element_size()
+
+    @property
+    def allocated_table_bytes(self) -> int:
+        """Bytes of every copy of the rows: the fp32 table and the scorer's own (reduced precision)."""
+        scorer_tensors = [value for value in vars(self._scorer).values() if isinstance(value, torch.Tensor)]
+        return tensor_bytes([self._table, *scorer_tensors])
 
     def lookup(self, item_ids: np.ndarray) -> np.ndarray:
         """fp32 rows [len(item_ids), d] of held items, in the order asked; raises

@@ -69,6 +69,7 @@ async def serve(args: argparse.Namespace) -> None:
     from etude.v1 import shard_pb2, shard_pb2_grpc
 
     from ..inference.executors import threads_per_executor
+    from ..inference.memory import memory_before_tables, own_memory
     from ..inference.precision import PrecisionUnsupported
     from ..inference.shard_mapping import InvalidShardMap, ShardMap, hot_items_of_workload, parse_shard
     from ..inference.shardable import ModelNotShardable
@@ -77,6 +78,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     threads = threads_per_executor(1, args.threads)
     torch.set_num_threads(threads)
+    # Before the rows: what the process costs whatever the catalog.
+    startup_memory = memory_before_tables(args.model)
     try:
         shard_index, shard_count = parse_shard(_with_ordinal(args.shard))
         hot = np.zeros(0, np.int64)
@@ -99,6 +102,7 @@ async def serve(args: argparse.Namespace) -> None:
         )
         _log.info("building_shard", model=args.model, catalog_size=args.catalog_size, shard=args.shard)
         catalog = await asyncio.to_thread(ShardCatalog, config)
+        built_memory = own_memory()
     except (InvalidShardMap, ModelNotShardable, PrecisionUnsupported, ValueError) as error:
         _log.error("shard_refused", reason=str(error))
         raise SystemExit(f"etude serve shard: {error}") from None
@@ -113,7 +117,7 @@ async def serve(args: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
 
     model_thread = ThreadPoolExecutor(1, thread_name_prefix="etude-shard", initializer=initialise)
-    servicer = ShardServicer(catalog, model_thread)
+    servicer = ShardServicer(catalog, model_thread, startup_memory, built_memory)
     host = ServiceHost(
         service_names=[service_full_name(shard_pb2, "ShardService")],
         register=lambda server: shard_pb2_grpc.add_ShardServiceServicer_to_server(servicer, server),

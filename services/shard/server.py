@@ -14,6 +14,7 @@ import structlog
 
 from etude.v1 import shard_pb2, shard_pb2_grpc
 
+from ..inference.memory import MemoryReading, own_memory, server_memory
 from .catalog import ShardCatalog, ShardRequestError
 
 _log = structlog.get_logger()
@@ -30,9 +31,18 @@ def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
 class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
     """Lookup, Score and GetShardInfo over one ShardCatalog; `model_thread` runs Score."""
 
-    def __init__(self, catalog: ShardCatalog, model_thread: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        catalog: ShardCatalog,
+        model_thread: ThreadPoolExecutor,
+        startup_memory: MemoryReading | None = None,
+        built_memory: MemoryReading | None = None,
+    ) -> None:
         self._catalog = catalog
         self._model_thread = model_thread
+        # The process's memory before the rows were built and right after (None: as it is now).
+        self._startup_memory = startup_memory or own_memory()
+        self._built_memory = built_memory or own_memory()
 
     async def Lookup(
         self, request: shard_pb2.LookupRequest, context: grpc.aio.ServicerContext
@@ -95,4 +105,11 @@ class ShardServicer(shard_pb2_grpc.ShardServiceServicer):
             table_bytes=catalog.table_bytes,
             item_init=catalog.item_init.describe(),
             precision=config.precision,
+            memory=server_memory(
+                f"shard {config.shard_index}/{config.shard_map.shard_count}",
+                self._startup_memory,
+                self._built_memory,
+                catalog.allocated_table_bytes,
+                catalog.rows_held,
+            ),
         )

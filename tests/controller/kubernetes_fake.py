@@ -1,5 +1,6 @@
 """A fake Kubernetes API server on a loopback port: just enough of the REST API for the driver
-(create, get, list by label, delete Deployments, Services and Jobs; list pods; read logs), with
+(create, get, list by label, delete Deployments, StatefulSets, Services and Jobs; list pods; read
+logs), with
 scripted answers."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 _COLLECTION = re.compile(
-    r"^/(?:api/v1|apis/apps/v1|apis/batch/v1)/namespaces/(?P<ns>[^/]+)/(?P<resource>deployments|services|jobs|pods)"
+    r"^/(?:api/v1|apis/apps/v1|apis/batch/v1)/namespaces/(?P<ns>[^/]+)/(?P<resource>deployments|statefulsets|services|jobs|pods)"
     r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|status))?$"
 )
 
@@ -36,13 +37,13 @@ class FakeApiServer:
     requests: list[Request] = field(default_factory=list)
     # (method, resource) -> HTTP status to answer instead of doing it (403, 500, ...).
     refuse: dict[tuple[str, str], int] = field(default_factory=dict)
-    # Called on every GET of a Deployment or Job: returns its `status`.
+    # Called on every GET of a Deployment, StatefulSet or Job: returns its `status`.
     status_of: Callable[[str, dict[str, Any]], dict[str, Any]] = lambda resource, obj: {}
     # Pods listed for a label selector's instance name.
     pods_of: Callable[[str], list[dict[str, Any]]] = lambda instance: []
     log_text: str = ""
     port: int = 0
-    # Set on the first GET of a Deployment or Job: the driver is waiting for readiness.
+    # Set on the first GET of a Deployment, StatefulSet or Job: the driver is waiting for readiness.
     polled: threading.Event = field(default_factory=threading.Event)
 
     def calls(self, method: str, resource: str) -> list[Request]:

@@ -9,10 +9,12 @@ import grpc
 import pytest
 from etude.services.controller.drivers.local import LocalDriver
 from etude.services.controller.matrix import expand_trials
+from etude.services.controller.runner import ExperimentRunner, new_experiment
 from etude.services.controller.validation import resolve
+from etude.services.results.store import LocalResultStore
 
 from etude.spec import SpecError, parse_spec_text
-from etude.v1 import recommender_pb2, recommender_pb2_grpc
+from etude.v1 import controller_pb2, recommender_pb2, recommender_pb2_grpc
 
 SPEC = """
 name: sharded
@@ -63,3 +65,29 @@ async def test_local_driver_serves_a_sharded_trial_through_a_router_and_stops_ev
     assert len(answer.item_ids) == 5 and answer.timing.shard_fanout_us > 0
     assert driver.running() == []
     assert (tmp_path / "shard.log").exists() and (tmp_path / "shard-1.log").exists()
+
+
+@pytest.mark.slow
+async def test_an_experiment_records_the_memory_each_server_measured_and_reports_it(tmp_path: Path) -> None:
+    text = SPEC.replace(
+        "hardware: [{name: cpu-sharded", "hardware: [{name: cpu, device: cpu}, {name: cpu-sharded"
+    )
+    spec = resolve(parse_spec_text(text))
+    store = LocalResultStore(tmp_path)
+    experiment = new_experiment(spec, store)
+    await ExperimentRunner(
+        experiment, LocalDriver(startup_timeout_s=120, grace_s=2), store, lambda _: None
+    ).run()
+
+    assert experiment.state == controller_pb2.EXPERIMENT_STATE_SUCCEEDED, experiment.error
+    one, sharded = experiment.trials
+    assert [m.server for m in one.server_memory] == ["inference"]
+    assert [m.server for m in sharded.server_memory] == ["router", "shard 0/2", "shard 1/2"]
+    for memory in [*one.server_memory, *sharded.server_memory]:
+        assert 0 < memory.startup_resident_bytes < memory.peak_resident_bytes
+        assert memory.resident_bytes <= memory.peak_resident_bytes
+    assert one.server_memory[0].rows_held == 20_001
+    # Popular: each shard holds its own half and the other's hot items.
+    assert sum(m.rows_held for m in sharded.server_memory[1:]) > 20_000
+    report = (tmp_path / experiment.experiment_id / "report.md").read_text()
+    assert "### Memory per server (measured)" in report and "| shard 1/2 |" in report

@@ -136,6 +136,7 @@ def test_platform_runs_the_controller_with_a_namespaced_least_privilege_role() -
     # Exactly what the Kubernetes driver calls; no wildcard, no update/patch, no secrets.
     assert granted == {
         *{("apps", "deployments", verb) for verb in ("create", "get", "list", "delete")},
+        *{("apps", "statefulsets", verb) for verb in ("create", "get", "list", "delete")},
         *{("batch", "jobs", verb) for verb in ("create", "get", "list", "delete")},
         *{("", "services", verb) for verb in ("create", "get", "list", "delete")},
         ("", "pods", "list"),
@@ -282,3 +283,41 @@ def test_catalog_shards_component_renders_a_statefulset_behind_a_headless_servic
         f"etude-shard-{i}.etude-shard:{defaults.SHARD_PORT}" for i in range(shards["replicas"])
     ]
     assert router["ETUDE_MODEL"] == env["ETUDE_MODEL"]
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu-t4"])
+def test_the_drivers_copies_of_a_sharded_trial_are_valid_objects_that_route_to_every_shard(
+    overlay: str,
+) -> None:
+    from etude.services.controller.drivers import manifests
+    from etude.services.controller.matrix import expand_trials
+    from etude.services.controller.validation import resolve
+
+    from etude.spec import parse_spec_text
+
+    spec = resolve(
+        parse_spec_text(
+            "name: shards\nmodels: [{name: sasrec}]\ncatalog_sizes: [20000000]\ntarget: kubernetes\n"
+            f"hardware: [{{name: {overlay}, device: {'cpu' if overlay == 'cpu' else 'cuda'}, "
+            "catalog_shards: 4, shard_strategy: hash}]\n"
+            "load: {target_rate_per_s: 10, ramp_duration_s: 1, hold_duration_s: 1}\n"
+            "workload: {exponents: {alpha_length: 2.2, alpha_clicks: 1.8}}\n"
+        )
+    )
+    trial = expand_trials(spec)[0]
+    rendered = manifests.render_with_catalog_shards(KUSTOMIZE, overlay)
+    name = manifests.object_name("etude-shd", trial.trial_id, "x", manifests.STATEFULSET_NAME_MAX)
+    statefulset, service = manifests.shard_objects(rendered, name, "etude", trial, spec)
+    deployment, router_service = manifests.inference_objects(rendered, "etude-inf-x", "etude", trial, spec)
+    addresses = manifests.shard_addresses(name, "etude", 4, manifests.shard_port(service))
+    manifests.route_to_shards(deployment, addresses)
+    for document in (statefulset, service, deployment, router_service):
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+    assert statefulset["spec"]["replicas"] == 4
+    # The shards run the CPU image, tagged by the images component, whatever the router's overlay.
+    image = statefulset["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("etude:") and not image.endswith(":latest")
+    router = deployment["spec"]["template"]["spec"]["containers"][0]
+    router_env = {item["name"]: item.get("value") for item in router["env"]}
+    assert router_env["ETUDE_CATALOG_SHARDS"] == ",".join(addresses)
+    assert addresses[3] == f"{name}-3.{name}.etude.svc.cluster.local:{defaults.SHARD_PORT}"

@@ -2,9 +2,11 @@
 through the Kubernetes API, watched until ready, and deleted when the trial ends (also on failure).
 
 The inference service is a Deployment behind a headless Service (one per trial, named after the
-trial); the load generator is a Job behind a headless Service (one per experiment, or one per
-instance when spec.loadgen_instances asks for several); the workload service the load generators
-stream from is a Deployment behind a headless Service (one per experiment). The records
+trial); a trial with catalog shards adds a StatefulSet of shards behind a headless Service of its
+own (components/catalog-shards), and its inference Deployment is the router over them. The load
+generator is a Job behind a headless Service (one per experiment, or one per instance when
+spec.loadgen_instances asks for several); the workload service the load generators stream from
+is a Deployment behind a headless Service (one per experiment). The records
 the load generator writes in its pod are copied back through `exec` after each run. The objects
 themselves are rendered in manifests.py. Over 500 lines because it is one class around one API
 client: creating, watching, tearing down, copying records and port-forwarding share its state.
@@ -22,7 +24,7 @@ import secrets
 import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,8 +37,10 @@ from etude.v1 import experiment_pb2
 from ...results.layout import service_log_file
 from ...results.started import StartedProcess
 from .manifests import (
+    CATALOG_SHARDS_COMPONENT,
     INSTANCE_LABEL,
     MANAGED_BY,
+    STATEFULSET_NAME_MAX,
     DeployConflict,
     DeployForbidden,
     KubernetesDeployError,
@@ -51,6 +55,11 @@ from .manifests import (
     overlay_for,
     overlays,
     render_manifests,
+    render_with_catalog_shards,
+    route_to_shards,
+    shard_addresses,
+    shard_objects,
+    shard_port,
     workload_objects,
 )
 from .owner import CURRENT_OWNER
@@ -96,6 +105,9 @@ class _Kind:
 _DEPLOYMENT = _Kind("Deployment", "apps", "deployments")
 _SERVICE = _Kind("Service", "", "services")
 _JOB = _Kind("Job", "batch", "jobs")
+_STATEFULSET = _Kind("StatefulSet", "apps", "statefulsets")
+# What stop_leftovers looks for: every kind the driver creates.
+_KINDS = (_DEPLOYMENT, _STATEFULSET, _JOB, _SERVICE)
 
 
 def _api_message(error: Any) -> str:
@@ -180,26 +192,69 @@ class KubernetesDriver:
     async def inference_service(
         self, trial: experiment_pb2.Trial, spec: experiment_pb2.ExperimentSpec, log_dir: Path
     ) -> AsyncIterator[str]:
-        """Yields host:port of the trial's headless Service once every replica is ready."""
+        """Yields host:port of the trial's headless Service once every replica is ready; with
+        catalog shards, the router's, created once every shard is ready (all deleted with it)."""
         overlay = overlay_for(trial.hardware, overlays(self.base_dir))
-        rendered = await self._render(f"overlays/{overlay}")
+        sharded = trial.hardware.catalog_shards >= 2
+        rendered = await (self._render_sharded(overlay) if sharded else self._render(f"overlays/{overlay}"))
         name = object_name("etude-inf", trial.trial_id, f"{spec.name}/{trial.trial_id}")
         deployment, service = inference_objects(rendered, name, self.namespace, trial, spec, self.image)
-        created: list[tuple[_Kind, str]] = []
-        what = f"inference service of trial {trial.trial_id} (Deployment {self.namespace}/{name})"
-        _log.info(
-            "k8s_deploying", trial_id=trial.trial_id, name=name, overlay=overlay, namespace=self.namespace
+        async with AsyncExitStack() as shards:
+            if sharded:
+                addresses = await shards.enter_async_context(
+                    self._catalog_shards(rendered, trial, spec, log_dir)
+                )
+                route_to_shards(deployment, addresses)
+            created: list[tuple[_Kind, str]] = []
+            what = f"inference service of trial {trial.trial_id} (Deployment {self.namespace}/{name})"
+            _log.info(
+                "k8s_deploying", trial_id=trial.trial_id, name=name, overlay=overlay, namespace=self.namespace
+            )
+            try:
+                await self._create(_SERVICE, service, created)
+                await self._create(_DEPLOYMENT, deployment, created)
+                replicas = deployment["spec"]["replicas"]
+                await self._wait_until_ready(
+                    what, name, lambda: self._replicas_ready(_DEPLOYMENT, name, replicas)
+                )
+                self._serving[name] = what
+                yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.INFERENCE_PORT}"
+            finally:
+                self._serving.pop(name, None)
+                await _to_completion(self._tear_down(created, name, log_dir, service_log_file("inference")))
+
+    @asynccontextmanager
+    async def _catalog_shards(
+        self,
+        rendered: list[dict[str, Any]],
+        trial: experiment_pb2.Trial,
+        spec: experiment_pb2.ExperimentSpec,
+        log_dir: Path,
+    ) -> AsyncIterator[list[str]]:
+        """Yields the shards' addresses (in shard order) once every shard pod is ready; the
+        StatefulSet and its Service are deleted on exit, each pod's log saved as shard-I.log."""
+        name = object_name(
+            "etude-shd", trial.trial_id, f"{spec.name}/{trial.trial_id}", max_length=STATEFULSET_NAME_MAX
         )
+        statefulset, service = shard_objects(rendered, name, self.namespace, trial, spec, self.image)
+        count = statefulset["spec"]["replicas"]
+        created: list[tuple[_Kind, str]] = []
+        what = f"catalog shards of trial {trial.trial_id} (StatefulSet {self.namespace}/{name})"
+        _log.info("k8s_deploying_shards", trial_id=trial.trial_id, name=name, shards=count)
         try:
             await self._create(_SERVICE, service, created)
-            await self._create(_DEPLOYMENT, deployment, created)
-            replicas = deployment["spec"]["replicas"]
-            await self._wait_until_ready(what, name, lambda: self._deployment_ready(name, replicas))
+            await self._create(_STATEFULSET, statefulset, created)
+            await self._wait_until_ready(
+                what,
+                name,
+                lambda: self._replicas_ready(_STATEFULSET, name, count),
+                pod_role=lambda pod_name: f"shard {pod_name.rpartition('-')[2]} of {count}: ",
+            )
             self._serving[name] = what
-            yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.INFERENCE_PORT}"
+            yield shard_addresses(name, self.namespace, count, shard_port(service))
         finally:
             self._serving.pop(name, None)
-            await _to_completion(self._tear_down(created, name, log_dir, service_log_file("inference")))
+            await _to_completion(self._tear_down(created, name, log_dir, _shard_log_file))
 
     @asynccontextmanager
     async def workload_service(self, log_dir: Path) -> AsyncIterator[str]:
@@ -213,7 +268,7 @@ class KubernetesDriver:
         try:
             await self._create(_SERVICE, service, created)
             await self._create(_DEPLOYMENT, deployment, created)
-            await self._wait_until_ready(what, name, lambda: self._deployment_ready(name, 1))
+            await self._wait_until_ready(what, name, lambda: self._replicas_ready(_DEPLOYMENT, name, 1))
             self._serving[name] = what
             yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.WORKLOAD_PORT}"
         finally:
@@ -300,7 +355,7 @@ class KubernetesDriver:
         there: what a controller that died mid-trial left; `started` (local processes) is ignored."""
         stopped: list[str] = []
         selector = leftover_selector(experiment_id)
-        for kind in (_DEPLOYMENT, _JOB, _SERVICE):
+        for kind in _KINDS:
             try:
                 found = await self._call(
                     self._api_function("list", kind), self.namespace, label_selector=selector
@@ -333,10 +388,17 @@ class KubernetesDriver:
             self._rendered[relative] = await asyncio.to_thread(render_manifests, self.base_dir / relative)
         return self._rendered[relative]
 
+    async def _render_sharded(self, overlay: str) -> list[dict[str, Any]]:
+        key = f"overlays/{overlay}+{CATALOG_SHARDS_COMPONENT}"
+        if key not in self._rendered:
+            self._rendered[key] = await asyncio.to_thread(render_with_catalog_shards, self.base_dir, overlay)
+        return self._rendered[key]
+
     def _api_function(self, verb: str, kind: _Kind) -> Callable[..., Any]:
         """The client's `{verb}_namespaced_{kind}` method (create, read, list or delete)."""
-        api = {"Deployment": self.apps, "Service": self.core, "Job": self.batch}[kind.kind]
-        return getattr(api, f"{verb}_namespaced_{kind.kind.lower()}")
+        api = {"Deployment": self.apps, "StatefulSet": self.apps, "Service": self.core, "Job": self.batch}
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", kind.kind).lower()  # StatefulSet -> stateful_set
+        return getattr(api[kind.kind], f"{verb}_namespaced_{snake}")
 
     async def _create(self, kind: _Kind, body: dict[str, Any], created: list[tuple[_Kind, str]]) -> None:
         """Creates `body`; a leftover of the same name (409) is deleted and created again when it
@@ -427,16 +489,24 @@ class KubernetesDriver:
 
     # -- readiness -----------------------------------------------------------------------------
 
-    async def _wait_until_ready(self, what: str, name: str, is_ready: Callable[[], Awaitable[bool]]) -> None:
-        """Polls until `is_ready`; fails at once for a pod that cannot recover, and on timeout
-        with what the pods were doing (unschedulable, pulling the image, ...)."""
+    async def _wait_until_ready(
+        self,
+        what: str,
+        name: str,
+        is_ready: Callable[[], Awaitable[bool]],
+        pod_role: Callable[[str], str] = lambda pod_name: "",
+    ) -> None:
+        """Polls until `is_ready`; fails at once for a pod that cannot recover (`pod_role` says
+        which part it plays, e.g. "shard 1 of 4: "), and on timeout with what the pods were doing
+        (unschedulable, pulling the image, ...)."""
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             pods = await self._pods(name)
             for pod in pods:
                 failure = pod_failure(pod)
                 if failure:
-                    raise PodFailed(f"{what} failed: {failure}{await self._log_tail(pod)}")
+                    role = pod_role(pod.metadata.name)
+                    raise PodFailed(f"{what} failed: {role}{failure}{await self._log_tail(pod)}")
             if await is_ready():
                 _log.info("k8s_ready", what=what)
                 return
@@ -462,9 +532,10 @@ class KubernetesDriver:
             raise KubernetesDeployError(f"listing pods of {name}: {_api_message(error)}") from error
         return list(found.items or [])
 
-    async def _deployment_ready(self, name: str, replicas: int) -> bool:
-        deployment = await self._read(_DEPLOYMENT, name)
-        status = deployment.status
+    async def _replicas_ready(self, kind: _Kind, name: str, replicas: int) -> bool:
+        """Whether a Deployment's or StatefulSet's ready replicas reach `replicas`."""
+        found = await self._read(kind, name)
+        status = found.status
         return status is not None and (status.ready_replicas or 0) >= replicas
 
     async def _job_ready(self, name: str, instance: int = 0) -> bool:
@@ -510,10 +581,15 @@ class KubernetesDriver:
     # -- teardown ------------------------------------------------------------------------------
 
     async def _tear_down(
-        self, created: list[tuple[_Kind, str]], name: str, log_dir: Path, log_file: str
+        self,
+        created: list[tuple[_Kind, str]],
+        name: str,
+        log_dir: Path,
+        log_file: str | Callable[[str], str],
     ) -> None:
-        """Saves the pods' logs into `log_dir` (`log_file`; a replica past the first as
-        NAME-i.log), then deletes every object created (newest first).
+        """Saves the pods' logs into `log_dir` (`log_file`, a replica past the first as NAME-i.log;
+        or the file `log_file` names for each pod's name), then deletes every object created
+        (newest first).
         Errors are logged, never raised: they must not hide the trial's own outcome."""
         if not created:
             return
@@ -528,11 +604,14 @@ class KubernetesDriver:
             except Exception as error:
                 _log.error("k8s_delete_failed", kind=kind.kind, name=object_name_, error=str(error))
 
-    async def _save_logs(self, name: str, log_dir: Path, log_file: str) -> None:
+    async def _save_logs(self, name: str, log_dir: Path, log_file: str | Callable[[str], str]) -> None:
         pods = await self._pods(name)
         for index, pod in enumerate(pods):
             text = await self._call(self.core.read_namespaced_pod_log, pod.metadata.name, self.namespace)
-            path = log_dir / (log_file if index == 0 else log_file.replace(".log", f"-{index}.log"))
+            if callable(log_file):
+                path = log_dir / log_file(pod.metadata.name)
+            else:
+                path = log_dir / (log_file if index == 0 else log_file.replace(".log", f"-{index}.log"))
             await asyncio.to_thread(_write_text, path, text or "")
 
     # -- records and port-forward --------------------------------------------------------------
@@ -604,6 +683,13 @@ def pod_failure(pod: Any) -> str:
                 detail += f" (last exit code {last.exit_code}, {last.reason or 'no reason'})"
             return detail
     return ""
+
+
+def _shard_log_file(pod_name: str) -> str:
+    """shard.log, shard-1.log, ... by the pod's StatefulSet ordinal (NAME-3 -> shard-3.log), as the
+    local driver names its shards' logs."""
+    ordinal = pod_name.rpartition("-")[2]
+    return service_log_file("shard", int(ordinal)) if ordinal.isdigit() else f"shard-{pod_name}.log"
 
 
 def _restarts(pod: Any) -> int:

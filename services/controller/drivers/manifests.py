@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import yaml
 from etude.provenance import IMAGE_ENV
 from etude.v1 import experiment_pb2
 
-from ..options import inference_options
+from ..options import inference_options, shard_options
 from .processes import ServiceStartError
 
 KUSTOMIZE_DIR_ENV = "ETUDE_KUSTOMIZE_DIR"
@@ -26,6 +27,12 @@ KUSTOMIZE_DIR_ENV = "ETUDE_KUSTOMIZE_DIR"
 INFERENCE_BASE_NAME = "etude-inference"
 LOADGEN_BASE_NAME = "etude-loadgen"
 WORKLOAD_BASE_NAME = "etude-workload"
+# deploy/kustomize/components/catalog-shards: the shards' StatefulSet and headless Service.
+SHARD_BASE_NAME = "etude-shard"
+CATALOG_SHARDS_COMPONENT = "components/catalog-shards"
+# A StatefulSet's name is at most 52 characters: its pods carry the label controller-revision-hash
+# = NAME-<10-character hash>, and a label value is at most 63.
+STATEFULSET_NAME_MAX = 52
 INSTANCE_LABEL = "etude.dev/instance"
 # Every object created for an experiment carries its id, so that a restarted controller can find
 # what its previous run left behind (experiment_label_value).
@@ -83,6 +90,21 @@ def render_manifests(directory: Path) -> list[dict[str, Any]]:
     return [document for document in yaml.safe_load_all(rendered) if document]
 
 
+def render_with_catalog_shards(base_dir: Path, overlay: str) -> list[dict[str, Any]]:
+    """An overlay rendered with the catalog-shards component (then the images component, which
+    tags the shards' image too), through a kustomization in a temporary folder: kustomize takes
+    relative paths only, and deploy/kustomize may be read-only (the container image's copy)."""
+    with tempfile.TemporaryDirectory(prefix="etude-kustomize-") as folder:
+        root = Path(os.path.relpath(base_dir.resolve(), Path(folder).resolve()))
+        (Path(folder) / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources:\n  - {(root / 'overlays' / overlay).as_posix()}\n"
+            f"components:\n  - {(root / CATALOG_SHARDS_COMPONENT).as_posix()}\n"
+            f"  - {(root / 'components' / 'images').as_posix()}\n"
+        )
+        return render_manifests(Path(folder))
+
+
 def overlays(base_dir: Path) -> list[str]:
     """Hardware overlays in deploy/kustomize/overlays (all but the platform's: `platform*`)."""
     folder = base_dir / "overlays"
@@ -111,11 +133,12 @@ def overlay_for(hardware: experiment_pb2.HardwareOption, available: list[str]) -
     )
 
 
-def object_name(prefix: str, label: str, unique_by: str) -> str:
-    """A DNS-1035 label (<= 63 characters) readable from `label`, unique by a digest of `unique_by`."""
+def object_name(prefix: str, label: str, unique_by: str, max_length: int = 63) -> str:
+    """A DNS-1035 label (<= `max_length` characters, 63 at most) readable from `label`, unique by
+    a digest of `unique_by`."""
     slug = re.sub(r"[^a-z0-9-]+", "-", label.lower()).strip("-")
     digest = hashlib.sha256(unique_by.encode()).hexdigest()[:8]
-    room = 63 - len(prefix) - len(digest) - 2
+    room = min(max_length, 63) - len(prefix) - len(digest) - 2
     return f"{prefix}-{slug[:room].rstrip('-')}-{digest}" if slug else f"{prefix}-{digest}"
 
 
@@ -243,3 +266,60 @@ def workload_objects(
         _container(template["spec"], "workload")["image"] = image
     service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
     return deployment, service
+
+
+def shard_addresses(name: str, namespace: str, count: int, port: int) -> list[str]:
+    """The stable DNS names of a StatefulSet's `count` pods behind its headless Service of the
+    same name (POD.SERVICE.NAMESPACE.svc.cluster.local), in shard order: pod NAME-i is shard i."""
+    return [f"{name}-{index}.{name}.{namespace}.svc.cluster.local:{port}" for index in range(count)]
+
+
+def shard_objects(
+    rendered: list[dict[str, Any]],
+    name: str,
+    namespace: str,
+    trial: experiment_pb2.Trial,
+    spec: experiment_pb2.ExperimentSpec,
+    image: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(StatefulSet, headless Service) of one trial's catalog shards, from the rendered
+    catalog-shards component: trial.hardware.catalog_shards replicas, each pod serving the shard
+    its ordinal names (`--shard ordinal/N`: the shard takes I from its hostname, which a
+    StatefulSet sets to the pod's name NAME-I), with the trial's model, catalog, seed and layout.
+
+    The ordinal is read from the hostname rather than from the `apps.kubernetes.io/pod-index`
+    label through the downward API: the hostname is the pod's name on every Kubernetes version,
+    whereas that label is beta behind the PodIndexLabel feature gate before 1.32 (a cluster may
+    turn it off). The selectors get the trial's own instance label, as the inference service's do.
+    """
+    statefulset = _find(rendered, "StatefulSet", SHARD_BASE_NAME)
+    service = _find(rendered, "Service", SHARD_BASE_NAME)
+    labels = {**MANAGED_BY, INSTANCE_LABEL: name}
+    for document in (statefulset, service):
+        _rename(document, name, namespace, labels)
+    count = trial.hardware.catalog_shards
+    statefulset["spec"]["replicas"] = count
+    statefulset["spec"]["serviceName"] = name
+    statefulset["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] = name
+    template = statefulset["spec"]["template"]
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    container = _container(template["spec"], "shard")
+    options = shard_options(trial, spec, 0)
+    options["shard"] = f"ordinal/{count}"
+    set_env(container, {"ETUDE_" + option.upper(): value for option, value in options.items()})
+    if image:
+        container["image"] = image
+    set_env(container, {IMAGE_ENV: container.get("image", "")})
+    service["spec"]["selector"] = {**service["spec"].get("selector", {}), INSTANCE_LABEL: name}
+    return statefulset, service
+
+
+def route_to_shards(deployment: dict[str, Any], addresses: list[str]) -> None:
+    """Makes an inference Deployment the router over the shards at `addresses` (in shard order)."""
+    container = _container(deployment["spec"]["template"]["spec"], "inference")
+    set_env(container, {"ETUDE_CATALOG_SHARDS": ",".join(addresses)})
+
+
+def shard_port(service: dict[str, Any]) -> int:
+    """The port the shards' headless Service names (the shards' gRPC port)."""
+    return int(service["spec"]["ports"][0]["port"])
