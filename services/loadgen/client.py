@@ -294,19 +294,23 @@ def _log_client_error() -> None:
     _log.exception("recommend_client_raised")
 
 
-def _outcome_of_bytes(response: bytes) -> Outcome:
-    return outcome_of(recommender_pb2.RecommendResponse.FromString(response))
+def _outcome_of_bytes(response: bytes, sent_ns: int = 0, received_ns: int = 0) -> Outcome:
+    return outcome_of(recommender_pb2.RecommendResponse.FromString(response), sent_ns, received_ns)
 
 
-def outcome_of(response: recommender_pb2.RecommendResponse) -> Outcome:
+def outcome_of(
+    response: recommender_pb2.RecommendResponse, sent_ns: int = 0, received_ns: int = 0
+) -> Outcome:
     timing = response.timing
     return Outcome(
         OK,
-        queue_us=timing.queue_us,
-        inference_us=timing.inference_us,
-        batch_size=timing.batch_size,
-        server_total_us=timing.server_total_us,
-        shard_fanout_us=timing.shard_fanout_us,
-        shard_compute_us=timing.shard_compute_us,
-        shard_wire_bytes=timing.shard_wire_bytes,
+        timing.queue_us,
+        timing.inference_us,
+        timing.batch_size,
+        timing.server_total_us,
+        timing.shard_fanout_us,
+        timing.shard_compute_us,
+        timing.shard_wire_bytes,
+        sent_ns,
+        received_ns,
     )

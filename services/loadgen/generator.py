@@ -84,6 +84,11 @@ class Outcome(NamedTuple):
     shard_fanout_us: int = 0
     shard_compute_us: int = 0
     shard_wire_bytes: int = 0
+    # When the transport wrote the request and read its answer (time.perf_counter_ns()), where
+    # it knows (0: it does not): latency from the actual send is then the wire's, without the
+    # client's own encoding and decoding around it, as a C client would measure it.
+    sent_ns: int = 0
+    received_ns: int = 0
 
 
 class RecommendClient(Protocol):
@@ -570,7 +575,9 @@ class LoadGenerator:
         actual_ns: int,
         outcome: Outcome,
     ) -> None:
-        completion_ns = time.perf_counter_ns()
+        completion_ns = outcome.received_ns or time.perf_counter_ns()
+        if outcome.sent_ns:
+            actual_ns = outcome.sent_ns
         self._in_flight -= 1
         if click_index + 1 < len(session.item_ids):
             session.next_click = click_index + 1

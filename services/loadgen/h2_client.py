@@ -73,7 +73,7 @@ class _Call:
     """One request: its callback, deadline, stream and (when sampled) span."""
 
     __slots__ = ("connection", "deadline", "done", "http_status", "message", "on_done", "payload",
-                 "refusals", "span", "stream_id", "timeout_s", "traceparent")  # fmt: skip
+                 "refusals", "sent_ns", "span", "stream_id", "timeout_s", "traceparent")  # fmt: skip
 
     def __init__(self, on_done: OnDone, deadline: float, payload: bytes, timeout_s: float) -> None:
         self.on_done = on_done
@@ -88,6 +88,7 @@ class _Call:
         self.done = False
         self.refusals = 0
         self.span: trace.Span | None = None
+        self.sent_ns = 0  # when its frames were handed to the socket
 
 
 class _Connection(asyncio.Protocol):
@@ -109,6 +110,7 @@ class _Connection(asyncio.Protocol):
         self._hold_until_stream_end = False
         self._received_unacknowledged = 0
         self._decoder = hpack.Decoder()
+        self._read_ns = 0
         # Header blocks that left the HPACK table as it was decode the same until it changes.
         self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self._continued: tuple[int, int, bytearray] | None = None
@@ -137,6 +139,9 @@ class _Connection(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        # Every answer ending in this read arrived by now: its latency stops here, not after
+        # the parsing below (the answer's Outcome carries it).
+        self._read_ns = time.perf_counter_ns()
         buffer: bytes | bytearray = self._buffer
         if buffer or not isinstance(data, bytes):
             self._buffer += data
@@ -212,7 +217,9 @@ class _Connection(asyncio.Protocol):
             out.append(
                 h2.frame(h2.DATA, h2.FLAG_END_STREAM if last else 0, stream_id, payload[start : start + step])
             )
-        self._transport.write(b"".join(out))
+        frames = b"".join(out)
+        call.sent_ns = time.perf_counter_ns()
+        self._transport.write(frames)
 
     def _send_waiting(self) -> None:
         while self._waiting and self.usable:
@@ -328,7 +335,7 @@ class _Connection(asyncio.Protocol):
         message = call.message
         if message is None or len(message) < 5 or message[0] != 0:
             return _INTERNAL  # OK without exactly one uncompressed message
-        return _outcome_of_bytes(bytes(message[5:]))
+        return _outcome_of_bytes(bytes(message[5:]), call.sent_ns, self._read_ns)
 
     def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         cached = self._decoded.get(block)

@@ -4,10 +4,13 @@ failures inside `start` counted, cancellation through `cancel_all`."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from etude.services.loadgen.generator import CANCELLED, CLIENT_ERROR, OK, LoadGenerator, OnDone, Outcome
+from etude.services.results.layout import RECORDS_FILE
+from etude.services.results.records import read_records as read_record_columns
 from loadgen_fakes import endless_sessions
 
 from etude.v1 import loadgen_pb2
@@ -84,3 +87,30 @@ async def test_cancelling_a_run_goes_through_cancel_all() -> None:
     assert summary is not None and summary.requests_sent >= 5
     assert dict(summary.errors_by_status) == {CANCELLED: summary.requests_sent}
     assert client.pending == {}
+
+
+class WireTimesClient(CallbackClient):
+    """Answers saying its request went on the wire 300 us after `start` and its answer came off
+    the wire 1 ms after that (what the h2 transport reports)."""
+
+    def _answer(self, call: int) -> None:
+        _, on_done = self.pending.pop(call)
+        sent_ns = self.started_ns[call] + 300_000
+        on_done(Outcome(OK, sent_ns=sent_ns, received_ns=sent_ns + 1_000_000))
+
+    def start(
+        self, session_id: str, item_ids: Sequence[int], k: int, timeout_s: float, on_done: OnDone
+    ) -> None:
+        self.started_ns = getattr(self, "started_ns", [])
+        self.started_ns.append(time.perf_counter_ns())
+        super().start(session_id, item_ids, k, timeout_s, on_done)
+
+
+async def test_times_the_transport_reports_are_the_send_and_completion_of_the_records(tmp_path: Path) -> None:
+    client = WireTimesClient(delay_s=0.005)
+    summary = await LoadGenerator(client, endless_sessions(), profile(20.0), records_dir=tmp_path).run()
+    assert summary.requests_ok == 20
+    columns = read_record_columns(tmp_path / RECORDS_FILE)
+    assert list(columns.completion_ns - columns.actual_send_ns) == [1_000_000] * 20
+    assert list(columns.latency_from_actual_us) == [1_000] * 20
+    assert summary.latency_from_actual.p50_ms == 1.0

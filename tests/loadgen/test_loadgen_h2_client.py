@@ -113,10 +113,14 @@ async def all_outcomes(
 
 async def test_the_server_sees_a_unary_grpc_call_with_its_deadline_and_message() -> None:
     async with grpc_server() as (port, seen), h2_client(f"127.0.0.1:{port}") as client:
+        started_ns = time.perf_counter_ns()
         (outcome,) = await all_outcomes(
             client, 1, timeout_s=2.0, session_id="visitor-9", item_ids=[5, 6], k=4
         )
-    assert outcome == Outcome(OK, batch_size=1, server_total_us=7)
+        ended_ns = time.perf_counter_ns()
+    assert outcome._replace(sent_ns=0, received_ns=0) == Outcome(OK, batch_size=1, server_total_us=7)
+    # The answer says when its request went on the wire and when the answer came off it.
+    assert started_ns < outcome.sent_ns < outcome.received_ns < ended_ns
     (request,) = seen.requests
     assert (request.session_id, list(request.item_ids), request.k) == ("visitor-9", [5, 6], 4)
     # The deadline crossed the wire as grpc-timeout.
