@@ -19,7 +19,7 @@ its CPU time is its own):
    is no reference: its --rps timer fires every 10 ms per connection and sends in bursts.) The
    part is skipped when no C compiler is found.
 
-    .venv/bin/python benchmarks/bench_loadgen.py [--ramp-s 2 --hold-s 10] [--rounds 3]
+    .venv/bin/python benchmarks/bench_loadgen.py [--ramp-s 2 --hold-s 10] [--rounds 3] [--parts 1 2 3]
 """
 
 from __future__ import annotations
@@ -256,6 +256,15 @@ def measure_all(
         "cpu_us/req and cores = the load generator's process CPU over the run (LoadGenFootprint); "
         f"{os.cpu_count()} cores, shared with whatever else runs here"
     )
+    if 1 in args.parts:
+        measure_cpu_per_request(target, args)
+    if 2 in args.parts:
+        measure_pinned_limit(pinned_target, native_target, args)
+    if 3 in args.parts:
+        compare_with_reference(pinned_target, args, folder)
+
+
+def measure_cpu_per_request(target: str, args: argparse.Namespace) -> None:
     print("\n1. load-generator CPU per request")
     print_header()
     cpu_at_2000: dict[str, float] = {}
@@ -268,6 +277,8 @@ def measure_all(
     for transport, cpu_us in cpu_at_2000.items():
         print(f"   CPU per request at 2,000 req/s, {transport}: {cpu_us:.0f} us (target <= 100 us)")
 
+
+def measure_pinned_limit(pinned_target: str, native_target: str, args: argparse.Namespace) -> None:
     print(
         f"\n2. one load generator ({args.pinned_transport}) pinned to core {LOADGEN_CPU}, the server "
         f"({'noop_grpc_server, C' if native_target != pinned_target else 'Python no-op'}) to core "
@@ -305,6 +316,8 @@ def measure_all(
                 f"{footprint.cpu_us_per_request:.0f} us CPU per request"
             )
 
+
+def compare_with_reference(pinned_target: str, args: argparse.Namespace, folder: Path) -> None:
     print(
         "\n3. p90 from the actual send at 2,000 req/s: the load generator (each transport) vs "
         f"openloop_grpc (C, smooth open loop), one after the other, each pinned to core {LOADGEN_CPU}, "
@@ -399,6 +412,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pinned-transport", default=TRANSPORT_H2, help="the transport of part 2")
     parser.add_argument("--hold-s", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the comparison with openloop_grpc")
+    parser.add_argument(
+        "--parts", type=int, nargs="+", choices=[1, 2, 3], default=[1, 2, 3], help="which parts to run"
+    )
     parser.add_argument("--serve-noop", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--drive", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
