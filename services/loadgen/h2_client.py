@@ -455,9 +455,13 @@ class H2RecommendClient:
         self._timer: asyncio.TimerHandle | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
+        # The loop connect() ran on. Asked for per request, asyncio.get_running_loop() would cost
+        # a getpid() system call each time on CPython 3.11 (its fork check).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def connect(self, timeout_s: float) -> None:
         """Connects to every address the target resolves to; TargetUnavailable if none answers."""
+        self._loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(self._connect_missing(), timeout_s)
         except (TimeoutError, OSError) as error:
@@ -551,7 +555,7 @@ class H2RecommendClient:
     ) -> None:
         """Sends the request (a re-ranking one with `candidate_ids`) and returns; `on_done` gets
         its Outcome when it ends."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         call = _Call(
             on_done,
             loop.time() + timeout_s,
@@ -613,7 +617,7 @@ class H2RecommendClient:
     def _expire(self) -> None:
         """Ends the requests past their deadline; re-arms itself for the next one."""
         self._timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         now = loop.time()
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
