@@ -18,6 +18,7 @@ from etude.services.results.records import (
     OK,
     RECORD_FIELDS,
     TIMING_COLUMNS,
+    WRITE_BLOCK_ROWS,
     Record,
     parse_records,
     read_records,
@@ -145,3 +146,13 @@ async def test_a_run_closed_while_being_cancelled_still_gets_its_summary(tmp_pat
         await closing
     summary = parse_summary((tmp_path / "run" / SUMMARY_FILE).read_text())
     assert (summary.run_id, summary.requests_sent) == ("r", 3)
+
+
+def test_rows_written_in_several_blocks_read_back_whole_and_in_order(tmp_path: Path) -> None:
+    rows = [
+        Record(index // 100, f"s{index}", index % 7, index, index + 1, index + 2, OK, 2, 1, 0, 0, 1, 0)
+        for index in range(WRITE_BLOCK_ROWS * 3 + 5)
+    ]
+    path = tmp_path / RECORDS_FILE
+    write_records(path, iter(rows))  # any iterable, consumed block by block
+    assert list(read_records(path).rows()) == rows
