@@ -124,9 +124,10 @@ async def run_until_signalled(
     port = await host.start()
     if port_file:
         await asyncio.to_thread(_write_port_file, Path(port_file), port)
-    _log.info("serving", port=port)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Which loop runs the service (uvloop for the load generator, etude/event_loop.py).
+    _log.info("serving", port=port, event_loop=type(loop).__module__.split(".")[0])
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     termination = asyncio.create_task(host.server.wait_for_termination())

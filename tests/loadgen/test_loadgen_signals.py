@@ -16,6 +16,7 @@ from etude.services.controller.drivers.processes import ChildService
 from etude.services.results.layout import RECORDS_FILE, SUMMARY_FILE
 from loadgen_fakes import FakeRecommender, FakeWorkload
 
+from etude.event_loop import fast_loop_factory
 from etude.serving import ServiceHost, service_full_name
 from etude.v1 import (
     loadgen_pb2,
@@ -85,3 +86,6 @@ async def test_a_signalled_loadgen_writes_the_summary_of_what_ran(
     assert summary["run_id"] == "signalled"
     assert int(summary["requests_ok"]) >= 40  # two ticks at least, at 20/s
     assert (records / RECORDS_FILE).stat().st_size > 0
+    # The load generator runs on uvloop where it is installed (etude/event_loop.py).
+    expected_loop = "uvloop" if fast_loop_factory() is not None else "asyncio"
+    assert f'"event_loop": "{expected_loop}"' in (tmp_path / "loadgen.log").read_text()
