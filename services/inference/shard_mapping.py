@@ -22,8 +22,10 @@ import numpy as np
 
 STRATEGIES = ("range", "hash", "popular")
 DEFAULT_STRATEGY = "range"
-# Ids mapped per step when a shard lists the ids it owns (bounds the temporaries at 20M items).
-_OWNER_STEP = 1 << 20
+# Ids mapped per step when a shard lists the ids it owns: the hash's uint64 temporaries stay at
+# a few MB (at 1 << 20 they added ~30 MB to a shard's build peak), and the steps cost nothing
+# measurable (20M ids mapped in ~0.3 s either way).
+_OWNER_STEP = 1 << 16
 
 
 class InvalidShardMap(ValueError):

@@ -79,22 +79,19 @@ class ShardCatalog:
             )
         self.owned_ids = owned
         self.items_owned = int(owned.size)
+        self._replica_ids = replicas
         dim, seed = self.embedding_dim, config.seed
+        # Rows are generated straight into their place in the table, one seeded block at a time:
+        # the build's peak is the table plus one block, never a second copy of the rows.
         self._table = torch.empty(1 + owned.size + replicas.size, dim)
         self._table[0].zero_()
+        owned_rows = self._table[1 : 1 + owned.size]
         if shard_map.strategy == "range":
-            self._table[1 : 1 + owned.size] = item_range_rows(
-                self.item_init, seed, dim, int(owned[0]), int(owned[-1]) + 1
-            )
+            item_range_rows(self.item_init, seed, dim, int(owned[0]), int(owned[-1]) + 1, out=owned_rows)
         else:
-            self._table[1 : 1 + owned.size] = item_rows(self.item_init, seed, dim, owned)
-        self._table[1 + owned.size :] = item_rows(self.item_init, seed, dim, replicas)
-        # Lookup index: held ids ascending, and each one's row in the table.
-        held = np.concatenate([owned, replicas])
-        order = np.argsort(held, kind="stable")
-        self._held_sorted = held[order]
-        self._held_rows = (order + 1).astype(np.int64)
-        self.rows_held = int(held.size)
+            item_rows(self.item_init, seed, dim, owned, out=owned_rows)
+        item_rows(self.item_init, seed, dim, replicas, out=self._table[1 + owned.size :])
+        self.rows_held = int(owned.size + replicas.size)
         # The owned rows alone are scored: a [1 + owned] view, row 0 the padding the scorer skips.
         self._scorer = CatalogScorer(
             self._table[: 1 + owned.size],
@@ -121,8 +118,12 @@ class ShardCatalog:
         ids = np.asarray(item_ids, dtype=np.int64)
         if ids.size > MAX_LOOKUP_ITEMS:
             raise ShardRequestError("item_ids", f"item_ids has {ids.size} ids, more than {MAX_LOOKUP_ITEMS}")
-        positions = np.minimum(np.searchsorted(self._held_sorted, ids), max(self._held_sorted.size - 1, 0))
-        found = self._held_sorted[positions] == ids
+        # Owned ids and replicas are each ascending and disjoint: an id's row is its position in
+        # one of them (no catalog-sized lookup index beside the ids the shard keeps anyway).
+        rows, found = _positions(self.owned_ids, ids)
+        replica_rows, replica_found = _positions(self._replica_ids, ids)
+        rows = np.where(found, rows + 1, replica_rows + 1 + self.items_owned)
+        found |= replica_found
         if not found.all():
             first = int(ids[int(np.argmin(found))])
             raise ShardRequestError(
@@ -131,8 +132,7 @@ class ShardCatalog:
                 f"{self.config.shard_map.shard_count} (strategy {self.config.shard_map.strategy}, "
                 f"catalog 1..{self.config.catalog_size})",
             )
-        rows = torch.from_numpy(self._held_rows[positions])
-        return self._table.index_select(0, rows).numpy()
+        return self._table.index_select(0, torch.from_numpy(rows)).numpy()
 
     def score(self, session_repr: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(global ids int64 [B, k], scores fp32 [B, k]), each row best first, over the owned items."""
@@ -154,3 +154,11 @@ class ShardCatalog:
             scores, rows = self._scorer.top_k(torch.from_numpy(session_repr), k)
             ids = self._owned_ids_tensor[rows - 1]
         return ids.numpy(), scores.numpy()
+
+
+def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each of `ids` in the ascending `sorted_ids`, whether it is there at all)."""
+    if sorted_ids.size == 0:
+        return np.zeros(ids.size, np.int64), np.zeros(ids.size, bool)
+    positions = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return positions, sorted_ids[positions] == ids

@@ -12,7 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from etude.services.inference.models import MODELS, build_model
-from etude.services.inference.models.core import CORE, CosineScorer, core_scorer
+from etude.services.inference.models.core import (
+    CORE,
+    NORMALISE_STEP_ROWS,
+    CosineScorer,
+    core_scorer,
+    normalised_rows,
+)
 from etude.services.inference.models.transformer import TransformerLayer
 from torch import Tensor
 
@@ -121,6 +127,17 @@ def test_core_scorer_normalises_the_table_once_and_refuses_other_encoders(
     assert torch.equal(scores, expected[0])
     with pytest.raises(TypeError, match="CORE encoder"):
         core_scorer(build_model("gru4rec", CATALOG_SIZE, 8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_table_normalised_step_by_step_equals_the_whole_table_normalised_then_cast(
+    dtype: torch.dtype,
+) -> None:
+    table = torch.randn(3 * NORMALISE_STEP_ROWS + 5, 24, generator=torch.Generator().manual_seed(2))
+    table[0].zero_()
+    normalised = normalised_rows(table, dtype)
+    assert normalised.dtype == dtype
+    assert torch.equal(normalised, F.normalize(table, dim=-1).to(dtype))
 
 
 def test_core_shapes_padding_row_and_details() -> None:
