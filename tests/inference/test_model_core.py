@@ -11,6 +11,7 @@ from typing import cast
 import pytest
 import torch
 import torch.nn.functional as F
+from etude.services.inference.memory import item_table_bytes
 from etude.services.inference.models import MODELS, build_model
 from etude.services.inference.models.core import (
     CORE,
@@ -138,6 +139,16 @@ def test_the_table_normalised_step_by_step_equals_the_whole_table_normalised_the
     normalised = normalised_rows(table, dtype)
     assert normalised.dtype == dtype
     assert torch.equal(normalised, F.normalize(table, dim=-1).to(dtype))
+
+
+@pytest.mark.parametrize(("dtype", "scoring_bytes"), [(torch.float32, 4), (torch.bfloat16, 2)])
+def test_the_normalised_table_counts_among_the_servers_item_table_bytes(
+    dtype: torch.dtype, scoring_bytes: int
+) -> None:
+    model = build_model("core", CATALOG_SIZE, 8, seed=9)
+    scorer = core_scorer(model, compute_dtype=dtype)
+    rows = CATALOG_SIZE + 1
+    assert item_table_bytes([model, scorer], rows) == rows * 8 * (4 + scoring_bytes)
 
 
 def test_core_shapes_padding_row_and_details() -> None:
