@@ -76,17 +76,26 @@ def tensor_bytes(tensors: list[torch.Tensor]) -> int:
 
 def item_table_bytes(holders: list[object], rows: int) -> int:
     """Bytes of the item tables among `holders`' tensors (a module's parameters and buffers, an
-    object's tensor attributes): those with `rows` or `rows` - 1 rows (with or without the
-    padding row), each storage counted once."""
-    tensors: list[torch.Tensor] = []
-    for holder in holders:
-        if isinstance(holder, torch.nn.Module):
-            tensors += [*holder.parameters(), *holder.buffers()]
-        elif isinstance(holder, torch.Tensor):
-            tensors.append(holder)
-        else:
-            tensors += [value for value in vars(holder).values() if isinstance(value, torch.Tensor)]
+    object's tensor attributes and those of the objects it holds, e.g. a scorer wrapping another
+    scorer): those with `rows` or `rows` - 1 rows (with or without the padding row), each
+    storage counted once."""
+    tensors = [tensor for holder in holders for tensor in _held_tensors(holder, _HOLDER_DEPTH)]
     return tensor_bytes([t for t in tensors if t.dim() >= 1 and t.shape[0] in (rows, rows - 1)])
+
+
+# How deep item_table_bytes looks through plain objects' attributes: a scorer (CORE's cosine
+# head) holding the CatalogScorer that holds its normalised table.
+_HOLDER_DEPTH = 2
+
+
+def _held_tensors(holder: object, depth: int) -> list[torch.Tensor]:
+    if isinstance(holder, torch.Tensor):
+        return [holder]
+    if isinstance(holder, torch.nn.Module):
+        return [*holder.parameters(), *holder.buffers()]
+    if depth == 0 or isinstance(holder, type) or not hasattr(holder, "__dict__"):
+        return []
+    return [tensor for value in vars(holder).values() for tensor in _held_tensors(value, depth - 1)]
 
 
 def server_memory(

@@ -48,6 +48,43 @@ class ShardConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OwnedItems:
+    """The ids a shard owns (scores), ascending: the bounds first..stop-1 of a range layout,
+    or the ids a hashed layout lists (`listed`, 8 bytes per owned item)."""
+
+    first: int
+    stop: int
+    listed: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, shard_map: ShardMap, shard_index: int) -> OwnedItems:
+        """What shard `shard_index` of `shard_map` owns."""
+        if shard_map.strategy == "range":
+            return cls(shard_map.range_first(shard_index), shard_map.range_first(shard_index + 1))
+        listed = shard_map.owned_ids(shard_index)
+        return cls(0, 0, listed)
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.first if self.listed is None else int(self.listed.size)
+
+    def ids(self) -> np.ndarray:
+        return np.arange(self.first, self.stop, dtype=np.int64) if self.listed is None else self.listed
+
+    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position of each of `ids` among the owned ids, whether this shard owns it at all)."""
+        if self.listed is None:
+            return ids - self.first, (ids >= self.first) & (ids < self.stop)
+        return _positions(self.listed, ids)
+
+    def ids_at(self, positions: torch.Tensor) -> torch.Tensor:
+        """The owned ids at `positions` (int64, any shape)."""
+        if self.listed is None:
+            return positions + self.first
+        return torch.from_numpy(self.listed)[positions]
+
+
 class ShardCatalog:
     """Rows [0; owned items; replicated hot items not owned] and the scorer over the owned ones."""
 
@@ -69,7 +106,7 @@ class ShardCatalog:
             **config.model_options,
         )  # fmt: skip
         self.item_init = encoder.item_init()
-        owned = shard_map.owned_ids(config.shard_index)
+        owned = OwnedItems.of(shard_map, config.shard_index)
         replicas = shard_map.hot_item_ids[shard_map.owner(shard_map.hot_item_ids) != config.shard_index]
         if owned.size == 0:
             raise ValueError(
@@ -77,24 +114,21 @@ class ShardCatalog:
                 f"{config.catalog_size} items "
                 f"(strategy {shard_map.strategy}): use fewer shards or the range strategy"
             )
-        self.owned_ids = owned
-        self.items_owned = int(owned.size)
+        self._owned = owned
+        self.items_owned = owned.size
+        self._replica_ids = replicas
         dim, seed = self.embedding_dim, config.seed
+        # Rows are generated straight into their place in the table, one seeded block at a time:
+        # the build's peak is the table plus one block, never a second copy of the rows.
         self._table = torch.empty(1 + owned.size + replicas.size, dim)
         self._table[0].zero_()
-        if shard_map.strategy == "range":
-            self._table[1 : 1 + owned.size] = item_range_rows(
-                self.item_init, seed, dim, int(owned[0]), int(owned[-1]) + 1
-            )
+        owned_rows = self._table[1 : 1 + owned.size]
+        if owned.listed is None:
+            item_range_rows(self.item_init, seed, dim, owned.first, owned.stop, out=owned_rows)
         else:
-            self._table[1 : 1 + owned.size] = item_rows(self.item_init, seed, dim, owned)
-        self._table[1 + owned.size :] = item_rows(self.item_init, seed, dim, replicas)
-        # Lookup index: held ids ascending, and each one's row in the table.
-        held = np.concatenate([owned, replicas])
-        order = np.argsort(held, kind="stable")
-        self._held_sorted = held[order]
-        self._held_rows = (order + 1).astype(np.int64)
-        self.rows_held = int(held.size)
+            item_rows(self.item_init, seed, dim, owned.listed, out=owned_rows)
+        item_rows(self.item_init, seed, dim, replicas, out=self._table[1 + owned.size :])
+        self.rows_held = owned.size + int(replicas.size)
         # The owned rows alone are scored: a [1 + owned] view, row 0 the padding the scorer skips.
         self._scorer = CatalogScorer(
             self._table[: 1 + owned.size],
@@ -102,7 +136,11 @@ class ShardCatalog:
             max_score_elements=config.max_score_elements,
             rescore_table=self._table[: 1 + owned.size],
         )
-        self._owned_ids_tensor = torch.from_numpy(owned)
+
+    @property
+    def owned_ids(self) -> np.ndarray:
+        """Ascending ids this shard owns (a range's are listed on demand: it keeps two bounds)."""
+        return self._owned.ids()
 
     @property
     def table_bytes(self) -> int:
@@ -121,8 +159,12 @@ class ShardCatalog:
         ids = np.asarray(item_ids, dtype=np.int64)
         if ids.size > MAX_LOOKUP_ITEMS:
             raise ShardRequestError("item_ids", f"item_ids has {ids.size} ids, more than {MAX_LOOKUP_ITEMS}")
-        positions = np.minimum(np.searchsorted(self._held_sorted, ids), max(self._held_sorted.size - 1, 0))
-        found = self._held_sorted[positions] == ids
+        # Owned ids and replicas are each ascending and disjoint: an id's row is its position in
+        # one of them (no catalog-sized lookup index beside the ids the shard keeps anyway).
+        rows, found = self._owned.positions(ids)
+        replica_rows, replica_found = _positions(self._replica_ids, ids)
+        rows = np.where(found, rows + 1, replica_rows + 1 + self.items_owned)
+        found |= replica_found
         if not found.all():
             first = int(ids[int(np.argmin(found))])
             raise ShardRequestError(
@@ -131,8 +173,7 @@ class ShardCatalog:
                 f"{self.config.shard_map.shard_count} (strategy {self.config.shard_map.strategy}, "
                 f"catalog 1..{self.config.catalog_size})",
             )
-        rows = torch.from_numpy(self._held_rows[positions])
-        return self._table.index_select(0, rows).numpy()
+        return self._table.index_select(0, torch.from_numpy(rows)).numpy()
 
     def score(self, session_repr: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(global ids int64 [B, k], scores fp32 [B, k]), each row best first, over the owned items."""
@@ -152,5 +193,13 @@ class ShardCatalog:
             )
         with torch.inference_mode():
             scores, rows = self._scorer.top_k(torch.from_numpy(session_repr), k)
-            ids = self._owned_ids_tensor[rows - 1]
+            ids = self._owned.ids_at(rows - 1)
         return ids.numpy(), scores.numpy()
+
+
+def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each of `ids` in the ascending `sorted_ids`, whether it is there at all)."""
+    if sorted_ids.size == 0:
+        return np.zeros(ids.size, np.int64), np.zeros(ids.size, bool)
+    positions = np.minimum(np.searchsorted(sorted_ids, ids), sorted_ids.size - 1)
+    return positions, sorted_ids[positions] == ids

@@ -37,9 +37,39 @@ def test_rows_follow_the_declared_distribution_and_differ_by_seed() -> None:
     assert not torch.equal(normal, other_seed)
 
 
+def test_rows_are_written_in_place_into_a_slice_of_a_preallocated_table() -> None:
+    init = ItemInit("uniform", 0.1)
+    table = item_table(init, 4, CATALOG_SIZE, 8)
+    scattered = np.sort(np.random.default_rng(1).choice(np.arange(1, CATALOG_SIZE + 1), 900, replace=False))
+    first, stop = 5, 2 * ROWS_PER_BLOCK + 3
+    held = torch.full((1 + (stop - first) + scattered.size, 8), float("nan"))
+    ranged = item_range_rows(init, 4, 8, first, stop, out=held[1 : 1 + stop - first])
+    picked = item_rows(init, 4, 8, scattered, out=held[1 + stop - first :])
+    assert ranged.data_ptr() == held[1].data_ptr()  # the table's own memory, not a copy
+    assert picked.data_ptr() == held[1 + stop - first].data_ptr()
+    assert torch.equal(held[1 : 1 + stop - first], table[first:stop])
+    assert torch.equal(held[1 + stop - first :], table[torch.from_numpy(scattered)])
+    assert torch.isnan(held[0]).all()  # nothing written outside the slices
+
+
+def test_an_out_that_cannot_take_the_rows_is_refused() -> None:
+    init = ItemInit("normal", 1.0)
+    with pytest.raises(ValueError, match=r"out must be a contiguous CPU fp32 \[3, 4\] tensor"):
+        item_range_rows(init, 0, 4, 1, 4, out=torch.empty(2, 4))
+    with pytest.raises(ValueError, match=r"out must be a contiguous CPU fp32 \[2, 4\] tensor"):
+        item_rows(init, 0, 4, np.array([1, 2]), out=torch.empty(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="contiguous"):
+        item_rows(init, 0, 4, np.array([1, 2]), out=torch.empty(4, 2).T)
+
+
 def test_unsorted_or_repeated_ids_are_refused() -> None:
     with pytest.raises(ValueError, match="unique, ascending"):
         item_rows(ItemInit("normal", 1.0), 0, 4, np.array([3, 2]))
+    # Past the first step of the check as well.
+    ids = np.arange(1, 3 * 65_536)
+    ids[100_000] = ids[99_999]
+    with pytest.raises(ValueError, match="unique, ascending"):
+        item_rows(ItemInit("normal", 1.0), 0, 4, ids)
 
 
 def test_encoder_weights_do_not_depend_on_the_catalog_size() -> None:

@@ -11,8 +11,15 @@ from typing import cast
 import pytest
 import torch
 import torch.nn.functional as F
+from etude.services.inference.memory import item_table_bytes
 from etude.services.inference.models import MODELS, build_model
-from etude.services.inference.models.core import CORE, CosineScorer, core_scorer
+from etude.services.inference.models.core import (
+    CORE,
+    NORMALISE_STEP_ROWS,
+    CosineScorer,
+    core_scorer,
+    normalised_rows,
+)
 from etude.services.inference.models.transformer import TransformerLayer
 from torch import Tensor
 
@@ -121,6 +128,27 @@ def test_core_scorer_normalises_the_table_once_and_refuses_other_encoders(
     assert torch.equal(scores, expected[0])
     with pytest.raises(TypeError, match="CORE encoder"):
         core_scorer(build_model("gru4rec", CATALOG_SIZE, 8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_table_normalised_step_by_step_equals_the_whole_table_normalised_then_cast(
+    dtype: torch.dtype,
+) -> None:
+    table = torch.randn(3 * NORMALISE_STEP_ROWS + 5, 24, generator=torch.Generator().manual_seed(2))
+    table[0].zero_()
+    normalised = normalised_rows(table, dtype)
+    assert normalised.dtype == dtype
+    assert torch.equal(normalised, F.normalize(table, dim=-1).to(dtype))
+
+
+@pytest.mark.parametrize(("dtype", "scoring_bytes"), [(torch.float32, 4), (torch.bfloat16, 2)])
+def test_the_normalised_table_counts_among_the_servers_item_table_bytes(
+    dtype: torch.dtype, scoring_bytes: int
+) -> None:
+    model = build_model("core", CATALOG_SIZE, 8, seed=9)
+    scorer = core_scorer(model, compute_dtype=dtype)
+    rows = CATALOG_SIZE + 1
+    assert item_table_bytes([model, scorer], rows) == rows * 8 * (4 + scoring_bytes)
 
 
 def test_core_shapes_padding_row_and_details() -> None:

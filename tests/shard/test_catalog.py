@@ -60,14 +60,19 @@ def _shard(model: str, index: int, shard_map: ShardMap, dim: int = 12) -> ShardC
     return ShardCatalog(config)
 
 
-@pytest.mark.parametrize("strategy", ["range", "hash"])
+@pytest.mark.parametrize("strategy", ["range", "hash", "popular"])
 def test_shards_hold_the_unsharded_rows_and_their_merged_top_k_is_the_unsharded_top_k(strategy: str) -> None:
     full = build_model("narm", CATALOG_SIZE, 12, seed=5).item_embeddings().detach()
-    shard_map = ShardMap(strategy, 3, CATALOG_SIZE)
+    hot = hot_items_of_workload(CATALOG_SIZE, 300, alpha_clicks=2.0, seed=0)
+    shard_map = ShardMap(strategy, 3, CATALOG_SIZE, *([hot] if strategy == "popular" else []))
     shards = [_shard("narm", index, shard_map) for index in range(3)]
     for shard in shards:
         some = shard.owned_ids[::97]
         np.testing.assert_array_equal(shard.lookup(some), full[torch.from_numpy(some)].numpy())
+        # In any order, repeated, owned rows mixed with the replicated hot rows (popular).
+        held = shard_map.hot_item_ids if strategy == "popular" else shard.owned_ids[::389]
+        mixed = np.concatenate([held[::-1], some[:5], held[:3]])
+        np.testing.assert_array_equal(shard.lookup(mixed), full[torch.from_numpy(mixed)].numpy())
     queries = torch.randn(4, 12, generator=torch.Generator().manual_seed(1))
     expected_scores, expected_ids = CatalogScorer(full).top_k(queries, 21)
     parts = [shard.score(queries.numpy(), 21) for shard in shards]

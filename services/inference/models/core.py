@@ -19,6 +19,22 @@ from .base import MAX_SESSION_LENGTH, ItemInit, SessionEncoder, item_embedding_t
 from .transformer import TransformerEncoder, causal_padding_mask
 
 DEFAULT_TEMPERATURE = 0.07
+# Rows normalised per step: a step's fp32 temporaries stay ~2 MB whatever the catalog (at 64k rows
+# the freed 16 MB temporaries left ~50-100 MB resident in the heap; 8k rows is also ~4x faster
+# than normalising the whole table at once, measured at 4M x 64).
+NORMALISE_STEP_ROWS = 8_192
+
+
+def normalised_rows(table: Tensor, dtype: torch.dtype) -> Tensor:
+    """normalize(table, dim=-1) in `dtype`, written a step of rows at a time into one table of
+    that dtype: at a reduced precision the scorer's copy is the only one, never an fp32
+    normalised table beside it (each row's result is what normalising the whole table and then
+    casting gives: the norm is per row)."""
+    out = torch.empty(table.shape, dtype=dtype, device=table.device)
+    for start in range(0, table.size(0), NORMALISE_STEP_ROWS):
+        stop = start + NORMALISE_STEP_ROWS
+        out[start:stop] = F.normalize(table[start:stop], dim=-1)
+    return out
 
 
 class CORE(SessionEncoder):
@@ -106,7 +122,7 @@ class CosineScorer:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
         with torch.no_grad():
-            normalised = F.normalize(item_embeddings.detach(), dim=-1)
+            normalised = normalised_rows(item_embeddings.detach(), compute_dtype)
         # A reduced precision re-scores its candidates against the raw fp32 table (the encoder's,
         # kept anyway), normalising only those rows: no second fp32 table.
         self._catalog = CatalogScorer(

@@ -19,6 +19,8 @@ from torch import Tensor
 # small enough that a shard holding scattered items (hash strategy) wastes little per block.
 ROWS_PER_BLOCK = 8192
 _MASK_64 = (1 << 64) - 1
+# Ids checked per step by item_rows (bounds its temporaries whatever the number of ids).
+_CHECK_STEP = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -66,41 +68,72 @@ def _block(init: ItemInit, seed: int, block: int, dim: int) -> Tensor:
     return rows
 
 
-def item_rows(init: ItemInit, seed: int, dim: int, item_ids: np.ndarray) -> Tensor:
+def item_rows(init: ItemInit, seed: int, dim: int, item_ids: np.ndarray, out: Tensor | None = None) -> Tensor:
     """Rows [len(item_ids), dim] fp32 of the given ids (ascending, unique, >= 0); id 0 is zeros.
 
-    Generates every block that holds one of the ids, one block at a time: memory is the output
-    plus one block.
+    Generates every block that holds one of the ids, one block at a time, into `out` when given
+    (fp32 [len(item_ids), dim], e.g. a slice of a preallocated table): memory is the output
+    plus one block, never a second copy of the rows.
     """
     ids = np.asarray(item_ids, dtype=np.int64)
     if ids.ndim != 1:
         raise ValueError(f"item_ids must be 1-D, got shape {ids.shape}")
-    if ids.size and (ids[0] < 0 or np.any(np.diff(ids) <= 0)):
-        raise ValueError("item_ids must be unique, ascending and >= 0")
-    out = torch.empty(ids.size, dim)
+    _require_ascending(ids)
+    out = _output(out, ids.size, dim)
     if ids.size == 0:
         return out
-    blocks = ids // ROWS_PER_BLOCK
-    # Where each block's ids start and end in `ids` (ids ascending, so blocks are too).
-    starts = np.flatnonzero(np.concatenate(([True], blocks[1:] != blocks[:-1])))
-    ends = np.append(starts[1:], ids.size)
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        block = int(blocks[start])
+    # Where each block's ids start in `ids` (ascending): one entry per block, not per id.
+    first_block, last_block = int(ids[0]) // ROWS_PER_BLOCK, int(ids[-1]) // ROWS_PER_BLOCK
+    block_firsts = np.arange(first_block, last_block + 2, dtype=np.int64) * ROWS_PER_BLOCK
+    bounds = np.searchsorted(ids, block_firsts).tolist()
+    for block, start, end in zip(range(first_block, last_block + 1), bounds[:-1], bounds[1:], strict=True):
+        if start == end:
+            continue  # none of the ids in this block: nothing to draw
         rows = _block(init, seed, block, dim)
         offsets = torch.from_numpy(ids[start:end] - block * ROWS_PER_BLOCK)
-        out[start:end] = rows[offsets]
+        torch.index_select(rows, 0, offsets, out=out[start:end])
     return out
 
 
-def item_range_rows(init: ItemInit, seed: int, dim: int, first: int, stop: int) -> Tensor:
-    """Rows of the contiguous ids first..stop-1 ([stop - first, dim] fp32); id 0 is zeros."""
+def _require_ascending(ids: np.ndarray) -> None:
+    """Raises unless `ids` are unique, ascending and >= 0; checked a step at a time so that the
+    temporaries stay small beside a shard's millions of ids."""
+    if ids.size and ids[0] < 0:
+        raise ValueError("item_ids must be unique, ascending and >= 0")
+    for start in range(0, ids.size, _CHECK_STEP):
+        if np.any(np.diff(ids[start : start + _CHECK_STEP + 1]) <= 0):
+            raise ValueError("item_ids must be unique, ascending and >= 0")
+
+
+def item_range_rows(
+    init: ItemInit, seed: int, dim: int, first: int, stop: int, out: Tensor | None = None
+) -> Tensor:
+    """Rows of the contiguous ids first..stop-1 ([stop - first, dim] fp32); id 0 is zeros.
+    Written into `out` when given (fp32 [stop - first, dim]), block by block, as item_rows."""
     if not 0 <= first <= stop:
         raise ValueError(f"need 0 <= first <= stop, got {first}..{stop}")
-    out = torch.empty(stop - first, dim)
+    out = _output(out, stop - first, dim)
     for block in range(first // ROWS_PER_BLOCK, (stop - 1) // ROWS_PER_BLOCK + 1 if stop > first else 0):
         block_first = block * ROWS_PER_BLOCK
         lo, hi = max(first, block_first), min(stop, block_first + ROWS_PER_BLOCK)
         out[lo - first : hi - first] = _block(init, seed, block, dim)[lo - block_first : hi - block_first]
+    return out
+
+
+def _output(out: Tensor | None, rows: int, dim: int) -> Tensor:
+    """`out` checked to take `rows` fp32 rows of width `dim` in place, or a new such tensor."""
+    if out is None:
+        return torch.empty(rows, dim)
+    if (
+        out.shape != (rows, dim)
+        or out.dtype != torch.float32
+        or out.device.type != "cpu"
+        or not out.is_contiguous()
+    ):
+        raise ValueError(
+            f"out must be a contiguous CPU fp32 [{rows}, {dim}] tensor, "
+            f"got {out.dtype} {list(out.shape)} on {out.device}"
+        )
     return out
 
 
