@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from etude.services.loadgen.stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, LatencyHistogram
+import numpy as np
+from etude.services.loadgen.stats import (
+    HIGHEST_US,
+    LOWEST_US,
+    SIGNIFICANT_DIGITS,
+    LatencyHistogram,
+    record_columns_us,
+)
 from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,3 +63,34 @@ def test_recording_a_batch_fills_the_same_buckets_as_recording_one_by_one(values
     assert batched.count == one_by_one.count
     assert batched.summary() == one_by_one.summary()
     assert batched.percentiles_ms([0.1, 50, 99.9, 100]) == one_by_one.percentiles_ms([0.1, 50, 99.9, 100])
+
+
+def test_a_reset_histogram_reads_as_a_new_one_and_records_afresh() -> None:
+    used, fresh = LatencyHistogram(), LatencyHistogram()
+    for value_us in (5, 70_000, 3_000_000):
+        used.record_us(value_us)
+    used.reset()
+    assert used.summary() == fresh.summary() == LatencyHistogram().summary()
+    for histogram in (used, fresh):
+        histogram.record_many_us([1_000, 2_000, 6_000])
+    assert used.summary() == fresh.summary()
+    assert used.summary().count == 3
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(*[st.integers(min_value=-5, max_value=10 * HIGHEST_US)] * 3), min_size=0, max_size=200
+    )
+)
+def test_recording_columns_fills_each_histogram_as_recording_its_column_alone(
+    rows: list[tuple[int, int, int]],
+) -> None:
+    together = [LatencyHistogram() for _ in range(3)]
+    alone = [LatencyHistogram() for _ in range(3)]
+    record_columns_us(together, np.array(rows, dtype=np.int64).reshape(len(rows), 3))
+    for column, histogram in enumerate(alone):
+        histogram.record_many_us([row[column] for row in rows])
+    for column in range(3):
+        assert together[column].summary() == alone[column].summary()
+        assert together[column].percentiles_ms([1, 50, 99.9]) == alone[column].percentiles_ms([1, 50, 99.9])
