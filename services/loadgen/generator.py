@@ -45,6 +45,7 @@ from ..results.series import SeriesRow
 from . import spec as load_spec
 from .candidates import CandidateSampler
 from .footprint import loadgen_footprint
+from .gc_freeze import objects_frozen
 from .metrics import RunTotals
 from .precise_sleep import PreciseSleeper
 from .ramp import Tick, ramp_ticks
@@ -56,7 +57,10 @@ _log = structlog.get_logger()
 TICK_NS = 1_000_000_000
 # Latencies go into the histograms in batches of this many answers (and at each tick's end):
 # a whole tick's at once (8,000 at 8,000 req/s) held the loop for milliseconds, sends included.
-LATENCY_BATCH = 512
+LATENCY_BATCH = 256
+# Records go to the writer thread every this many answers (and at each tick's end): a whole
+# tick's at once had the writer, on the loop's core, take the GIL for milliseconds.
+ROWS_PER_WRITE = 256
 # Backpressure and "no session ready" are re-checked at this step (Algorithm 2, line 12).
 WAIT_STEP_S = 0.001
 # After the last tick, in-flight requests get their timeout plus this before being cancelled.
@@ -345,6 +349,11 @@ class LoadGenerator:
         if self._files is not None:
             # Opened before the clock starts, so that tick 0 does not begin late.
             await self._files.open(self._run_info(time.perf_counter_ns(), time.time_ns()))
+        with objects_frozen():  # no full collection walks the whole process mid-run
+            return await self._run_clocked()
+
+    async def _run_clocked(self) -> loadgen_pb2.LoadSummary:
+        """The run from the start of its clock: sends, drains, and writes the summary."""
         self._start_ns = time.perf_counter_ns()
         self._cpu_start_s = time.process_time()
         cancelled = False
@@ -622,7 +631,7 @@ class LoadGenerator:
         else:
             self._tick_errors += 1
             self._errors_by_status[outcome.status] += 1
-        # The one call into the records writer per request: a row, written with its tick's rows.
+        # The one call into the records writer per request: a row, handed over in blocks.
         self._rows.append(
             Record(
                 tick,
@@ -643,6 +652,8 @@ class LoadGenerator:
                 outcome.shard_wire_bytes,
             )
         )
+        if len(self._rows) >= ROWS_PER_WRITE and self._files is not None:
+            self._files.write(self._take_rows())
         if self._in_flight == 0 and self._all_answered is not None:
             self._all_answered.set()
 

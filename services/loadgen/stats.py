@@ -124,7 +124,7 @@ class LatencyHistogram:
 def record_columns_us(histograms: Sequence[LatencyHistogram], columns_us: np.ndarray) -> None:
     """Records column j of `columns_us` (n rows, one column per histogram) into histograms[j]:
     the buckets of every column in one numpy pass, so that a batch costs a few calls, not a
-    dozen per histogram (the load generator's event loop does this every 512 answers)."""
+    dozen per histogram (the load generator's event loop does this every 256 answers)."""
     if len(columns_us) == 0 or not histograms:
         return
     values = np.clip(np.asarray(columns_us, dtype=np.int64), LOWEST_US, HIGHEST_US)
