@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -157,6 +157,28 @@ async def test_a_request_past_its_deadline_ends_at_the_deadline_and_the_stream_i
     assert outcome.status == "DEADLINE_EXCEEDED"
     assert waited_s < 0.6
     assert after.status == OK
+
+
+async def test_a_request_with_an_earlier_deadline_than_one_sent_before_ends_at_its_own() -> None:
+    ended: dict[str, tuple[str, float]] = {}
+    both_ended = asyncio.Event()
+    started = time.monotonic()
+
+    def on_done(name: str) -> Callable[[Outcome], None]:
+        def record(outcome: Outcome) -> None:
+            ended[name] = (outcome.status, time.monotonic() - started)
+            if len(ended) == 2:
+                both_ended.set()
+
+        return record
+
+    async with grpc_server(delay_s=1.0) as (port, _), h2_client(f"127.0.0.1:{port}") as client:
+        client.start("patient", [1], 3, 5.0, on_done("patient"))
+        client.start("hasty", [1], 3, 0.1, on_done("hasty"))
+        await asyncio.wait_for(both_ended.wait(), 10.0)
+    assert ended["hasty"][0] == "DEADLINE_EXCEEDED"
+    assert ended["hasty"][1] < 0.6  # not held back behind the patient one's later deadline
+    assert ended["patient"][0] == OK
 
 
 async def test_requests_are_spread_over_every_address_the_target_resolves_to(
