@@ -205,23 +205,14 @@ class KubernetesDriver:
                     self._catalog_shards(rendered, trial, spec, log_dir)
                 )
                 route_to_shards(deployment, addresses)
-            created: list[tuple[_Kind, str]] = []
             what = f"inference service of trial {trial.trial_id} (Deployment {self.namespace}/{name})"
             _log.info(
                 "k8s_deploying", trial_id=trial.trial_id, name=name, overlay=overlay, namespace=self.namespace
             )
-            try:
-                await self._create(_SERVICE, service, created)
-                await self._create(_DEPLOYMENT, deployment, created)
-                replicas = deployment["spec"]["replicas"]
-                await self._wait_until_ready(
-                    what, name, lambda: self._replicas_ready(_DEPLOYMENT, name, replicas)
-                )
-                self._serving[name] = what
+            async with self._replicas_serving(
+                _DEPLOYMENT, deployment, service, what, log_dir, service_log_file("inference")
+            ):
                 yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.INFERENCE_PORT}"
-            finally:
-                self._serving.pop(name, None)
-                await _to_completion(self._tear_down(created, name, log_dir, service_log_file("inference")))
 
     @asynccontextmanager
     async def _catalog_shards(
@@ -238,23 +229,18 @@ class KubernetesDriver:
         )
         statefulset, service = shard_objects(rendered, name, self.namespace, trial, spec, self.image)
         count = statefulset["spec"]["replicas"]
-        created: list[tuple[_Kind, str]] = []
         what = f"catalog shards of trial {trial.trial_id} (StatefulSet {self.namespace}/{name})"
         _log.info("k8s_deploying_shards", trial_id=trial.trial_id, name=name, shards=count)
-        try:
-            await self._create(_SERVICE, service, created)
-            await self._create(_STATEFULSET, statefulset, created)
-            await self._wait_until_ready(
-                what,
-                name,
-                lambda: self._replicas_ready(_STATEFULSET, name, count),
-                pod_role=lambda pod_name: f"shard {pod_name.rpartition('-')[2]} of {count}: ",
-            )
-            self._serving[name] = what
+        async with self._replicas_serving(
+            _STATEFULSET,
+            statefulset,
+            service,
+            what,
+            log_dir,
+            _shard_log_file,
+            pod_role=lambda pod_name: f"shard {pod_name.rpartition('-')[2]} of {count}: ",
+        ):
             yield shard_addresses(name, self.namespace, count, shard_port(service))
-        finally:
-            self._serving.pop(name, None)
-            await _to_completion(self._tear_down(created, name, log_dir, _shard_log_file))
 
     @asynccontextmanager
     async def workload_service(self, log_dir: Path) -> AsyncIterator[str]:
@@ -263,17 +249,11 @@ class KubernetesDriver:
         rendered = await self._render("base")
         name = f"etude-workload-{secrets.token_hex(4)}"
         deployment, service = workload_objects(rendered, name, self.namespace, self.image)
-        created: list[tuple[_Kind, str]] = []
         what = f"workload service (Deployment {self.namespace}/{name})"
-        try:
-            await self._create(_SERVICE, service, created)
-            await self._create(_DEPLOYMENT, deployment, created)
-            await self._wait_until_ready(what, name, lambda: self._replicas_ready(_DEPLOYMENT, name, 1))
-            self._serving[name] = what
+        async with self._replicas_serving(
+            _DEPLOYMENT, deployment, service, what, log_dir, service_log_file("workload")
+        ):
             yield f"{name}.{self.namespace}.svc.cluster.local:{defaults.WORKLOAD_PORT}"
-        finally:
-            self._serving.pop(name, None)
-            await _to_completion(self._tear_down(created, name, log_dir, service_log_file("workload")))
 
     @asynccontextmanager
     async def loadgen_service(self, log_dir: Path, instance: int = 0) -> AsyncIterator[str]:
@@ -399,6 +379,35 @@ class KubernetesDriver:
         api = {"Deployment": self.apps, "StatefulSet": self.apps, "Service": self.core, "Job": self.batch}
         snake = re.sub(r"(?<!^)(?=[A-Z])", "_", kind.kind).lower()  # StatefulSet -> stateful_set
         return getattr(api[kind.kind], f"{verb}_namespaced_{snake}")
+
+    @asynccontextmanager
+    async def _replicas_serving(
+        self,
+        kind: _Kind,
+        workload: dict[str, Any],
+        service: dict[str, Any],
+        what: str,
+        log_dir: Path,
+        log_file: str | Callable[[str], str],
+        pod_role: Callable[[str], str] = lambda pod_name: "",
+    ) -> AsyncIterator[None]:
+        """Creates `service` and `workload` (a Deployment or StatefulSet of the same name), and
+        serves (watched by service_lost) once all its replicas are ready; both are deleted on
+        exit, the pods' logs saved as `log_file` says."""
+        name = workload["metadata"]["name"]
+        replicas = workload["spec"]["replicas"]
+        created: list[tuple[_Kind, str]] = []
+        try:
+            await self._create(_SERVICE, service, created)
+            await self._create(kind, workload, created)
+            await self._wait_until_ready(
+                what, name, lambda: self._replicas_ready(kind, name, replicas), pod_role=pod_role
+            )
+            self._serving[name] = what
+            yield
+        finally:
+            self._serving.pop(name, None)
+            await _to_completion(self._tear_down(created, name, log_dir, log_file))
 
     async def _create(self, kind: _Kind, body: dict[str, Any], created: list[tuple[_Kind, str]]) -> None:
         """Creates `body`; a leftover of the same name (409) is deleted and created again when it
