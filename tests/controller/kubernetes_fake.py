@@ -15,6 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from etude.services.controller.drivers.kubernetes import KubernetesDriver
+from kubernetes import client
+
+# The namespace the drivers under test deploy into.
+NAMESPACE = "etude-test"
+
 _COLLECTION = re.compile(
     r"^/(?:api/v1|apis/apps/v1|apis/batch/v1)/namespaces/(?P<ns>[^/]+)/(?P<resource>deployments|statefulsets|services|jobs|pods)"
     r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|status))?$"
@@ -184,3 +190,16 @@ def waiting_container(
     if exit_code is not None:
         container["lastState"] = {"terminated": {"exitCode": exit_code, "reason": "Error"}}
     return container
+
+
+def driver_on(fake: FakeApiServer, image: str, **options: Any) -> KubernetesDriver:
+    """A KubernetesDriver talking to `fake`: short start-up timeout and polls, the load generator
+    reached through its Service, `options` overriding any of these."""
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{fake.port}"
+    settings: dict[str, Any] = {
+        "namespace": NAMESPACE, "startup_timeout_s": 5.0, "poll_interval_s": 0.01,
+        "loadgen_access": "service", "image": image,
+    }  # fmt: skip
+    settings.update(options)
+    return KubernetesDriver(api_client=client.ApiClient(configuration), **settings)

@@ -16,14 +16,19 @@ from etude.services.controller.drivers.owner import CURRENT_OWNER, ExperimentOwn
 from etude.services.controller.matrix import expand_trials
 from etude.services.controller.validation import resolve
 from etude.services.results.store import AsyncResultStore, LocalResultStore
-from kubernetes import client
 
 from etude import defaults
 from etude.spec import parse_spec_text
 from etude.v1 import experiment_pb2
-from tests.controller.kubernetes_fake import FakeApiServer, fake_api_server, pod, waiting_container
+from tests.controller.kubernetes_fake import (
+    NAMESPACE,
+    FakeApiServer,
+    driver_on,
+    fake_api_server,
+    pod,
+    waiting_container,
+)
 
-NAMESPACE = "etude-test"
 SHARDS = 3
 SPEC = f"""
 name: k8s-shards
@@ -44,14 +49,7 @@ def fake() -> Iterator[FakeApiServer]:
 
 
 def _driver(fake: FakeApiServer, **options: Any) -> KubernetesDriver:
-    configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{fake.port}"
-    settings: dict[str, Any] = {
-        "namespace": NAMESPACE, "startup_timeout_s": 5.0, "poll_interval_s": 0.01,
-        "loadgen_access": "service", "image": "registry.example/etude:1.2",
-    }  # fmt: skip
-    settings.update(options)
-    return KubernetesDriver(api_client=client.ApiClient(configuration), **settings)
+    return driver_on(fake, "registry.example/etude:1.2", **options)
 
 
 def _trial() -> tuple[experiment_pb2.Trial, experiment_pb2.ExperimentSpec]:
