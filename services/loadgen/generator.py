@@ -511,37 +511,35 @@ class LoadGenerator:
         spacing_ns = TICK_NS / requests if requests else 0.0
         send_paced = partial(self._send_paced, tick, tick_start_ns, spacing_ns, max_in_flight)
         while self._tick_sent < requests:
-            intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
-            now_ns = time.perf_counter_ns()
-            if now_ns < intended_ns:
+            # What is due goes out at once (overdue too: the loop woke late, and the lateness
+            # shows in its latency from intended); True: the next request is not due yet.
+            if send_paced():
                 # To the microsecond: asyncio's own timers wake on the next millisecond, and
                 # requests due apart would leave together, a burst the schedule never asked for.
                 # The timer's own wake-up sends while it can; what it cannot do (wait for an
                 # answer or a session, end the tick) comes back here.
+                intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
                 await self._sleeper.pace(intended_ns, spacing_ns, send_paced)
                 continue
-            # Only waiting ends at the tick's end: a request that is merely overdue (the loop
-            # woke late) is still sent, with its lateness in its latency from intended.
-            if self._in_flight >= max_in_flight:
-                if now_ns >= tick_end_ns:
-                    return
-                await asyncio.sleep(WAIT_STEP_S)
-                continue
-            if not self._ready:
-                await self._refill()
-            if not self._ready:
-                if self._workload_exhausted() or now_ns >= tick_end_ns:
+            if self._tick_sent >= requests:
+                return
+            # The request due cannot go out now; only waiting ends at the tick's end.
+            now_ns = time.perf_counter_ns()
+            if self._in_flight < max_in_flight:
+                await self._refill()  # no session was ready: wait for the source
+                if self._ready:
+                    continue
+                if self._workload_exhausted():
                     return
                 # Every remaining session has a click in flight: wait for an answer.
-                await asyncio.sleep(WAIT_STEP_S)
-                continue
-            session = self._ready.popleft()
-            self._send(session, tick.index, intended_ns)
-            self._tick_sent += 1
+            if now_ns >= tick_end_ns:
+                return
+            await asyncio.sleep(WAIT_STEP_S)
 
     def _send_paced(self, tick: Tick, tick_start_ns: int, spacing_ns: float, max_in_flight: int) -> bool:
-        """Sends what is due now, from the timer's wake-up: False when the tick is done or a
-        request due cannot go out without waiting (backpressure, no session ready)."""
+        """Sends what is due now (from the timer's wake-up, or from _send_tick): True when the
+        next request is not due yet, False when the tick is done or a request due cannot go out
+        without waiting (backpressure, no session ready)."""
         now_ns = time.perf_counter_ns()
         while self._tick_sent < tick.requests:
             intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
