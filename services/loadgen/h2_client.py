@@ -637,9 +637,9 @@ class H2RecommendClient:
         now = loop.time()
         in_order, out_of_order = self._in_order, self._out_of_order
         while in_order and (in_order[0].done or in_order[0].deadline <= now):
-            self._expire_call(in_order.popleft())
+            self._end_call(in_order.popleft(), _DEADLINE_EXCEEDED)
         while out_of_order and (out_of_order[0][2].done or out_of_order[0][0] <= now):
-            self._expire_call(heapq.heappop(out_of_order)[2])
+            self._end_call(heapq.heappop(out_of_order)[2], _DEADLINE_EXCEEDED)
         if in_order or out_of_order:
             next_deadline = min(
                 in_order[0].deadline if in_order else math.inf,
@@ -650,11 +650,12 @@ class H2RecommendClient:
             # timeout held the loop 6-16 ms, once a second).
             self._arm_expiry(loop, min(next_deadline, now + PRUNE_INTERVAL_S))
 
-    def _expire_call(self, call: _Call) -> None:
+    def _end_call(self, call: _Call, outcome: Outcome) -> None:
+        """Ends a call still in flight with `outcome`, its stream reset; an ended one is left be."""
         if not call.done:
             if call.connection is not None:
                 call.connection.reset(call)
-            self.finish(call, _DEADLINE_EXCEEDED)
+            self.finish(call, outcome)
 
     def cancel_all(self) -> None:
         """Ends every request in flight as CANCELLED (and resets its stream)."""
@@ -662,10 +663,7 @@ class H2RecommendClient:
         self._in_order.clear()
         self._out_of_order.clear()
         for call in calls:
-            if not call.done:
-                if call.connection is not None:
-                    call.connection.reset(call)
-                self.finish(call, _CANCELLED)
+            self._end_call(call, _CANCELLED)
 
     async def recommend(
         self,
