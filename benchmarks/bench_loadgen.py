@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 from etude.services.loadgen.client import RECOMMEND_PATH, GrpcRecommendClient, open_channel, wait_until_ready
@@ -211,11 +213,20 @@ def build_c(folder: Path, name: str) -> Path | None:
     return binary
 
 
-def reference_p90_ms(
+class ReferenceRun(NamedTuple):
+    """What openloop_grpc measured, and what it cost."""
+
+    p90_ms: float  # from the actual send
+    ok: int
+    failed: int
+    lateness_p99_ms: float
+    cpu_us_per_request: float  # its process CPU (user + system) / requests sent
+
+
+def run_reference(
     binary: Path, target: str, rate: float, duration_s: int, folder: Path, cpu: int | None = None
-) -> tuple[float, int, int, float]:
-    """openloop_grpc at `rate` for `duration_s`: p90 (ms) from the actual send, answers OK and
-    failed, and its send lateness p99 (ms)."""
+) -> ReferenceRun:
+    """openloop_grpc at `rate` for `duration_s`."""
     request = recommender_pb2.RecommendRequest(session_id="4711", item_ids=[11, 2_000, 37, 512, 9], k=21)
     message = request.SerializeToString()
     body = folder / "request.grpc"
@@ -233,6 +244,7 @@ def reference_p90_ms(
         str(body),
         str(latencies_file),
     ]
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(
         command,
         check=True,
@@ -241,11 +253,15 @@ def reference_p90_ms(
         timeout=duration_s + 60,
         preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
     )
-    _, ok, failed, lateness_p99_us = (int(value) for value in output.stdout.split())
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    sent, ok, failed, lateness_p99_us = (int(value) for value in output.stdout.split())
     latencies_us = sorted(int(line) for line in latencies_file.read_text().split())
     # Nearest rank, as HdrHistogram reads it.
     p90_us = latencies_us[max(0, int(0.9 * len(latencies_us) + 0.5) - 1)] if latencies_us else 0
-    return p90_us / 1000.0, ok, failed, lateness_p99_us / 1000.0
+    return ReferenceRun(p90_us / 1000.0, ok, failed, lateness_p99_us / 1000.0, 1e6 * cpu_s / max(1, sent))
 
 
 def measure_all(
@@ -260,7 +276,7 @@ def measure_all(
         f"{os.cpu_count()} cores, shared with whatever else runs here"
     )
     if 1 in args.parts:
-        measure_cpu_per_request(target, args)
+        measure_cpu_per_request(target, args, folder)
     if 2 in args.parts:
         measure_pinned_limit(pinned_target, native_target, args)
     if 3 in args.parts:
@@ -275,7 +291,7 @@ def measure_all(
             compare_with_reference(server_name, server_target, transports, args, folder)
 
 
-def measure_cpu_per_request(target: str, args: argparse.Namespace) -> None:
+def measure_cpu_per_request(target: str, args: argparse.Namespace, folder: Path) -> None:
     print("\n1. load-generator CPU per request")
     print_header()
     cpu_at_2000: dict[str, float] = {}
@@ -287,6 +303,15 @@ def measure_cpu_per_request(target: str, args: argparse.Namespace) -> None:
                 cpu_at_2000[transport] = summary.footprint.cpu_us_per_request
     for transport, cpu_us in cpu_at_2000.items():
         print(f"   CPU per request at 2,000 req/s, {transport}: {cpu_us:.0f} us (target <= 100 us)")
+    # What this machine charges any client for a request at this rate (wake-ups, loopback TCP):
+    # the floor under the load generator's figure, measured in the same run.
+    reference = build_c(folder, "openloop_grpc")
+    if reference is not None and 2000 in args.rates:
+        run = run_reference(reference, target, 2000.0, args.hold_s, folder)
+        print(
+            f"   the same, openloop_grpc (C, same server, same run): {run.cpu_us_per_request:.0f} us "
+            f"({run.ok} OK); ratio h2 / C: {cpu_at_2000.get(TRANSPORT_H2, 0.0) / run.cpu_us_per_request:.1f}x"
+        )
 
 
 def measure_pinned_limit(pinned_target: str, native_target: str, args: argparse.Namespace) -> None:
@@ -350,18 +375,20 @@ def compare_with_reference(
             transport: run_loadgen(pinned_target, 2000.0, transport, 0, args.hold_s, cpu=LOADGEN_CPU)
             for transport in ratios
         }
-        reference_p90, ok, failed, lateness_p99 = reference_p90_ms(
-            reference, pinned_target, 2000.0, args.hold_s, folder, cpu=LOADGEN_CPU
-        )
+        reference_run = run_reference(reference, pinned_target, 2000.0, args.hold_s, folder, cpu=LOADGEN_CPU)
         line = (
-            f"   round {round_index + 1}: openloop_grpc p90 {reference_p90:.3f} ms ({ok} OK, "
-            f"{failed} failed, send lateness p99 {lateness_p99:.2f} ms)"
+            f"   round {round_index + 1}: openloop_grpc p90 {reference_run.p90_ms:.3f} ms "
+            f"({reference_run.ok} OK, {reference_run.failed} failed, send lateness p99 "
+            f"{reference_run.lateness_p99_ms:.2f} ms, {reference_run.cpu_us_per_request:.0f} us CPU/req)"
         )
         for transport, summary in summaries.items():
             loadgen_p90 = summary.latency_from_actual.p90_ms
-            ratio = loadgen_p90 / reference_p90 if reference_p90 else float("nan")
+            ratio = loadgen_p90 / reference_run.p90_ms if reference_run.p90_ms else float("nan")
             ratios[transport].append(ratio)
-            line += f"; {transport} p90 {loadgen_p90:.3f} ms ({summary.requests_ok} OK), ratio {ratio:.2f}"
+            line += (
+                f"; {transport} p90 {loadgen_p90:.3f} ms ({summary.requests_ok} OK, "
+                f"{summary.footprint.cpu_us_per_request:.0f} us CPU/req), ratio {ratio:.2f}"
+            )
         print(line, flush=True)
     for transport, values in ratios.items():
         print(

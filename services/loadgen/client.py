@@ -90,14 +90,18 @@ def encode_request(
     timeout_ms: int = 0,
 ) -> bytes:
     """The serialised RecommendRequest (with candidate_ids: a re-ranking request)."""
-    return recommender_pb2.RecommendRequest(
-        session_id=session_id,
-        item_ids=item_ids,
-        k=k,
-        request_id=request_id,
-        candidate_ids=candidate_ids,
-        timeout_ms=timeout_ms,
-    ).SerializeToString()
+    request = _RecommendRequest(session_id=session_id, item_ids=item_ids, k=k)
+    # Set only when not the default: each keyword costs the constructor time on every request.
+    if request_id:
+        request.request_id = request_id
+    if candidate_ids:
+        request.candidate_ids.extend(candidate_ids)
+    if timeout_ms:
+        request.timeout_ms = timeout_ms
+    return request.SerializeToString()
+
+
+_RecommendRequest = recommender_pb2.RecommendRequest
 
 
 class GrpcRecommendClient:
@@ -294,7 +298,7 @@ def _log_client_error() -> None:
     _log.exception("recommend_client_raised")
 
 
-def _outcome_of_bytes(response: bytes, sent_ns: int = 0, received_ns: int = 0) -> Outcome:
+def _outcome_of_bytes(response: bytes | bytearray, sent_ns: int = 0, received_ns: int = 0) -> Outcome:
     return outcome_of(recommender_pb2.RecommendResponse.FromString(response), sent_ns, received_ns)
 
 

@@ -29,8 +29,8 @@ import ssl
 import tempfile
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, cast
 
 import hpack
 import structlog
@@ -70,6 +70,27 @@ _CANCELLED = Outcome(CANCELLED)
 _UNAVAILABLE = Outcome("UNAVAILABLE")
 _DEADLINE_EXCEEDED = Outcome("DEADLINE_EXCEEDED")
 _INTERNAL = Outcome("INTERNAL")
+
+
+class _Statuses(NamedTuple):
+    """What a response's header block says: its :status and grpc-status (None: not in it)."""
+
+    http_status: int | None
+    grpc_status: int | None
+
+
+def _statuses(headers: Iterable[tuple[bytes | str, bytes | str]]) -> _Statuses:
+    http_status = grpc_status = None
+    for name, value in headers:
+        if name == b":status":
+            http_status = int(value)
+        elif name == b"grpc-status":
+            grpc_status = int(value)
+    return _Statuses(http_status, grpc_status)
+
+
+# HEADERS flags that need more than one whole block: padding, priority, CONTINUATION to come.
+_PLAIN_HEADERS_MASK = h2.FLAG_PADDED | h2.FLAG_PRIORITY | h2.FLAG_END_HEADERS
 
 
 class _Call:
@@ -114,8 +135,9 @@ class _Connection(asyncio.Protocol):
         self._received_unacknowledged = 0
         self._decoder = hpack.Decoder()
         self._read_ns = 0
-        # Header blocks that left the HPACK table as it was decode the same until it changes.
-        self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        # Header blocks that left the HPACK table as it was decode the same until it changes:
+        # what they say (their statuses), by block.
+        self._decoded: dict[bytes, _Statuses] = {}
         self._continued: tuple[int, int, bytearray] | None = None
         # Usable once the server's SETTINGS are known (its stream limit among them).
         self.usable = False
@@ -151,19 +173,21 @@ class _Connection(asyncio.Protocol):
         else:
             buffer = data  # the common case: whole frames, parsed without a copy into the buffer
         offset, size = 0, len(buffer)
+        # The frame header parsed inline (h2.parse_frame_header's body): three frames per answer.
+        unpack_header, handlers = h2.FRAME_HEADER.unpack_from, self._handlers
         while size - offset >= h2.FRAME_HEADER_BYTES:
-            length, frame_type, flags, stream_id = h2.parse_frame_header(buffer, offset)
-            end = offset + h2.FRAME_HEADER_BYTES + length
+            length_and_type, flags, stream_id = unpack_header(buffer, offset)
+            end = offset + h2.FRAME_HEADER_BYTES + (length_and_type >> 8)
             if end > size:
                 break
             payload = bytes(buffer[offset + h2.FRAME_HEADER_BYTES : end])  # no copy when `buffer` is bytes
             offset = end
+            frame_type = length_and_type & 0xFF
             if self._continued is not None and frame_type != h2.CONTINUATION:
                 self._fail_connection("HEADERS not followed by CONTINUATION")
                 return
-            handler = self._handlers.get(frame_type)
-            if handler is not None:
-                handler(self, flags, stream_id, payload)
+            if frame_type < len(handlers):  # frames of unknown types are ignored (RFC 9113 4.1)
+                handlers[frame_type](self, flags, stream_id & 0x7FFF_FFFF, payload)
         if isinstance(buffer, bytearray):
             del buffer[:offset]
         else:
@@ -213,14 +237,21 @@ class _Connection(asyncio.Protocol):
             headers += h2.literal_header(TRACEPARENT.encode(), call.traceparent.encode())
         payload = call.payload
         self._send_window -= len(payload)
-        out = [h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, stream_id, headers)]
         step = self._max_frame_bytes
-        for start in range(0, len(payload), step):
-            last = start + step >= len(payload)
-            out.append(
-                h2.frame(h2.DATA, h2.FLAG_END_STREAM if last else 0, stream_id, payload[start : start + step])
+        if len(payload) <= step:  # the common case: HEADERS and one DATA frame, in one piece
+            pack = h2.FRAME_HEADER.pack
+            frames = (
+                pack((len(headers) << 8) | h2.HEADERS, h2.FLAG_END_HEADERS, stream_id)
+                + headers
+                + pack((len(payload) << 8) | h2.DATA, h2.FLAG_END_STREAM, stream_id)
+                + payload
             )
-        frames = b"".join(out)
+        else:
+            chunks = [payload[start : start + step] for start in range(0, len(payload), step)]
+            frames = h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, stream_id, headers) + b"".join(
+                h2.frame(h2.DATA, h2.FLAG_END_STREAM if last else 0, stream_id, chunk)
+                for last, chunk in zip([False] * (len(chunks) - 1) + [True], chunks, strict=True)
+            )
         call.sent_ns = time.perf_counter_ns()
         self._transport.write(frames)
 
@@ -290,6 +321,9 @@ class _Connection(asyncio.Protocol):
             self._end(stream_id, _INTERNAL)  # a gRPC response always ends with trailers
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if flags & _PLAIN_HEADERS_MASK == h2.FLAG_END_HEADERS:  # the common case: one whole block
+            self._on_header_block(flags, stream_id, payload)
+            return
         start, pad = 0, 0
         if flags & h2.FLAG_PADDED:
             pad, start = payload[0], 1
@@ -313,24 +347,16 @@ class _Connection(asyncio.Protocol):
 
     def _on_header_block(self, flags: int, stream_id: int, block: bytes) -> None:
         # Every block is decoded, even for a stream already reset here: HPACK's table is shared.
-        headers = self._decode(block)
+        http_status, grpc_status = self._decoded.get(block) or self._decode(block)
         call = self._calls.get(stream_id)
         if call is None:
             return
-        if not flags & h2.FLAG_END_STREAM:
-            for name, value in headers:
-                if name == b":status":
-                    call.http_status = int(value)
-            return
-        self._end(stream_id, self._outcome(call, headers))
+        if http_status is not None:
+            call.http_status = http_status
+        if flags & h2.FLAG_END_STREAM:
+            self._end(stream_id, self._outcome(call, grpc_status))
 
-    def _outcome(self, call: _Call, trailers: list[tuple[bytes, bytes]]) -> Outcome:
-        grpc_status: int | None = None
-        for name, value in trailers:
-            if name == b"grpc-status":
-                grpc_status = int(value)
-            elif name == b":status":
-                call.http_status = int(value)
+    def _outcome(self, call: _Call, grpc_status: int | None) -> Outcome:
         if grpc_status is None:
             return Outcome(h2.HTTP_STATUS.get(call.http_status, "UNKNOWN"))
         if grpc_status != 0:
@@ -338,21 +364,19 @@ class _Connection(asyncio.Protocol):
         message = call.message
         if message is None or len(message) < 5 or message[0] != 0:
             return _INTERNAL  # OK without exactly one uncompressed message
-        return _outcome_of_bytes(bytes(message[5:]), call.sent_ns, self._read_ns)
+        return _outcome_of_bytes(message[5:], call.sent_ns, self._read_ns)
 
-    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        cached = self._decoded.get(block)
-        if cached is not None:
-            return cached
+    def _decode(self, block: bytes) -> _Statuses:
+        """What `block` says, decoded with HPACK (and kept while the table stays as it was)."""
         table = self._decoder.header_table
         before = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None)
-        headers = [(bytes(name), bytes(value)) for name, value in self._decoder.decode(block, raw=True)]
+        statuses = _statuses(self._decoder.decode(block, raw=True))
         after = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None)
         if after == before and after[1] is before[1]:
-            self._decoded[block] = headers
+            self._decoded[block] = statuses
         else:
             self._decoded.clear()  # the table changed: what was cached may decode differently now
-        return headers
+        return statuses
 
     def _on_rst_stream(self, flags: int, stream_id: int, payload: bytes) -> None:
         error_code = h2.u32(payload)
@@ -404,17 +428,22 @@ class _Connection(asyncio.Protocol):
     def _on_push_promise(self, flags: int, stream_id: int, payload: bytes) -> None:
         self._fail_connection("PUSH_PROMISE although push is disabled")
 
-    _handlers: dict[int, Any] = {
-        h2.DATA: _on_data,
-        h2.HEADERS: _on_headers,
-        h2.CONTINUATION: _on_continuation,
-        h2.RST_STREAM: _on_rst_stream,
-        h2.SETTINGS: _on_settings,
-        h2.PING: _on_ping,
-        h2.GOAWAY: _on_goaway,
-        h2.WINDOW_UPDATE: _on_window_update,
-        h2.PUSH_PROMISE: _on_push_promise,
-    }
+    def _on_priority(self, flags: int, stream_id: int, payload: bytes) -> None:
+        """Advice on the client's own streams' order: nothing to do for a client (RFC 9113 5.3.2)."""
+
+    # By frame type (DATA = 0 ... CONTINUATION = 9): an index, not a dict lookup, per frame.
+    _handlers: tuple[Any, ...] = (
+        _on_data,
+        _on_headers,
+        _on_priority,
+        _on_rst_stream,
+        _on_settings,
+        _on_push_promise,
+        _on_ping,
+        _on_goaway,
+        _on_window_update,
+        _on_continuation,
+    )
 
 
 class H2RecommendClient:
@@ -537,6 +566,8 @@ class H2RecommendClient:
 
     def _pick(self) -> _Connection | None:
         connections = self._round_robin
+        if len(connections) == 1 and connections[0].usable:
+            return connections[0]  # one server (the common case): nothing to spread
         for _ in range(len(connections)):
             self._next = (self._next + 1) % len(connections)
             connection = connections[self._next]

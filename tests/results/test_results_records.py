@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
+import io
 import threading
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from etude.services.results.records import (
     TIMING_COLUMNS,
     WRITE_BLOCK_ROWS,
     Record,
+    format_rows,
     parse_records,
     read_records,
     write_records,
@@ -156,3 +159,21 @@ def test_rows_written_in_several_blocks_read_back_whole_and_in_order(tmp_path: P
     path = tmp_path / RECORDS_FILE
     write_records(path, iter(rows))  # any iterable, consumed block by block
     assert list(read_records(path).rows()) == rows
+
+
+@pytest.mark.parametrize(
+    "session_id",
+    ["7", "17#1", "", "with, a comma", 'a "quoted" id', "two\nlines", "cr\rhere", "ünïcode"],
+)
+def test_rows_are_formatted_byte_for_byte_as_the_csv_writer_formats_them(session_id: str) -> None:
+    rows = [*RECORDS, Record(2, session_id, 0, 4_000, 4_000, 5_000, OK, 1, 1, 0, 0, 1, 0, 3, 2, 1)]
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    assert format_rows(rows) == text.getvalue()
+
+
+def test_a_value_of_another_type_than_the_record_declares_is_still_written_as_csv_writes_it() -> None:
+    rows = [RECORDS[0]._replace(queue_us=None), RECORDS[1]._replace(batch_size="n/a")]  # type: ignore[arg-type]
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    assert format_rows(rows) == text.getvalue()
