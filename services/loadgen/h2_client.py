@@ -93,6 +93,10 @@ def _statuses(headers: Iterable[tuple[bytes | str, bytes | str]]) -> _Statuses:
 _PLAIN_HEADERS_MASK = h2.FLAG_PADDED | h2.FLAG_PRIORITY | h2.FLAG_END_HEADERS
 
 
+def _ended(outcome: Outcome) -> None:
+    """The callback of a call that has ended (finish() drops later endings before it)."""
+
+
 class _Call:
     """One request: its callback, deadline, stream and (when sampled) span."""
 
@@ -611,7 +615,11 @@ class H2RecommendClient:
             self._in_order.append(call)
         else:
             heapq.heappush(self._out_of_order, (call.deadline, next(self._sequence), call))
-        if self._timer is None or call.deadline < self._timer_at:
+        if self._timer is None:
+            # Also when its deadline is far: the answered calls before it leave the queue every
+            # PRUNE_INTERVAL_S, not a whole timeout's worth (and their callbacks) at once.
+            self._arm_expiry(loop, min(call.deadline, loop.time() + PRUNE_INTERVAL_S))
+        elif call.deadline < self._timer_at:
             self._arm_expiry(loop, call.deadline)
         connection.send(call)
 
@@ -656,8 +664,10 @@ class H2RecommendClient:
         call.done = True
         if call.span is not None:
             _end_span(call.span, outcome)
+        # The call waits in the deadline queue until the next prune: what it holds goes now.
+        on_done, call.on_done, call.payload = call.on_done, _ended, b""
         try:
-            call.on_done(outcome)
+            on_done(outcome)
         except Exception:
             _log.exception("h2_on_done_raised")
 

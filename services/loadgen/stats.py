@@ -20,6 +20,7 @@ from etude.v1 import loadgen_pb2
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
+_ONE = np.uint64(1)
 
 
 class LatencyHistogram:
@@ -30,8 +31,11 @@ class LatencyHistogram:
     def __init__(self) -> None:
         self._histogram = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
         # A zero-copy view of the bucket counts: hdrh's own percentile lookup walks the buckets
-        # in Python (milliseconds per call), which would stall the event loop every tick.
-        self._counts = np.ctypeslib.as_array(self._histogram.counts)
+        # in Python (milliseconds per call), which would stall the event loop every tick. Viewed
+        # once more as plain uint64 and counted up by a uint64 one (_ONE): with the dtype ctypes
+        # gives, or a Python int to add, np.add.at leaves its fast path (17 us instead of 1.7
+        # for 256 values; seven histograms take a batch every 256 answers).
+        self._counts = np.ctypeslib.as_array(self._histogram.counts).view(np.uint64)
         self._sum_us = 0
 
     def reset(self) -> None:
@@ -76,7 +80,7 @@ class LatencyHistogram:
         )
 
     def _add(self, values: np.ndarray, indices: np.ndarray, low: int, high: int, total: int) -> None:
-        np.add.at(self._counts, indices, 1)
+        np.add.at(self._counts, indices, _ONE)
         histogram = self._histogram
         histogram.total_count += len(values)
         histogram.min_value = min(histogram.min_value, low)
