@@ -6,7 +6,9 @@ of its own on loopback, then, each load-generator run in a process of its own as
 its CPU time is its own):
 
 1. CPU per request of the load generator at 1,000 and 2,000 req/s, each transport
-   (its LoadGenFootprint: process CPU over the run / requests sent), with its send lateness.
+   (its LoadGenFootprint: process CPU over the run / requests sent), with its send lateness;
+   beside it what openloop_grpc (below) spends per request on the same server in the same run:
+   the machine's own cost of a request for a client that sleeps between requests.
 2. One load generator pinned to core 0, the server to core 1, at rising rates up to 8,000 req/s:
    the highest rate it holds without falling behind (no request left unsent, send lateness
    p99 <= 1 ms), and its CPU per request there. The server here is benchmarks/noop_grpc_server.c

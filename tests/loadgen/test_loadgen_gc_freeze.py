@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from etude.services.loadgen.gc_freeze import collect_young, objects_frozen
+from etude.services.loadgen.gc_freeze import FULL_EVERY, collect_young, objects_frozen
 
 
 class Node:
@@ -54,3 +54,15 @@ def test_a_process_that_had_the_collector_off_keeps_it_off_after_a_run() -> None
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_long_run_also_frees_the_cycles_among_its_older_objects() -> None:
+    with objects_frozen():
+        node = Node()
+        collect_young()
+        collect_young()  # it survived twice: among the run's older objects now
+        freed = weakref.ref(node)
+        del node  # garbage now, in a cycle: only a pass over the older objects finds it
+        for _ in range(FULL_EVERY):
+            collect_young()  # one tick end each
+        assert freed() is None
