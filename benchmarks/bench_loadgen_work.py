@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import random
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import hpack
+from bench_loadgen import synthetic_sessions
 from etude.services.loadgen import h2_frames as h2
-from etude.services.loadgen.generator import LoadGenerator, Session, _ActiveSession
+from etude.services.loadgen.generator import LoadGenerator, _ActiveSession
 from etude.services.loadgen.h2_client import H2RecommendClient, _Connection
 
 from etude import event_loop
@@ -78,15 +77,6 @@ class CannedAnswers:
             + h2.frame(h2.DATA, 0, stream_id, self.message)
             + h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS | h2.FLAG_END_STREAM, stream_id, trailers)
         )
-
-
-async def synthetic_sessions() -> AsyncIterator[Session]:
-    rng = random.Random(7)
-    index = 0
-    while True:
-        length = min(50, int(rng.paretovariate(1.5)))
-        yield Session(str(index), [rng.randint(1, 100_000) for _ in range(length)])
-        index += 1
 
 
 async def cpu_us_per_request(requests: int, gap_s: float) -> float:

@@ -90,7 +90,7 @@ def encode_request(
     timeout_ms: int = 0,
 ) -> bytes:
     """The serialised RecommendRequest (with candidate_ids: a re-ranking request)."""
-    request = _RecommendRequest(session_id=session_id, item_ids=item_ids, k=k)
+    request = recommender_pb2.RecommendRequest(session_id=session_id, item_ids=item_ids, k=k)
     # Set only when not the default: each keyword costs the constructor time on every request.
     if request_id:
         request.request_id = request_id
@@ -99,9 +99,6 @@ def encode_request(
     if timeout_ms:
         request.timeout_ms = timeout_ms
     return request.SerializeToString()
-
-
-_RecommendRequest = recommender_pb2.RecommendRequest
 
 
 class GrpcRecommendClient:

@@ -177,21 +177,19 @@ class _Connection(asyncio.Protocol):
         else:
             buffer = data  # the common case: whole frames, parsed without a copy into the buffer
         offset, size = 0, len(buffer)
-        # The frame header parsed inline (h2.parse_frame_header's body): three frames per answer.
-        unpack_header, handlers = h2.FRAME_HEADER.unpack_from, self._handlers
+        handlers = self._handlers
         while size - offset >= h2.FRAME_HEADER_BYTES:
-            length_and_type, flags, stream_id = unpack_header(buffer, offset)
-            end = offset + h2.FRAME_HEADER_BYTES + (length_and_type >> 8)
+            length, frame_type, flags, stream_id = h2.parse_frame_header(buffer, offset)
+            end = offset + h2.FRAME_HEADER_BYTES + length
             if end > size:
                 break
             payload = bytes(buffer[offset + h2.FRAME_HEADER_BYTES : end])  # no copy when `buffer` is bytes
             offset = end
-            frame_type = length_and_type & 0xFF
             if self._continued is not None and frame_type != h2.CONTINUATION:
                 self._fail_connection("HEADERS not followed by CONTINUATION")
                 return
             if frame_type < len(handlers):  # frames of unknown types are ignored (RFC 9113 4.1)
-                handlers[frame_type](self, flags, stream_id & 0x7FFF_FFFF, payload)
+                handlers[frame_type](self, flags, stream_id, payload)
         if isinstance(buffer, bytearray):
             del buffer[:offset]
         else:
@@ -241,21 +239,16 @@ class _Connection(asyncio.Protocol):
             headers += h2.literal_header(TRACEPARENT.encode(), call.traceparent.encode())
         payload = call.payload
         self._send_window -= len(payload)
+        # DATA frames of at most the server's frame size, the last one ending the stream (one
+        # in the common case).
         step = self._max_frame_bytes
-        if len(payload) <= step:  # the common case: HEADERS and one DATA frame, in one piece
-            pack = h2.FRAME_HEADER.pack
-            frames = (
-                pack((len(headers) << 8) | h2.HEADERS, h2.FLAG_END_HEADERS, stream_id)
-                + headers
-                + pack((len(payload) << 8) | h2.DATA, h2.FLAG_END_STREAM, stream_id)
-                + payload
-            )
-        else:
-            chunks = [payload[start : start + step] for start in range(0, len(payload), step)]
-            frames = h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, stream_id, headers) + b"".join(
-                h2.frame(h2.DATA, h2.FLAG_END_STREAM if last else 0, stream_id, chunk)
-                for last, chunk in zip([False] * (len(chunks) - 1) + [True], chunks, strict=True)
-            )
+        out = [h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, stream_id, headers)]
+        out += [
+            h2.frame(h2.DATA, 0, stream_id, payload[at : at + step])
+            for at in range(0, len(payload) - step, step)
+        ]
+        out.append(h2.frame(h2.DATA, h2.FLAG_END_STREAM, stream_id, payload[(len(out) - 1) * step :]))
+        frames = b"".join(out)
         call.sent_ns = time.perf_counter_ns()
         self._transport.write(frames)
 
@@ -570,8 +563,6 @@ class H2RecommendClient:
 
     def _pick(self) -> _Connection | None:
         connections = self._round_robin
-        if len(connections) == 1 and connections[0].usable:
-            return connections[0]  # one server (the common case): nothing to spread
         for _ in range(len(connections)):
             self._next = (self._next + 1) % len(connections)
             connection = connections[self._next]

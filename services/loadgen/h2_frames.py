@@ -45,7 +45,7 @@ MAX_WINDOW_BYTES = 2**31 - 1
 LAST_CLIENT_STREAM_ID = 2**31 - 1
 
 # length (24 bits) and type (8 bits) share the first big-endian int; then flags, stream id.
-FRAME_HEADER = struct.Struct(">IBI")
+_FRAME_HEADER = struct.Struct(">IBI")
 _SETTING = struct.Struct(">H I")
 _U32 = struct.Struct(">I")
 _GRPC_PREFIX = struct.Struct(">B I")
@@ -64,12 +64,12 @@ HTTP_STATUS.update({status: "UNAVAILABLE" for status in (429, 502, 503, 504)})
 
 def frame(frame_type: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     """One HTTP/2 frame: 9-byte header and payload."""
-    return FRAME_HEADER.pack((len(payload) << 8) | frame_type, flags, stream_id) + payload
+    return _FRAME_HEADER.pack((len(payload) << 8) | frame_type, flags, stream_id) + payload
 
 
 def parse_frame_header(buffer: bytes | bytearray | memoryview, offset: int) -> tuple[int, int, int, int]:
     """(payload length, type, flags, stream id) of the frame header at `offset`."""
-    length_and_type, flags, stream_id = FRAME_HEADER.unpack_from(buffer, offset)
+    length_and_type, flags, stream_id = _FRAME_HEADER.unpack_from(buffer, offset)
     return length_and_type >> 8, length_and_type & 0xFF, flags, stream_id & 0x7FFF_FFFF
 
 

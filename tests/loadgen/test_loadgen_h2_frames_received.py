@@ -25,9 +25,11 @@ async def read_request(reader: asyncio.StreamReader) -> None:
     """Reads the client's preface, frames and request until the request's END_STREAM."""
     assert await reader.readexactly(len(h2.PREFACE)) == h2.PREFACE
     while True:
-        length_and_type, flags, _ = h2.FRAME_HEADER.unpack(await reader.readexactly(h2.FRAME_HEADER_BYTES))
-        await reader.readexactly(length_and_type >> 8)
-        if length_and_type & 0xFF == h2.DATA and flags & h2.FLAG_END_STREAM:
+        length, frame_type, flags, _ = h2.parse_frame_header(
+            await reader.readexactly(h2.FRAME_HEADER_BYTES), 0
+        )
+        await reader.readexactly(length)
+        if frame_type == h2.DATA and flags & h2.FLAG_END_STREAM:
             return
 
 
