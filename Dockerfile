@@ -9,13 +9,17 @@ ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# A C compiler for the load generator's timed socket (services/loadgen/_timed_socket.c); the
+# runtime stage copies the built extension, not the compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/etude
 ENV PATH=/opt/etude/bin:$PATH
 # torch first, from the CPU wheel index (the default PyPI wheel carries CUDA libraries).
 ARG TORCH_VERSION=2.13.0
 RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY etude ./etude
 COPY services ./services
 # The kubernetes extra: the API client and kubectl (kustomize) for the controller's Kubernetes driver.

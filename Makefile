@@ -13,7 +13,8 @@ TORCH_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
 .PHONY: setup dev run test protos lint bench clean
 
-$(VENV)/.base: pyproject.toml
+# The C extension is built by `pip install -e .`: its source changing rebuilds it.
+$(VENV)/.base: pyproject.toml setup.py services/loadgen/_timed_socket.c
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_INDEX_ARGS) $(TORCH_SPEC)

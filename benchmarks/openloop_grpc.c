@@ -14,14 +14,20 @@
  * Headers are written without HPACK indexing and answers' headers are not decoded, so no
  * HPACK state is needed.
  *
+ * An answer's time is when the kernel received the read holding it (SO_TIMESTAMPING, software
+ * receive stamps; CLOCK_REALTIME moved onto CLOCK_MONOTONIC), as Etude's timed transport stamps
+ * it, so that neither client's wake-up delay is in its latency; with the optional last argument
+ * `wake` it is when this process woke up and read it instead.
+ *
  *   cc -O2 -o openloop_grpc openloop_grpc.c
- *   openloop_grpc HOST PORT PATH RATE DURATION_S BODY_FILE LATENCIES_OUT
+ *   openloop_grpc HOST PORT PATH RATE DURATION_S BODY_FILE LATENCIES_OUT [wake]
  *
  * Prints "sent ok failed lateness_p99_us" and writes one latency (us) per OK answer.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/net_tstamp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -89,10 +95,11 @@ static int compare_i64(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s HOST PORT PATH RATE DURATION_S BODY_FILE LATENCIES_OUT\n", argv[0]);
+    if (argc != 8 && !(argc == 9 && strcmp(argv[8], "wake") == 0)) {
+        fprintf(stderr, "usage: %s HOST PORT PATH RATE DURATION_S BODY_FILE LATENCIES_OUT [wake]\n", argv[0]);
         return 2;
     }
+    int kernel_stamps = argc == 8;
     const char *host = argv[1], *path = argv[3];
     int port = atoi(argv[2]);
     double rate = atof(argv[4]);
@@ -111,6 +118,11 @@ int main(int argc, char **argv) {
     if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) { perror("connect"); return 1; }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int stamping = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE;
+    if (kernel_stamps && setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, &stamping, sizeof stamping) != 0) {
+        perror("SO_TIMESTAMPING");
+        return 1;
+    }
 
     /* Preface, SETTINGS (no push, largest stream window), a 1 GiB connection window. */
     uint8_t start[128];
@@ -178,9 +190,20 @@ int main(int argc, char **argv) {
         struct timespec timeout = {wait_ns / 1000000000LL, wait_ns % 1000000000LL};
         struct pollfd readable = {fd, POLLIN, 0};
         if (ppoll(&readable, 1, &timeout, NULL) <= 0) continue;
-        ssize_t got = read(fd, buffer + filled, sizeof buffer - filled);
+        char control[CMSG_SPACE(3 * sizeof(struct timespec))];
+        struct iovec vector = {buffer + filled, sizeof buffer - filled};
+        struct msghdr message = {.msg_iov = &vector, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+        ssize_t got = recvmsg(fd, &message, 0);
         if (got <= 0) break;
         int64_t received = now_ns();
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); kernel_stamps && c; c = CMSG_NXTHDR(&message, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_TIMESTAMPING) {
+                struct timespec *stamp = (struct timespec *)CMSG_DATA(c), realtime;
+                clock_gettime(CLOCK_REALTIME, &realtime);
+                int64_t realtime_ns = (int64_t)realtime.tv_sec * 1000000000LL + realtime.tv_nsec;
+                received += (int64_t)stamp->tv_sec * 1000000000LL + stamp->tv_nsec - realtime_ns;
+            }
+        }
         filled += got;
         size_t at = 0;
         while (filled - at >= 9) {

@@ -50,10 +50,11 @@ LOADGEN_TRANSPORT = "h2"
 # (LoadGenFootprint.over_core_budget; the report warns about such runs).
 LOADGEN_CORE_BUDGET = 0.5
 # CPU a load generator spends per request, measured by benchmarks/bench_loadgen.py (2,000 req/s:
-# unary 288-299 us, stream 251-317, h2 146 (113-190 over a day), on the 2-core development
-# machine, docs/results/bench-loadgen.txt): what `loadgen_instances: 0` (auto) sizes the load
-# generators with before a trial has measured its own.
-LOADGEN_CPU_US_PER_REQUEST = {"unary": 290.0, "stream": 250.0, "h2": 160.0}
+# unary 288-299 us, stream 251-317, h2 with its timed transport 78-115 (146 when written from the
+# event loop: TLS, or no C compiler at install), on the 2-core development machine,
+# docs/results/bench-loadgen.txt): what `loadgen_instances: 0` (auto) sizes the load generators
+# with before a trial has measured its own.
+LOADGEN_CPU_US_PER_REQUEST = {"unary": 290.0, "stream": 250.0, "h2": 120.0}
 
 # Experiment.
 WORKLOAD_SOURCE = "synthetic"

@@ -30,7 +30,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 import numpy as np
 import structlog
@@ -140,6 +140,29 @@ class CallbackRecommendClient(Protocol):
     ) -> None: ...
 
     def cancel_all(self) -> None: ...
+
+
+class TimedRecommendClient(CallbackRecommendClient, Protocol):
+    """A CallbackRecommendClient whose transport writes each request at its send time: `start`
+    then takes `send_at_ns` up to `lead_ns` ahead, and `deliver()` ends the requests whose
+    answers have arrived (it is called at each of the generator's wake-ups; the client ends
+    them by itself too, later). The generator then wakes about once per `lead_ns`, not twice per
+    request, and the send lateness is the transport's own."""
+
+    lead_ns: int
+
+    def start(
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        on_done: OnDone,
+        candidate_ids: Sequence[int] = (),
+        send_at_ns: int = 0,
+    ) -> None: ...
+
+    def deliver(self) -> None: ...
 
 
 class _TaskPerRequest:
@@ -275,6 +298,10 @@ class LoadGenerator:
         self._client: CallbackRecommendClient = (
             client if isinstance(client, CallbackRecommendClient) else _TaskPerRequest(client)
         )
+        # A timed client's lead (0: requests are handed over when due); requests are then handed
+        # over between one and two leads ahead, at wake-ups about one lead apart.
+        self._lead_ns: int = getattr(self._client, "lead_ns", 0)
+        self._timed = cast(TimedRecommendClient, self._client) if self._lead_ns > 0 else None
         self._sessions = SessionBuffer(sessions)
         self._profile = profile
         self._ticks: list[Tick] = ramp_ticks(
@@ -418,7 +445,9 @@ class LoadGenerator:
             self._open_tick = tick
             self._tick_sent = 0
             await self._send_tick(tick, tick_start_ns, tick_end_ns)
-            await self._sleeper.sleep_until(tick_end_ns)
+            # A timed client's tick ends as its next tick's first requests are handed over (the
+            # bookkeeping below runs while the transport sends this tick's last ones on time).
+            await self._sleeper.sleep_until(tick_end_ns - 2 * self._lead_ns)
             self._open_tick = None
             not_sent = tick.requests - self._tick_sent
             self._offered += tick.requests
@@ -523,9 +552,11 @@ class LoadGenerator:
                 # To the microsecond: asyncio's own timers wake on the next millisecond, and
                 # requests due apart would leave together, a burst the schedule never asked for.
                 # The timer's own wake-up sends while it can; what it cannot do (wait for an
-                # answer or a session, end the tick) comes back here.
+                # answer or a session, end the tick) comes back here. A timed client's requests
+                # are handed over up to two leads ahead, at wake-ups at least a lead apart.
                 intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
-                await self._sleeper.pace(intended_ns, spacing_ns, send_paced)
+                lead_ns = self._lead_ns
+                await self._sleeper.pace(intended_ns - 2 * lead_ns, max(spacing_ns, lead_ns), send_paced)
                 continue
             if self._tick_sent >= requests:
                 return
@@ -546,7 +577,9 @@ class LoadGenerator:
         """Sends what is due now (from the timer's wake-up, or from _send_tick): True when the
         next request is not due yet, False when the tick is done or a request due cannot go out
         without waiting (backpressure, no session ready)."""
-        now_ns = time.perf_counter_ns()
+        if self._timed is not None:
+            self._timed.deliver()  # answers first: their sessions may be the ones to send
+        now_ns = time.perf_counter_ns() + 2 * self._lead_ns  # what may be handed over by now
         while self._tick_sent < tick.requests:
             intended_ns = tick_start_ns + int(self._tick_sent * spacing_ns)
             if now_ns < intended_ns:
@@ -577,10 +610,22 @@ class LoadGenerator:
         # Read by a tracing client's span, in this (the scheduler's) context or a task's copy.
         INTENDED_SEND_NS.set(intended_ns)
         actual_ns = time.perf_counter_ns()
-        self._lateness_us.append((actual_ns - intended_ns) // 1000)
+        if self._timed is None:
+            self._lateness_us.append((actual_ns - intended_ns) // 1000)
         on_done = partial(self._complete, session, click_index, tick, intended_ns, actual_ns)
         try:
-            if candidates is None:
+            if self._timed is not None:
+                # Handed over ahead: the transport writes it at intended_ns, and says when it did.
+                self._timed.start(
+                    session.session_id,
+                    prefix,
+                    self._k,
+                    self._timeout_s,
+                    on_done,
+                    candidate_ids=candidates or (),
+                    send_at_ns=intended_ns,
+                )
+            elif candidates is None:
                 self._client.start(session.session_id, prefix, self._k, self._timeout_s, on_done)
             else:
                 # Only a re-ranking load passes the keyword: a client need not know it otherwise.
@@ -603,6 +648,8 @@ class LoadGenerator:
         completion_ns = outcome.received_ns or time.perf_counter_ns()
         if outcome.sent_ns:
             actual_ns = outcome.sent_ns
+            if self._timed is not None:
+                self._lateness_us.append((actual_ns - intended_ns) // 1000)
         self._in_flight -= 1
         if click_index + 1 < len(session.item_ids):
             session.next_click = click_index + 1

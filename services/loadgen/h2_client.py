@@ -41,6 +41,7 @@ from etude.security import AUTHORIZATION_HEADER, ClientSecurity
 from etude.telemetry import TRACEPARENT, RequestTracing, request_tracing, unsampled_traceparent
 
 from . import h2_frames as h2
+from . import timed_transport
 from .client import (
     RECOMMEND_PATH,
     SPAN_NAME,
@@ -52,6 +53,7 @@ from .client import (
     encode_request,
 )
 from .generator import CANCELLED, INTENDED_SEND_NS, OnDone, Outcome
+from .timed_transport import TimedTransport
 
 _log = structlog.get_logger()
 
@@ -63,6 +65,12 @@ RECONNECT_BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 TLS_SHUTDOWN_TIMEOUT_S = 1.0
 # How often answered calls are dropped from the deadline heap (see _expire).
 PRUNE_INTERVAL_S = 0.05
+# With the timed transport: requests are taken this long before they are due (the load generator
+# then wakes about once per SEND_AHEAD_NS, not twice per request), and answers read reach the
+# protocol within RING_DELAY_NS when nothing woke it before (longer than SEND_AHEAD_NS, so that
+# under load the generator's own wake-ups deliver them).
+SEND_AHEAD_NS = 2_000_000
+RING_DELAY_NS = 3_000_000
 # A request the server refuses (REFUSED_STREAM, at its stream limit) is sent again up to this often.
 MAX_REFUSALS = 5
 
@@ -101,10 +109,14 @@ class _Call:
     """One request: its callback, deadline, stream and (when sampled) span."""
 
     __slots__ = ("connection", "deadline", "done", "http_status", "message", "on_done", "payload",
-                 "refusals", "sent_ns", "span", "stream_id", "timeout_s", "traceparent")  # fmt: skip
+                 "refusals", "reset_when_sent", "send_at_ns", "sent_ns", "span", "stream_id",
+                 "timeout_s", "traceparent")  # fmt: skip
 
-    def __init__(self, on_done: OnDone, deadline: float, payload: bytes, timeout_s: float) -> None:
+    def __init__(
+        self, on_done: OnDone, deadline: float, payload: bytes, timeout_s: float, send_at_ns: int = 0
+    ) -> None:
         self.on_done = on_done
+        self.send_at_ns = send_at_ns  # when to write it (a timed transport; 0: at once)
         self.deadline = deadline
         self.payload = payload
         self.timeout_s = timeout_s
@@ -117,6 +129,18 @@ class _Call:
         self.refusals = 0
         self.span: trace.Span | None = None
         self.sent_ns = 0  # when its frames were handed to the socket
+        # Reset before its timed write went out: the stream is reset once it has been opened.
+        self.reset_when_sent = False
+
+    @property
+    def sent(self) -> bool:
+        return self.sent_ns != 0
+
+    def went_out(self, sent_ns: int) -> None:
+        """Its timed write went out at `sent_ns`."""
+        self.sent_ns = sent_ns
+        if self.reset_when_sent and self.connection is not None:
+            self.connection.sent_late_reset(self)
 
 
 class _Connection(asyncio.Protocol):
@@ -125,6 +149,8 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: H2RecommendClient, header_block: bytes) -> None:
         self._client = client
         self._header_block = header_block
+        # Set by connection_made when the transport writes requests at their time (a C thread).
+        self._timed: TimedTransport | None = None
         # The request's header block for each timeout (one per run in practice): built once.
         self._header_blocks: dict[float, bytes] = {}
         self._transport: asyncio.Transport | None = None
@@ -154,6 +180,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: a cast, not an isinstance check.
         self._transport = cast(asyncio.Transport, transport)
+        if isinstance(transport, TimedTransport):
+            self._timed = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -170,7 +198,11 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # Every answer ending in this read arrived by now: its latency stops here, not after
         # the parsing below (the answer's Outcome carries it).
-        self._read_ns = time.perf_counter_ns()
+        self.received_at(data, time.perf_counter_ns())
+
+    def received_at(self, data: bytes, received_ns: int) -> None:
+        """Parses `data`, read from the socket at `received_ns` (the timed transport's stamp)."""
+        self._read_ns = received_ns
         buffer: bytes | bytearray = self._buffer
         if buffer or not isinstance(data, bytes):
             self._buffer += data
@@ -249,8 +281,11 @@ class _Connection(asyncio.Protocol):
         ]
         out.append(h2.frame(h2.DATA, h2.FLAG_END_STREAM, stream_id, payload[(len(out) - 1) * step :]))
         frames = b"".join(out)
-        call.sent_ns = time.perf_counter_ns()
-        self._transport.write(frames)
+        if self._timed is not None:
+            self._timed.write_at(call.send_at_ns, frames, call)  # the thread notes when it went out
+        else:
+            call.sent_ns = time.perf_counter_ns()
+            self._transport.write(frames)
 
     def _send_waiting(self) -> None:
         while self._waiting and self.usable:
@@ -270,8 +305,32 @@ class _Connection(asyncio.Protocol):
             and self._calls.pop(call.stream_id, None) is not None
             and self._transport is not None
         ):
-            self._transport.write(h2.rst_stream_frame(call.stream_id, h2.ERROR_CANCEL))
+            if self._timed is not None and not call.sent:
+                # Its HEADERS are still to go out (a reset stream not yet opened is a protocol error).
+                call.reset_when_sent = True
+            else:
+                self._transport.write(h2.rst_stream_frame(call.stream_id, h2.ERROR_CANCEL))
             self._after_stream_end()
+
+    def sent_late_reset(self, call: _Call) -> None:
+        """The timed write of a call reset meanwhile went out: its stream is reset now."""
+        if self._transport is not None:
+            self._transport.write(h2.rst_stream_frame(call.stream_id, h2.ERROR_CANCEL))
+
+    def drop_unsent(self) -> list[_Call]:
+        """Takes back the calls whose timed writes have not gone out (their streams never opened)."""
+        if self._timed is None:
+            return []
+        dropped = self._timed.drop_unsent()
+        for call in dropped:
+            self._calls.pop(call.stream_id, None)
+            call.stream_id = 0
+        return dropped
+
+    def deliver(self) -> None:
+        """Parses what the timed transport has read (nothing to do for an asyncio one)."""
+        if self._timed is not None:
+            self._timed.deliver()
 
     def close(self) -> None:
         self.usable = False
@@ -410,6 +469,8 @@ class _Connection(asyncio.Protocol):
         """The server stops taking streams: those above its last one were never processed."""
         self.usable = False
         last_stream_id = h2.u32(payload) & 0x7FFF_FFFF
+        for unsent in self.drop_unsent():  # not written yet: never to be
+            self._client.finish(unsent, _UNAVAILABLE)
         for refused in [sid for sid in self._calls if sid > last_stream_id]:
             self._end(refused, _UNAVAILABLE)
         waiting, self._waiting = self._waiting, deque()
@@ -458,7 +519,11 @@ class H2RecommendClient:
         security: ClientSecurity | None = None,
         request_spans: bool = True,
         tracing: RequestTracing | None = None,
+        timed: bool = True,
     ) -> None:
+        """`timed`: requests written by the timed transport's C thread at their send time,
+        handed over `lead_ns` ahead (plaintext only, and only where the extension was built);
+        otherwise by the event loop when `start` is called."""
         host, _, port = target.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"target: expected HOST:PORT, got {target!r}")
@@ -473,6 +538,10 @@ class H2RecommendClient:
                 AUTHORIZATION_HEADER.encode(), f"Bearer {security.auth_token}".encode()
             )
         self._header_block = block
+        self._timed = timed and self._ssl is None and timed_transport.available()
+        # How long before its send time the load generator may hand a request over (start's
+        # send_at_ns); 0: at its send time.
+        self.lead_ns = SEND_AHEAD_NS if self._timed else 0
         self._tracing = (tracing if tracing is not None else request_tracing()) if request_spans else None
         self._tracer = self._tracing.tracer(__name__) if self._tracing is not None else None
         self._span_attributes = _rpc_attributes(target)
@@ -504,6 +573,9 @@ class H2RecommendClient:
                 f"target: no HTTP/2 server answered at {self._target!r} within {timeout_s:g} s "
                 "(it closed the connection: TLS or plaintext mismatch?)"
             )
+        # Who writes the requests: the timed transport's thread, or the event loop (TLS, or the
+        # C extension not built): the load generator's footprint differs by a third.
+        _log.info("h2_connected", target=self._target, writer="timed" if self._timed else "event-loop")
 
     async def _connect_missing(self) -> None:
         loop = asyncio.get_running_loop()
@@ -517,6 +589,34 @@ class H2RecommendClient:
 
     async def _open(self, family: int, address: tuple[Any, ...]) -> None:
         loop = asyncio.get_running_loop()
+        if self._timed:
+            connection = await self._open_timed(loop, family, address)
+        else:
+            connection = await self._open_asyncio(loop, family, address)
+        await connection.settled
+        if self._closed or not connection.usable:
+            connection.close()
+            return
+        self._connections[(family, address)] = connection
+        self._round_robin.append(connection)
+
+    async def _open_timed(
+        self, loop: asyncio.AbstractEventLoop, family: int, address: tuple[Any, ...]
+    ) -> _Connection:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        connection = _Connection(self, self._header_block)
+        connection.connection_made(TimedTransport(sock, connection, loop, RING_DELAY_NS))
+        return connection
+
+    async def _open_asyncio(
+        self, loop: asyncio.AbstractEventLoop, family: int, address: tuple[Any, ...]
+    ) -> _Connection:
         _, connection = await loop.create_connection(
             lambda: _Connection(self, self._header_block),
             address[0],
@@ -527,12 +627,7 @@ class H2RecommendClient:
             # Closing waits this long for the server's TLS close_notify (asyncio's default is 30 s).
             ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if self._ssl is not None else None,
         )
-        await connection.settled
-        if self._closed or not connection.usable:
-            connection.close()
-            return
-        self._connections[(family, address)] = connection
-        self._round_robin.append(connection)
+        return connection
 
     def connection_ended(self, connection: _Connection) -> None:
         for key, known in list(self._connections.items()):
@@ -585,15 +680,21 @@ class H2RecommendClient:
         timeout_s: float,
         on_done: OnDone,
         candidate_ids: Sequence[int] = (),
+        send_at_ns: int = 0,
     ) -> None:
         """Sends the request (a re-ranking one with `candidate_ids`) and returns; `on_done` gets
-        its Outcome when it ends."""
+        its Outcome when it ends. `send_at_ns` (time.perf_counter_ns(), at most `lead_ns` ahead):
+        when to write it, where the transport is timed; its deadline counts from then."""
         loop = self._loop or asyncio.get_running_loop()
+        ahead_s = 0.0
+        if send_at_ns and self.lead_ns:
+            ahead_s = max(0, send_at_ns - time.perf_counter_ns()) / 1e9
         call = _Call(
             on_done,
-            loop.time() + timeout_s,
+            loop.time() + ahead_s + timeout_s,
             h2.grpc_message(encode_request(session_id, item_ids, k, 0, candidate_ids)),
             timeout_s,
+            send_at_ns if self.lead_ns else 0,
         )
         connection = self._pick()
         if connection is None:
@@ -637,12 +738,12 @@ class H2RecommendClient:
             "etude.session_id": session_id,
             "etude.click_index": clicks - 1,
             "etude.intended_send_ns": intended_ns,
-            "etude.send_delay_us": (actual_ns - intended_ns) // 1000,
         }
         span = self._tracer.start_span(
             SPAN_NAME, kind=trace.SpanKind.CLIENT, start_time=intended_ns + to_epoch_ns, attributes=attributes
         )
-        span.add_event("etude.sent", timestamp=actual_ns + to_epoch_ns)
+        if not call.send_at_ns:  # sent now; a timed write says when it went out at the call's end
+            _mark_sent(span, intended_ns, actual_ns)
         carrier = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         call.traceparent = carrier.get(TRACEPARENT)
@@ -654,7 +755,12 @@ class H2RecommendClient:
             return
         call.done = True
         if call.span is not None:
+            if call.send_at_ns and call.sent_ns:
+                _mark_sent(call.span, call.send_at_ns, call.sent_ns)
             _end_span(call.span, outcome)
+        if not outcome.sent_ns and call.sent_ns and call.send_at_ns:
+            # A timed write's failure too says when it went out (the generator's send lateness).
+            outcome = outcome._replace(sent_ns=call.sent_ns)
         # The call waits in the deadline queue until the next prune: what it holds goes now.
         on_done, call.on_done, call.payload = call.on_done, _ended, b""
         try:
@@ -662,9 +768,16 @@ class H2RecommendClient:
         except Exception:
             _log.exception("h2_on_done_raised")
 
+    def deliver(self) -> None:
+        """Ends the calls whose answers the timed transport has read (the load generator calls
+        this each time it wakes; otherwise they come within RING_DELAY_NS)."""
+        for connection in self._round_robin:
+            connection.deliver()
+
     def _expire(self) -> None:
         """Ends the requests past their deadline and drops the answered ones; re-arms itself."""
         self._timer = None
+        self.deliver()  # an answer read but not yet parsed is not past its deadline
         loop = self._loop or asyncio.get_running_loop()
         now = loop.time()
         in_order, out_of_order = self._in_order, self._out_of_order
@@ -691,6 +804,8 @@ class H2RecommendClient:
 
     def cancel_all(self) -> None:
         """Ends every request in flight as CANCELLED (and resets its stream)."""
+        for connection in list(self._round_robin):
+            connection.drop_unsent()  # never written: ended below without a reset
         calls = [*self._in_order, *(call for _, _, call in self._out_of_order)]
         self._in_order.clear()
         self._out_of_order.clear()
@@ -725,6 +840,12 @@ class H2RecommendClient:
         for connection in connections:
             connection.close()
         await asyncio.gather(*(connection.closed for connection in connections), return_exceptions=True)
+
+
+def _mark_sent(span: trace.Span, intended_ns: int, sent_ns: int) -> None:
+    """When the request went out (time.perf_counter_ns()), on its client span."""
+    span.set_attribute("etude.send_delay_us", (sent_ns - intended_ns) // 1000)
+    span.add_event("etude.sent", timestamp=sent_ns + time.time_ns() - time.perf_counter_ns())
 
 
 def _end_span(span: trace.Span, outcome: Outcome) -> None:

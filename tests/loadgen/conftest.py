@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 
 import pytest
+from etude.services.loadgen import timed_transport
 
 from etude.event_loop import fast_loop_factory
 
@@ -19,3 +20,16 @@ def pytest_asyncio_loop_factories(
     if fast is not None and getattr(item.module, "ON_EVERY_EVENT_LOOP", False):
         factories["uvloop"] = fast
     return factories
+
+
+@pytest.fixture(params=["timed", "event-loop"])
+def h2_writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who writes the h2 client's requests: the timed transport's C thread (where the extension
+    was built, as on every development machine and in CI) or the event loop (its fallback, and
+    the TLS path). A module runs on both with `pytestmark = pytest.mark.usefixtures("h2_writer")`."""
+    if request.param == "timed":
+        if not timed_transport.available():
+            pytest.fail("the _timed_socket extension was not built (pip install -e . needs a C compiler)")
+    else:
+        monkeypatch.setattr(timed_transport, "available", lambda: False)
+    return str(request.param)

@@ -130,3 +130,58 @@ class FakeWorkload(workload_pb2_grpc.WorkloadServiceServicer):
             ]
             yield workload_pb2.SessionBatch(first_session_id=first, session_lengths=lengths, item_ids=items)
             self.batches_sent += 1
+
+
+class FakeTimedClient:
+    """A TimedRecommendClient: takes each request up to `lead_ns` ahead, "writes" it at its
+    send_at_ns (plus `write_delay_ns`, as a busy thread would) and answers `answer_after_ns`
+    later, noting when each was handed over. Answers reach the generator only through
+    `deliver()`, or by themselves `ring_ns` after they arrived (as the timed transport rings)."""
+
+    transport = "fake-timed"
+
+    def __init__(
+        self,
+        lead_ns: int = 2_000_000,
+        *,
+        write_delay_ns: int = 100_000,
+        answer_after_ns: int = 300_000,
+        ring_ns: int = 3_000_000,
+    ) -> None:
+        self.lead_ns = lead_ns
+        self._write_delay_ns = write_delay_ns
+        self._answer_after_ns = answer_after_ns
+        self._ring_ns = ring_ns
+        self.handed_over: list[tuple[int, int]] = []  # (when, send_at_ns)
+        # (answered_ns, sent_ns, on_done) of the requests not yet delivered
+        self._pending: list[tuple[int, int, Callable[[Outcome], None]]] = []
+
+    def start(
+        self,
+        session_id: str,
+        item_ids: Sequence[int],
+        k: int,
+        timeout_s: float,
+        on_done: Callable[[Outcome], None],
+        candidate_ids: Sequence[int] = (),
+        send_at_ns: int = 0,
+    ) -> None:
+        now_ns = time.perf_counter_ns()
+        self.handed_over.append((now_ns, send_at_ns))
+        sent_ns = max(send_at_ns, now_ns) + self._write_delay_ns
+        answered_ns = sent_ns + self._answer_after_ns
+        self._pending.append((answered_ns, sent_ns, on_done))
+        loop = asyncio.get_running_loop()
+        loop.call_at(loop.time() + (answered_ns + self._ring_ns - now_ns) / 1e9, self.deliver)
+
+    def deliver(self) -> None:
+        now_ns = time.perf_counter_ns()
+        arrived = [pending for pending in self._pending if pending[0] <= now_ns]
+        self._pending = [pending for pending in self._pending if pending[0] > now_ns]
+        for answered_ns, sent_ns, on_done in arrived:
+            on_done(Outcome(OK, server_total_us=50, sent_ns=sent_ns, received_ns=answered_ns))
+
+    def cancel_all(self) -> None:
+        pending, self._pending = self._pending, []
+        for _, _, on_done in pending:
+            on_done(Outcome("CANCELLED"))

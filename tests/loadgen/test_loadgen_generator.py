@@ -24,7 +24,7 @@ from etude.services.loadgen.generator import (
 from etude.services.loadgen.spec import InvalidLoadSpec
 from etude.services.loadgen.stats import SIGNIFICANT_DIGITS
 from etude.services.results.layout import RECORDS_FILE, RUN_FILE, SERIES_FILE, SUMMARY_FILE
-from loadgen_fakes import FakeClient, endless_sessions, sessions_from
+from loadgen_fakes import FakeClient, FakeTimedClient, endless_sessions, sessions_from
 
 from etude.v1 import loadgen_pb2
 
@@ -503,3 +503,30 @@ async def test_a_run_cancelled_again_while_it_winds_down_still_writes_the_summar
     finally:
         client.released.set()
         await asyncio.sleep(0)
+
+
+async def test_a_timed_client_gets_each_request_ahead_with_its_intended_send_time(tmp_path: Path) -> None:
+    client = FakeTimedClient(lead_ns=2_000_000, write_delay_ns=100_000)
+    summary, _ = await run_generator(client, endless_sessions(length=3), profile(200.0, hold_s=2), tmp_path)
+    records = read_csv(tmp_path / RECORDS_FILE)
+    assert summary.requests_sent == len(client.handed_over) == 400
+    # Each request is handed over with the schedule's intended time, never more than two leads ahead.
+    intended = sorted(int(row["intended_send_ns"]) for row in records)
+    assert sorted(send_at for _, send_at in client.handed_over) == intended
+    assert all(send_at - when <= 2 * client.lead_ns for when, send_at in client.handed_over)
+    # Most ahead of time: the generator wakes about once per lead, not per request.
+    ahead = sum(1 for when, send_at in client.handed_over if when < send_at)
+    assert ahead >= 0.9 * len(client.handed_over)
+
+
+async def test_with_a_timed_client_the_send_lateness_is_the_transports(tmp_path: Path) -> None:
+    client = FakeTimedClient(write_delay_ns=100_000, answer_after_ns=300_000)
+    summary, _ = await run_generator(client, endless_sessions(length=3), profile(100.0, hold_s=1), tmp_path)
+    records = read_csv(tmp_path / RECORDS_FILE)
+    lateness = summary.footprint.send_lateness
+    assert lateness.count == summary.requests_sent == 100
+    # The fake writes each request 0.1 ms after its send time (later only when handed over late).
+    assert lateness.p50_ms == pytest.approx(0.1, abs=0.001)
+    for row in records:
+        assert int(row["actual_send_ns"]) - int(row["intended_send_ns"]) >= 100_000
+        assert int(row["latency_from_actual_us"]) == 300

@@ -28,6 +28,8 @@ _SERVICE, _METHOD = RECOMMEND_PATH.strip("/").split("/")
 # Every test here runs on asyncio's loop and on uvloop's, the one `etude serve loadgen` uses
 # (tests/loadgen/conftest.py).
 ON_EVERY_EVENT_LOOP = True
+# ... and with both writers of its requests (tests/loadgen/conftest.py).
+pytestmark = pytest.mark.usefixtures("h2_writer")
 SERVER_SPAN = RECOMMEND_PATH.strip("/")
 
 
@@ -186,8 +188,11 @@ async def test_requests_are_spread_over_every_address_the_target_resolves_to(
 ) -> None:
     async with grpc_server() as (port_a, seen_a), grpc_server() as (port_b, seen_b):
         loop = asyncio.get_running_loop()
+        resolve = loop.getaddrinfo
 
-        async def two_pods(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
+        async def two_pods(host: str, port: int, **kwargs: Any) -> list[tuple[Any, ...]]:
+            if host != "inference.etude.svc":  # uvloop resolves a socket's address when connecting it
+                return await resolve(host, port, **kwargs)
             # What a headless Service's name resolves to: one address per ready pod.
             return [
                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port_a)),

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import hpack
+import pytest
 from etude.services.loadgen import h2_frames as h2
 from etude.services.loadgen.generator import OK, Outcome
 from etude.services.loadgen.h2_client import H2RecommendClient
@@ -19,6 +20,8 @@ from etude.v1 import recommender_pb2
 
 # Every test here runs on asyncio's loop and on uvloop's (tests/loadgen/conftest.py).
 ON_EVERY_EVENT_LOOP = True
+# ... and with both writers of its requests (tests/loadgen/conftest.py).
+pytestmark = pytest.mark.usefixtures("h2_writer")
 
 
 async def read_request(reader: asyncio.StreamReader) -> None:
