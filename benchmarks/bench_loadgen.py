@@ -138,12 +138,13 @@ async def synthetic_sessions(catalog_size: int = 100_000) -> AsyncIterator[Sessi
 
 
 async def drive(
-    target: str, rate: float, transport: str, ramp_s: int, hold_s: int
+    target: str, rate: float, transport: str, ramp_s: int, hold_s: int, h2_writer: str = "timed"
 ) -> loadgen_pb2.LoadSummary:
-    """One load-generator run (in this process), records written as in a real trial."""
+    """One load-generator run (in this process), records written as in a real trial; `h2_writer`
+    "event-loop" has the h2 client write from the event loop instead of its timed transport."""
     profile = loadgen_pb2.LoadProfile(target_rate_per_s=rate, ramp_duration_s=ramp_s, hold_duration_s=hold_s)
     if transport == TRANSPORT_H2:
-        h2_client = H2RecommendClient(target)
+        h2_client = H2RecommendClient(target, timed=h2_writer == "timed")
         await h2_client.connect(10.0)
         try:
             with tempfile.TemporaryDirectory() as records_dir:
@@ -497,6 +498,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--transport", default="unary", help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    # With --drive: who writes the h2 client's requests (before / after runs of the timed transport).
+    parser.add_argument(
+        "--h2-writer", choices=["timed", "event-loop"], default="timed", help=argparse.SUPPRESS
+    )
     return parser.parse_args()
 
 
@@ -509,7 +514,14 @@ if __name__ == "__main__":
     elif arguments.drive is not None:
         # On the loop `etude serve loadgen` runs (uvloop where installed).
         summary = event_loop.run(
-            drive(arguments.drive, arguments.rate, arguments.transport, arguments.ramp_s, arguments.hold_s),
+            drive(
+                arguments.drive,
+                arguments.rate,
+                arguments.transport,
+                arguments.ramp_s,
+                arguments.hold_s,
+                arguments.h2_writer,
+            ),
             fast=True,
         )
         print(json_format.MessageToJson(summary, indent=None))
