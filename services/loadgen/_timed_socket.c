@@ -5,14 +5,16 @@
  * Python hands over bytes to write at an exact time (a request, a few milliseconds before it is
  * due) or at once (HTTP/2 control frames). The thread sleeps until the next write is due (ppoll
  * with a nanosecond timeout on CLOCK_MONOTONIC, the clock of time.perf_counter_ns()), writes it,
- * notes when, and reads whatever the peer sends the moment it arrives, noting when. Python takes
- * both in one call (`take`): the times its timed writes went out, and the bytes read with their
- * arrival times. It learns there is something to take from its own timer, or from `ring_fd`
+ * and notes when. It reads what the peer sent at its next wake-up, answer by answer, each read
+ * carrying the kernel's arrival time (SO_TIMESTAMPING; without it, it reads each arrival at once
+ * and stamps it then). Python takes both in one call (`take`): the times its timed writes went
+ * out, and the bytes read with their arrival times. It learns there is something to take from its own timer, or from `ring_fd`
  * (an eventfd for its event loop), which the thread signals once bytes have waited `ring_delay_ns`
  * or the connection has ended.
  *
- * Nothing here knows HTTP/2: framing, flow control and every protocol decision stay in Python
- * (services/loadgen/h2_client.py); this is the part that must happen at the right microsecond.
+ * Of HTTP/2 it knows only the 9-byte frame header, to end a read where an answer ends: framing,
+ * flow control and every protocol decision stay in Python (services/loadgen/h2_client.py); this
+ * is the part that must happen at the right microsecond.
  *
  * The thread never touches a Python object; Python and the thread share the state below under one
  * mutex, which neither holds across a blocking call.

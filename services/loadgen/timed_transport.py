@@ -5,9 +5,10 @@ answer), and on a small virtual machine a wake-up costs more than the work it do
 per-request path took 60-75 us of CPU paced against 21-31 us back to back
 (benchmarks/bench_loadgen_work.py). Here the load generator hands requests over a few
 milliseconds ahead; `_timed_socket.TimedSocket` (C, a thread of its own) writes each at its
-intended time and reads answers as they arrive, stamping both; the protocol then parses the
-answers in a batch, when the generator next wakes or when they have waited `ring_delay_ns`.
-Latencies are measured from the thread's timestamps, as a C client would measure them.
+intended time, noting when, and reads the answers at its next wake-up, each with the kernel's
+time of arrival; the protocol then parses them in a batch, when the generator next wakes or
+when they have waited `ring_delay_ns`. Latencies run from the thread's write to the kernel's
+arrival stamp, as benchmarks/openloop_grpc.c measures them.
 
 Only what must happen at the right microsecond is in C; every HTTP/2 decision stays in the
 protocol (h2_client._Connection), which sees this object as its asyncio transport.
@@ -28,7 +29,7 @@ except ImportError:  # built without a C compiler: the h2 client keeps its async
 
 
 def available() -> bool:
-    """True when the C extension was built (it is optional in pyproject.toml)."""
+    """True when the C extension was built (setup.py builds it where a C compiler is)."""
     return _timed_socket is not None
 
 
