@@ -2,8 +2,9 @@
 kernel: what the Python code costs, apart from what the machine charges for waking it up.
 
 Each request goes the real way through LoadGenerator._send, the h2 client's framing, a fake
-transport, the client's frame parsing of a canned gRPC answer (the bytes a server sends:
-HEADERS, DATA, trailers, HPACK-indexed as after the first answer), LoadGenerator._complete
+transport, the client's handling of a canned gRPC answer (the payloads of the frames a server
+sends: HEADERS, DATA, trailers, HPACK-indexed as after the first answer; handed over split, as
+the timed transport does), LoadGenerator._complete
 and the records writer (records.csv in a temporary folder, its writer thread included). The
 CPU time of the process (every thread) is divided by the requests.
 
@@ -70,13 +71,10 @@ class CannedAnswers:
         response.timing.batch_size, response.timing.server_total_us = 4, 180
         self.message = h2.grpc_message(response.SerializeToString())
 
-    def to(self, stream_id: int) -> bytes:
+    def to(self, stream_id: int) -> tuple[bytes, bytes, bytes]:
+        """The payloads of the answer's three frames, as the timed transport hands them over."""
         headers, trailers = self.first if stream_id == 1 else self.later
-        return (
-            h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, stream_id, headers)
-            + h2.frame(h2.DATA, 0, stream_id, self.message)
-            + h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS | h2.FLAG_END_STREAM, stream_id, trailers)
-        )
+        return headers, self.message, trailers
 
 
 async def cpu_us_per_request(requests: int, gap_s: float) -> float:
@@ -112,7 +110,8 @@ async def cpu_us_per_request(requests: int, gap_s: float) -> float:
             elif generator._sent % 64 == 0:
                 await asyncio.sleep(0)  # the loop's own turns (the session source's task)
             generator._send(generator._ready.popleft(), 0, time.perf_counter_ns())
-            connection.data_received(answers.to(int.from_bytes(transport.last[5:9], "big")))
+            stream_id = int.from_bytes(transport.last[5:9], "big")
+            connection.answered(time.perf_counter_ns(), stream_id, *answers.to(stream_id))
         generator._record_latencies()
         files.write(generator._take_rows())
         await files.close(loadgen_pb2.LoadSummary())

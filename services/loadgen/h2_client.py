@@ -227,6 +227,29 @@ class _Connection(asyncio.Protocol):
         else:
             self._buffer += buffer[offset:]  # a frame's start, kept for the next read
 
+    def answered(
+        self, received_ns: int, stream_id: int, headers: bytes, message: bytes, trailers: bytes
+    ) -> None:
+        """A whole answer read at `received_ns`, split by the timed transport: the payloads of
+        its HEADERS, DATA and trailing HEADERS. What the frame-by-frame parse would do, without
+        it, when both header blocks are known (decoding them leaves HPACK's table as it is) and
+        no frame is half read."""
+        decoded = self._decoded
+        head, tail = decoded.get(headers), decoded.get(trailers)
+        if head is None or tail is None or self._buffer or self._continued is not None:
+            self.received_at(h2.answer_frames(stream_id, headers, message, trailers), received_ns)
+            return
+        self._read_ns = received_ns
+        self._count_received(len(message))
+        call = self._calls.get(stream_id)
+        if call is None:
+            return  # reset here meanwhile
+        for http_status in (head.http_status, tail.http_status):
+            if http_status is not None:
+                call.http_status = http_status
+        self._add_message(call, message)
+        self._end(stream_id, self._outcome(call, tail.grpc_status))
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
         calls = list(self._calls.values()) + list(self._waiting)
@@ -271,16 +294,18 @@ class _Connection(asyncio.Protocol):
             headers += h2.literal_header(TRACEPARENT.encode(), call.traceparent.encode())
         payload = call.payload
         self._send_window -= len(payload)
-        # DATA frames of at most the server's frame size, the last one ending the stream (one
-        # in the common case).
         step = self._max_frame_bytes
-        out = [h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, stream_id, headers)]
-        out += [
-            h2.frame(h2.DATA, 0, stream_id, payload[at : at + step])
-            for at in range(0, len(payload) - step, step)
-        ]
-        out.append(h2.frame(h2.DATA, h2.FLAG_END_STREAM, stream_id, payload[(len(out) - 1) * step :]))
-        frames = b"".join(out)
+        if len(payload) <= step:  # the common case: one DATA frame
+            frames = h2.request_frames(stream_id, headers, payload)
+        else:
+            # DATA frames of at most the server's frame size, the last one ending the stream.
+            out = [h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, stream_id, headers)]
+            out += [
+                h2.frame(h2.DATA, 0, stream_id, payload[at : at + step])
+                for at in range(0, len(payload) - step, step)
+            ]
+            out.append(h2.frame(h2.DATA, h2.FLAG_END_STREAM, stream_id, payload[(len(out) - 1) * step :]))
+            frames = b"".join(out)
         if self._timed is not None:
             self._timed.write_at(call.send_at_ns, frames, call)  # the thread notes when it went out
         else:
@@ -358,23 +383,31 @@ class _Connection(asyncio.Protocol):
     # -- frames received ---------------------------------------------------------------------
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
-        self._received_unacknowledged += len(payload)
-        if self._received_unacknowledged >= RECEIVE_WINDOW_BYTES // 2 and self._transport is not None:
-            self._transport.write(h2.window_update_frame(0, self._received_unacknowledged))
-            self._received_unacknowledged = 0
+        self._count_received(len(payload))
         call = self._calls.get(stream_id)
         if call is None:
             return
         if flags & h2.FLAG_PADDED:
             payload = payload[1 : len(payload) - payload[0]]
+        self._add_message(call, payload)
+        if flags & h2.FLAG_END_STREAM:
+            self._end(stream_id, _INTERNAL)  # a gRPC response always ends with trailers
+
+    def _count_received(self, size: int) -> None:
+        """Connection-level flow control: DATA payload bytes received, given back in halves."""
+        self._received_unacknowledged += size
+        if self._received_unacknowledged >= RECEIVE_WINDOW_BYTES // 2 and self._transport is not None:
+            self._transport.write(h2.window_update_frame(0, self._received_unacknowledged))
+            self._received_unacknowledged = 0
+
+    @staticmethod
+    def _add_message(call: _Call, payload: bytes) -> None:
         if call.message is None:
             call.message = payload
         else:
             if isinstance(call.message, bytes):
                 call.message = bytearray(call.message)
             call.message += payload
-        if flags & h2.FLAG_END_STREAM:
-            self._end(stream_id, _INTERNAL)  # a gRPC response always ends with trailers
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if flags & _PLAIN_HEADERS_MASK == h2.FLAG_END_HEADERS:  # the common case: one whole block

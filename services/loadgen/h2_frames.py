@@ -67,6 +67,27 @@ def frame(frame_type: int, flags: int, stream_id: int, payload: bytes = b"") -> 
     return _FRAME_HEADER.pack((len(payload) << 8) | frame_type, flags, stream_id) + payload
 
 
+def request_frames(stream_id: int, headers: bytes, payload: bytes) -> bytes:
+    """A unary request's HEADERS and its one DATA frame, which ends the stream."""
+    return b"".join(
+        (
+            _FRAME_HEADER.pack((len(headers) << 8) | HEADERS, FLAG_END_HEADERS, stream_id),
+            headers,
+            _FRAME_HEADER.pack((len(payload) << 8) | DATA, FLAG_END_STREAM, stream_id),
+            payload,
+        )
+    )
+
+
+def answer_frames(stream_id: int, headers: bytes, message: bytes, trailers: bytes) -> bytes:
+    """A gRPC answer as a server frames it in the common case: HEADERS, one DATA, trailers."""
+    return (
+        frame(HEADERS, FLAG_END_HEADERS, stream_id, headers)
+        + frame(DATA, 0, stream_id, message)
+        + frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, stream_id, trailers)
+    )
+
+
 def parse_frame_header(buffer: bytes | bytearray | memoryview, offset: int) -> tuple[int, int, int, int]:
     """(payload length, type, flags, stream id) of the frame header at `offset`."""
     length_and_type, flags, stream_id = _FRAME_HEADER.unpack_from(buffer, offset)

@@ -6,8 +6,9 @@ per-request path took 60-75 us of CPU paced against 21-31 us back to back
 (benchmarks/bench_loadgen_work.py). Here the load generator hands requests over a few
 milliseconds ahead; `_timed_socket.TimedSocket` (C, a thread of its own) writes each at its
 intended time, noting when, and reads the answers at its next wake-up, each with the kernel's
-time of arrival; the protocol then parses them in a batch, when the generator next wakes or
-when they have waited `ring_delay_ns`. Latencies run from the thread's write to the kernel's
+time of arrival, an answer of the common shape already split into its three frames' payloads;
+the protocol then parses them in a batch, when the generator next wakes or when they have waited
+`ring_delay_ns`. Latencies run from the thread's write to the kernel's
 arrival stamp, as benchmarks/openloop_grpc.c measures them.
 
 Only what must happen at the right microsecond is in C; every HTTP/2 decision stays in the
@@ -42,6 +43,12 @@ class SentAware(Protocol):
 class TimedProtocol(Protocol):
     def received_at(self, data: bytes, received_ns: int) -> None: ...
 
+    def answered(
+        self, received_ns: int, stream_id: int, headers: bytes, message: bytes, trailers: bytes
+    ) -> None:
+        """A whole answer of the common shape read at once (HEADERS, one DATA, trailers, one
+        stream): the payloads of its three frames."""
+
     def connection_lost(self, exc: Exception | None) -> None: ...
 
 
@@ -63,7 +70,7 @@ class TimedTransport(asyncio.Transport):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._protocol = protocol
         self._loop = loop
-        self._socket = _timed_socket.TimedSocket(sock.detach(), ring_delay_ns)
+        self._socket = _timed_socket.TimedSocket(sock.detach(), ring_delay_ns, split_answers=True)
         self._ring_fd = self._socket.ring_fd
         loop.add_reader(self._ring_fd, self.deliver)
         # Timed writes not yet known to be out, in the order handed over: the thread writes them
@@ -101,9 +108,12 @@ class TimedTransport(asyncio.Transport):
             unsent = self._unsent
             for sent_ns in array("q", sent):
                 unsent.popleft().went_out(sent_ns)
-        received_at = self._protocol.received_at
-        for received_ns, data in arrivals:
-            received_at(data, received_ns)
+        received_at, answered = self._protocol.received_at, self._protocol.answered
+        for arrival in arrivals:
+            if len(arrival) == 2:
+                received_at(arrival[1], arrival[0])
+            else:
+                answered(*arrival)
         if ended is not None and not self._closed:
             self._close(ended)
 

@@ -115,3 +115,57 @@ async def test_an_answer_without_grpc_status_is_named_by_its_http_status() -> No
     block = hpack.Encoder().encode([(":status", "503")])
     answer = h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS | h2.FLAG_END_STREAM, 1, block)
     assert (await outcome_of(answer)).status == "UNAVAILABLE"
+
+
+@asynccontextmanager
+async def answering_each(answers: list[tuple[bytes, bytes]]) -> AsyncIterator[str]:
+    """A server that answers its k-th request with the k-th (headers, trailers) blocks around one
+    message, each answer in one write: the shape the timed transport hands over in pieces."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(h2.settings_frame({}) + h2.frame(h2.SETTINGS, h2.FLAG_ACK, 0))
+        assert await reader.readexactly(len(h2.PREFACE)) == h2.PREFACE
+        pending = list(answers)
+        while pending:
+            header = await reader.readexactly(h2.FRAME_HEADER_BYTES)
+            length, frame_type, flags, stream_id = h2.parse_frame_header(header, 0)
+            await reader.readexactly(length)
+            if frame_type == h2.DATA and flags & h2.FLAG_END_STREAM:
+                headers, trailers = pending.pop(0)
+                writer.write(h2.answer_frames(stream_id, headers, answer_message(stream_id), trailers))
+        await reader.read()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def test_answers_mean_what_their_header_blocks_say_as_hpacks_table_changes() -> None:
+    encoder = hpack.Encoder()
+    ok_headers = [(":status", "200"), ("content-type", "application/grpc")]
+
+    def blocks(status: str) -> tuple[bytes, bytes]:
+        return encoder.encode(ok_headers), encoder.encode([("grpc-status", status), ("grpc-message", "")])
+
+    # 1: fields enter the table; 2, 3: the same blocks, all indexed (the client's known blocks);
+    # 4: a new entry moves every index; 5: byte for byte answer 3's blocks, meaning another status.
+    answers = [blocks("0"), blocks("0"), blocks("0"), blocks("8")]
+    answers.append(answers[2])
+    assert answers[4][1] != answers[3][1]
+    async with answering_each(answers) as target:
+        client = H2RecommendClient(target, request_spans=False)
+        await client.connect(5.0)
+        try:
+            statuses = []
+            for _ in answers:
+                ended: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+                client.start("s", [1, 2], 3, 5.0, ended.set_result)
+                outcome = await asyncio.wait_for(ended, 5.0)
+                statuses.append(outcome.status)
+                if outcome.status == OK:
+                    assert outcome.server_total_us == 2 * len(statuses) - 1  # its own stream's message
+        finally:
+            await client.aclose()
+    assert statuses == [OK, OK, OK, "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"]

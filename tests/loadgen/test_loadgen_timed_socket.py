@@ -12,6 +12,7 @@ import time
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from etude.services.loadgen import h2_frames as h2
@@ -32,12 +33,16 @@ def test_the_extension_is_built_where_a_compiler_is() -> None:
 
 
 @contextmanager
-def connected(kernel_stamps: bool = True) -> Iterator[tuple[TimedSocket, socket.socket]]:
+def connected(
+    kernel_stamps: bool = True, split_answers: bool = False
+) -> Iterator[tuple[TimedSocket, socket.socket]]:
     """A TimedSocket on one end of a loopback TCP connection, and the peer's end."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname())
         peer, _ = listener.accept()
-    timed = TimedSocket(client.detach(), RING_DELAY_NS, kernel_stamps=kernel_stamps)
+    timed = TimedSocket(
+        client.detach(), RING_DELAY_NS, kernel_stamps=kernel_stamps, split_answers=split_answers
+    )
     peer.settimeout(5.0)
     try:
         yield timed, peer
@@ -55,9 +60,9 @@ def receive_exactly(peer: socket.socket, size: int) -> bytes:
     return data
 
 
-def take_until(timed: TimedSocket, count: int, timeout_s: float = 5.0) -> list[tuple[int, bytes]]:
+def take_until(timed: TimedSocket, count: int, timeout_s: float = 5.0) -> list[Any]:
     """Arrivals taken until `count` have come."""
-    arrivals: list[tuple[int, bytes]] = []
+    arrivals: list[Any] = []
     deadline = time.monotonic() + timeout_s
     while len(arrivals) < count and time.monotonic() < deadline:
         select.select([timed.ring_fd], [], [], 0.05)
@@ -135,6 +140,62 @@ def test_with_kernel_stamps_two_answers_in_one_write_are_read_one_by_one() -> No
         arrivals = take_until(timed, 2)
     # Each read ends with an answer's trailers: each answer has an arrival of its own.
     assert [data for _, data in arrivals] == [answer(1), answer(3)]
+
+
+def test_split_answers_hands_over_an_answer_of_the_common_shape_as_its_three_payloads() -> None:
+    with connected(split_answers=True) as (timed, peer):
+        if not timed.kernel_stamps:
+            pytest.skip("this kernel gives no receive timestamps: reads may join answers")
+        peer.sendall(answer(1) + answer(3))
+        arrivals = take_until(timed, 2)
+    assert [arrival[1:] for arrival in arrivals] == [
+        (1, b"\x88", b"\x00\x00\x00\x00\x00", b"\x40\x00"),
+        (3, b"\x88", b"\x00\x00\x00\x00\x00", b"\x40\x00"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        pytest.param(h2.frame(h2.SETTINGS, 0, 0) + answer(1), id="another frame before it"),
+        pytest.param(
+            h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS | h2.FLAG_END_STREAM, 1, b"\x88"), id="trailers only"
+        ),
+        pytest.param(
+            h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, 1, b"\x88")
+            + h2.frame(h2.DATA, h2.FLAG_PADDED, 1, b"\x01\x00\x00\x00\x00\x00\x00")
+            + h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS | h2.FLAG_END_STREAM, 1, b"\x40\x00"),
+            id="padded data",
+        ),
+        pytest.param(
+            h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, 1, b"\x88")
+            + h2.frame(h2.DATA, 0, 1, b"\x00\x00\x00")
+            + h2.frame(h2.DATA, 0, 1, b"\x00\x00")
+            + h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS | h2.FLAG_END_STREAM, 1, b"\x40\x00"),
+            id="two data frames",
+        ),
+        pytest.param(
+            h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, 1, b"\x88")
+            + h2.frame(h2.DATA, 0, 3, b"\x00\x00\x00\x00\x00")
+            + h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS | h2.FLAG_END_STREAM, 1, b"\x40\x00"),
+            id="frames of two streams",
+        ),
+        pytest.param(
+            h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS, 2**31 + 1, b"\x88")
+            + h2.frame(h2.DATA, 0, 2**31 + 1, b"\x00\x00\x00\x00\x00")
+            + h2.frame(h2.HEADERS, h2.FLAG_END_HEADERS | h2.FLAG_END_STREAM, 2**31 + 1, b"\x40\x00"),
+            id="the reserved bit set",
+        ),
+    ],
+)
+def test_split_answers_hands_over_any_other_read_as_it_came(read: bytes) -> None:
+    with connected(split_answers=True) as (timed, peer):
+        peer.sendall(read)
+        arrivals = take_until(timed, 1)
+        time.sleep(0.02)
+        arrivals += timed.take()[1]
+    assert all(len(arrival) == 2 for arrival in arrivals)
+    assert b"".join(data for _, data in arrivals) == read
 
 
 def test_an_answer_split_over_two_writes_is_read_whole_across_them() -> None:
